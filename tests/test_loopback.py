@@ -1,0 +1,307 @@
+"""Tests for fleche_ssh.loopback against the real server (no mocks)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shlex
+import socket
+import struct
+import sys
+import threading
+import time
+
+import cloudpickle
+import paramiko
+import pytest
+
+from fleche_ssh.loopback import LoopbackServer
+
+pytestmark = pytest.mark.timeout(60)
+
+_HEADER = struct.Struct(">I")
+
+
+@pytest.fixture(scope="module")
+def client_key() -> paramiko.PKey:
+    return paramiko.ECDSAKey.generate()
+
+
+@pytest.fixture
+def server(client_key):
+    with LoopbackServer(authorized_key=client_key) as srv:
+        yield srv
+
+
+def _transport(srv: LoopbackServer) -> paramiko.Transport:
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t = paramiko.Transport(
+        sock, default_window_size=16 * 1024 * 1024, default_max_packet_size=32768
+    )
+    t.start_client(timeout=10)
+    assert t.get_remote_server_key() == srv.host_key
+    return t
+
+
+def _connect(srv: LoopbackServer, key: paramiko.PKey) -> paramiko.Transport:
+    t = _transport(srv)
+    assert t.auth_publickey("demo", key) == []
+    assert t.is_authenticated()
+    return t
+
+
+def _run(t: paramiko.Transport, command: str, stdin: bytes = b"") -> tuple[bytes, bytes, int]:
+    chan = t.open_session(timeout=10)
+    chan.settimeout(30)
+    chan.exec_command(command)
+    if stdin:
+        chan.sendall(stdin)
+    chan.shutdown_write()
+    out = chan.makefile("rb").read()
+    err = chan.makefile_stderr("rb").read()
+    rc = chan.recv_exit_status()
+    chan.close()
+    return out, err, rc
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
+        with open(path) as f:
+            pids.update(int(p) for p in f.read().split())
+    return pids
+
+
+def test_known_hosts_line(server):
+    host, kind, blob = server.known_hosts_line().split()
+    assert host == f"[127.0.0.1]:{server.port}"
+    assert kind == server.host_key.get_name() == "ssh-ed25519"
+    assert blob == server.host_key.get_base64()
+
+
+def test_exec_stdout_stderr_exit_status(server, client_key):
+    t = _connect(server, client_key)
+    try:
+        out, err, rc = _run(t, "echo hi; echo err 1>&2; exit 3")
+        assert (out, err, rc) == (b"hi\n", b"err\n", 3)
+    finally:
+        t.close()
+
+
+def test_many_channels_and_transports(server, client_key):
+    transports = [_connect(server, client_key) for _ in range(3)]
+    try:
+        results: dict[tuple[int, int], bytes] = {}
+
+        def work(i: int, j: int) -> None:
+            out, _, rc = _run(transports[i], "cat; echo $0", stdin=f"{i}-{j}\n".encode())
+            assert rc == 0
+            results[i, j] = out
+
+        threads = [threading.Thread(target=work, args=(i, j)) for i in range(3) for j in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert results == {
+            (i, j): f"{i}-{j}\n/bin/sh\n".encode() for i in range(3) for j in range(4)
+        }
+    finally:
+        for t in transports:
+            t.close()
+
+
+def test_wrong_key_refused(server):
+    t = _transport(server)
+    try:
+        with pytest.raises(paramiko.AuthenticationException):
+            t.auth_publickey("demo", paramiko.ECDSAKey.generate())
+        assert not t.is_authenticated()
+    finally:
+        t.close()
+
+
+def test_pty_and_shell_refused(server, client_key):
+    t = _connect(server, client_key)
+    try:
+        chan = t.open_session(timeout=10)
+        with pytest.raises(paramiko.SSHException):
+            chan.get_pty()
+        chan = t.open_session(timeout=10)
+        with pytest.raises(paramiko.SSHException):
+            chan.invoke_shell()
+    finally:
+        t.close()
+
+
+class TestOneTimeCode:
+    CODE = "424242"
+
+    @pytest.fixture
+    def otc_server(self, client_key):
+        seen: list[str] = []
+        with LoopbackServer(
+            authorized_key=client_key, one_time_code=self.CODE, on_code_requested=seen.append
+        ) as srv:
+            yield srv, seen
+
+    def test_key_then_code(self, otc_server, client_key):
+        srv, seen = otc_server
+        t = _transport(srv)
+        try:
+            assert t.auth_publickey("demo", client_key) == ["keyboard-interactive"]
+            assert not t.is_authenticated()
+            prompts_seen = []
+
+            def handler(title, instructions, prompts):
+                prompts_seen.extend(prompts)
+                # The code is shown before the prompt arrives, like on a phone.
+                return [seen[-1]]
+
+            assert t.auth_interactive("demo", handler) == []
+            assert t.is_authenticated()
+            assert seen == [self.CODE]
+            assert prompts_seen == [("One-time code: ", False)]
+            assert _run(t, "echo ok") == (b"ok\n", b"", 0)
+        finally:
+            t.close()
+
+    def test_wrong_code_fails(self, otc_server, client_key):
+        srv, seen = otc_server
+        t = _transport(srv)
+        try:
+            assert t.auth_publickey("demo", client_key) == ["keyboard-interactive"]
+            with pytest.raises(paramiko.AuthenticationException):
+                t.auth_interactive("demo", lambda title, instr, prompts: ["000000"])
+            assert not t.is_authenticated()
+            assert seen == [self.CODE]
+        finally:
+            t.close()
+
+    def test_code_alone_is_not_enough(self, otc_server):
+        srv, seen = otc_server
+        t = _transport(srv)
+        try:
+            with pytest.raises(paramiko.AuthenticationException):
+                t.auth_interactive("demo", lambda title, instr, prompts: [self.CODE])
+            assert not t.is_authenticated()
+            assert seen == []
+        finally:
+            t.close()
+
+    def test_wrong_key_refused(self, otc_server):
+        srv, _ = otc_server
+        t = _transport(srv)
+        try:
+            with pytest.raises(paramiko.AuthenticationException):
+                t.auth_publickey("demo", paramiko.ECDSAKey.generate())
+        finally:
+            t.close()
+
+
+def test_32mib_cat_roundtrip(server, client_key):
+    payload = os.urandom(32 * 1024 * 1024)
+    t = _connect(server, client_key)
+    try:
+        chan = t.open_session(timeout=10)
+        chan.settimeout(30)
+        chan.exec_command("cat")
+        start = time.monotonic()
+
+        def send() -> None:
+            view = memoryview(payload)
+            while view:
+                view = view[chan.send(view[: 1024 * 1024]) :]
+            chan.shutdown_write()
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        received = bytearray()
+        while True:
+            data = chan.recv(1024 * 1024)
+            if not data:
+                break
+            received += data
+        sender.join(10)
+        assert chan.recv_exit_status() == 0
+        elapsed = time.monotonic() - start
+        assert len(received) == len(payload)
+        assert received == payload
+        assert elapsed < 30, elapsed
+    finally:
+        t.close()
+
+
+def test_fleche_remote_serve_info(server, client_key, tmp_path):
+    t = _connect(server, client_key)
+    try:
+        chan = t.open_session(timeout=10)
+        chan.settimeout(30)
+        chan.exec_command(
+            f"cd {shlex.quote(str(tmp_path))} && "
+            f"exec {shlex.quote(sys.executable)} -m fleche remote --serve"
+        )
+        request = cloudpickle.dumps(("info", (), {}))
+        chan.sendall(_HEADER.pack(len(request)) + request)
+        stream = chan.makefile("rb")
+        (length,) = _HEADER.unpack(stream.read(_HEADER.size))
+        status, info = cloudpickle.loads(stream.read(length))
+        assert status == "ok"
+        assert info["cwd"] == str(tmp_path)
+        assert info["cache"]["values"]["type"] == "memory"
+        chan.shutdown_write()  # EOF ends the serve loop
+        assert chan.recv_exit_status() == 0
+    finally:
+        t.close()
+
+
+def test_stop_kills_children_and_closes_port(client_key):
+    before = _children()
+    srv = LoopbackServer(authorized_key=client_key).start()
+    port = srv.port
+    t = _connect(srv, client_key)
+    pids = []
+    for _ in range(2):
+        chan = t.open_session(timeout=10)
+        chan.settimeout(10)
+        chan.exec_command("echo $$; sleep 60 & sleep 60")
+        pids.append(int(chan.makefile("rb").readline()))
+    assert set(pids) <= _children()
+    started = time.monotonic()
+    srv.stop()
+    assert time.monotonic() - started < 10
+    assert _children() <= before
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    t.close()
+
+
+def test_client_closing_channel_terminates_child(server, client_key):
+    t = _connect(server, client_key)
+    try:
+        chan = t.open_session(timeout=10)
+        chan.settimeout(10)
+        chan.exec_command("echo $$; exec sleep 60")
+        pid = int(chan.makefile("rb").readline())
+        assert os.path.exists(f"/proc/{pid}")
+        chan.close()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{pid}")
+    finally:
+        t.close()
+
+
+def test_instant_commands_do_not_race_the_exec_reply(server, client_key):
+    # A command that exits at once must not get its CLOSE on the wire before
+    # paramiko's reply to the exec request (the client would see "Channel closed").
+    t = _connect(server, client_key)
+    try:
+        for _ in range(100):
+            assert _run(t, "true") == (b"", b"", 0)
+    finally:
+        t.close()
