@@ -1,0 +1,238 @@
+"""The authentication dance, following what the server says round by round.
+
+``SSHClient`` treats partial success as success and falls back to a
+prompt that echoes one-time codes.  This driver asks the server which
+methods it accepts, then works through them in OpenSSH's order:
+
+1. public keys: agent keys and identity files in config order (only the
+   configured files when ``IdentitiesOnly``); an encrypted file's
+   passphrase is asked once per key per process, up to three tries;
+2. after a partial success, whatever the server still wants:
+   keyboard-interactive (any number of rounds, prompts answered by the
+   human on the caller's thread) and password.
+
+It stops with an error naming the methods offered and tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from .errors import AuthenticationError, UnsupportedByParamiko
+from .prompts import Handler, Prompter, answer_while
+from .target import Target
+
+logger = logging.getLogger("fleche_ssh.auth")
+
+PASSPHRASE_TRIES = 3
+#: Attempts per typed method, as OpenSSH's NumberOfPasswordPrompts.
+ANSWER_TRIES = 3
+
+_decrypted: dict[str, paramiko.PKey] = {}
+_decrypted_lock = threading.Lock()
+
+
+@dataclass
+class AuthReport:
+    """What happened: methods the server offered, and what was tried and used."""
+
+    offered: list[str] = field(default_factory=list)
+    tried: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)
+
+
+def _load_key(path: str, prompter: Prompter, can_ask: bool) -> paramiko.PKey | None:
+    """Load an identity file, asking for its passphrase when it is encrypted."""
+    with _decrypted_lock:
+        if path in _decrypted:
+            return _decrypted[path]
+    try:
+        key = paramiko.PKey.from_path(path)
+    except paramiko.PasswordRequiredException:
+        if not can_ask:
+            logger.debug("skipping encrypted key %s: nobody to ask for its passphrase", path)
+            return None
+        key = _decrypt(path, prompter)
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        logger.debug("cannot use identity file %s: %s", path, e)
+        return None
+    cert = f"{path}-cert.pub"
+    if os.path.exists(cert):
+        try:
+            key.load_certificate(cert)
+        except (OSError, ValueError, paramiko.SSHException) as e:
+            logger.debug("cannot use certificate %s: %s", cert, e)
+    with _decrypted_lock:
+        _decrypted[path] = key
+    return key
+
+
+def _decrypt(path: str, prompter: Prompter) -> paramiko.PKey:
+    for attempt in range(1, PASSPHRASE_TRIES + 1):
+        passphrase = prompter.secret(f"Enter passphrase for key '{path}': ")
+        try:
+            return paramiko.PKey.from_path(path, passphrase=passphrase)
+        except (paramiko.SSHException, ValueError):
+            logger.info("wrong passphrase for %s (attempt %d of %d)", path, attempt,
+                        PASSPHRASE_TRIES)
+    raise AuthenticationError(
+        f"Wrong passphrase for {path}, {PASSPHRASE_TRIES} times. Check it with "
+        f"`ssh-keygen -y -f {path}`, or load the key into ssh-agent with `ssh-add {path}`."
+    )
+
+
+def _agent_keys(target: Target) -> list[paramiko.AgentKey]:
+    if target.identity_agent and target.identity_agent.lower() == "none":
+        return []
+    saved = os.environ.get("SSH_AUTH_SOCK")
+    try:
+        if target.identity_agent:
+            os.environ["SSH_AUTH_SOCK"] = target.identity_agent
+        if not os.environ.get("SSH_AUTH_SOCK") and os.name != "nt":
+            return []
+        return list(paramiko.Agent().get_keys())
+    except (paramiko.SSHException, OSError) as e:
+        logger.debug("ssh-agent not usable: %s", e)
+        return []
+    finally:
+        if target.identity_agent:
+            if saved is None:
+                os.environ.pop("SSH_AUTH_SOCK", None)
+            else:
+                os.environ["SSH_AUTH_SOCK"] = saved
+
+
+def _candidate_keys(target: Target, prompter: Prompter,
+                    can_ask: bool) -> Iterator[tuple[str, paramiko.PKey]]:
+    """Keys in OpenSSH's order: configured files (with matching agent keys), then the agent."""
+    agent = _agent_keys(target)
+    used: set[str] = set()
+    for path in target.identity_files:
+        pub = f"{path}.pub"
+        from_agent = None
+        if os.path.exists(pub):
+            try:
+                blob = Path(pub).read_text().split()[1]
+                from_agent = next((k for k in agent if k.get_base64() == blob), None)
+            except (OSError, IndexError):
+                from_agent = None
+        key = from_agent or (_load_key(path, prompter, can_ask) if os.path.exists(path) else None)
+        if key is not None and key.get_base64() not in used:
+            used.add(key.get_base64())
+            yield (f"agent key {path}" if from_agent else path), key
+    if not target.identities_only:
+        for key in agent:
+            if key.get_base64() not in used:
+                used.add(key.get_base64())
+                yield f"agent key {key.comment or key.get_fingerprint().hex()}", key
+
+
+def _offered(transport: paramiko.Transport, user: str) -> list[str]:
+    try:
+        transport.auth_none(user)
+    except paramiko.BadAuthenticationType as e:
+        return list(e.allowed_types)
+    except paramiko.AuthenticationException:
+        return []
+    return []
+
+
+def authenticate(
+    transport: paramiko.Transport, target: Target, prompter: Prompter, *, timeout: float,
+    can_ask: bool,
+) -> AuthReport:
+    """Authenticate *transport* as ``target.user``; raise :class:`AuthenticationError` if not."""
+    report = AuthReport(offered=_offered(transport, target.user))
+    if transport.is_authenticated():
+        report.used.append("none")
+        return report
+    remaining = list(report.offered)
+    if "publickey" in remaining:
+        remaining = _publickey(transport, target, prompter, can_ask, report) or remaining
+    while remaining and not transport.is_authenticated():
+        method = next((m for m in _ASKED if m in remaining
+                       and report.tried.count(m) < ANSWER_TRIES), None)
+        if method is None:
+            break
+        remaining = _ASKED[method](transport, target, prompter, timeout, report) or remaining
+    if transport.is_authenticated():
+        return report
+    raise _failure(target, report)
+
+
+def _publickey(transport: paramiko.Transport, target: Target, prompter: Prompter,
+               can_ask: bool, report: AuthReport) -> list[str] | None:
+    for name, key in _candidate_keys(target, prompter, can_ask):
+        report.tried.append(f"publickey ({name})")
+        try:
+            remaining = transport.auth_publickey(target.user, key)
+        except paramiko.AuthenticationException:
+            continue
+        except paramiko.SSHException as e:
+            logger.debug("key %s failed: %s", name, e)
+            continue
+        report.used.append(f"publickey ({name})")
+        return list(remaining)
+    return None
+
+
+def _interactive(transport: paramiko.Transport, target: Target, prompter: Prompter,
+                 timeout: float, report: AuthReport) -> list[str]:
+    report.tried.append("keyboard-interactive")
+
+    def work(handler: Handler) -> list[str]:
+        return list(transport.auth_interactive(target.user, handler))
+
+    try:
+        remaining = answer_while(work, prompter, timeout)
+    except paramiko.AuthenticationException:
+        return []
+    report.used.append("keyboard-interactive")
+    return remaining
+
+
+def _password(transport: paramiko.Transport, target: Target, prompter: Prompter,
+              timeout: float, report: AuthReport) -> list[str]:
+    report.tried.append("password")
+    password = prompter.secret(f"{target.user}@{target.hostname}'s password: ")
+    try:
+        remaining = transport.auth_password(target.user, password)
+    except paramiko.AuthenticationException:
+        return []
+    report.used.append("password")
+    return list(remaining)
+
+
+# Methods that need a human's answer, in OpenSSH's order of preference.
+_ASKED = {"keyboard-interactive": _interactive, "password": _password}
+
+
+def _failure(target: Target, report: AuthReport) -> AuthenticationError:
+    offered = ", ".join(report.offered) or "none"
+    tried = ", ".join(report.tried) or "nothing"
+    if report.offered and all(m.startswith("gssapi") for m in report.offered):
+        return UnsupportedByParamiko(
+            f"{target.label} accepts only {offered}; paramiko 5 has no GSSAPI/Kerberos. "
+            f'Use the stock type = "ssh" cache for this host.'
+        )
+    hint = (
+        f"Check that your public key is in ~/.ssh/authorized_keys on {target.hostname}, "
+        f"that identity_file points at the right key ({', '.join(target.identity_files)}), "
+        f"or that ssh-agent holds it."
+    )
+    if report.used:
+        hint = (
+            f"The server accepted {', '.join(report.used)} but wants more; the answers given "
+            f"to its questions were refused. Check the one-time code or password and retry."
+        )
+    return AuthenticationError(
+        f"Authentication to {target.label} failed. Server offered: {offered}; tried: {tried}. "
+        f"{hint}"
+    )

@@ -1,0 +1,223 @@
+"""``ParamikoCache``: the stock ``SshCache``, reached through Paramiko.
+
+``ParamikoCache`` subclasses :class:`fleche.remote.SshCache` and replaces
+only its connection object.  Everything a user sees of the stock cache
+(every ``BaseCache`` method, the lazy ``info`` handshake with its
+version-skew warning, the ``read_only`` short-circuit, ``reconnect()``,
+``close()``) is inherited unchanged, because ``SshCache`` routes all of it
+through ``self._conn.call(...)``.
+
+The connection, :class:`RemoteServer`, keeps up to ``channels`` exec
+channels, each running its own ``python -m fleche remote --serve``, on the
+one shared, authenticated transport of :mod:`fleche_ssh.session`.  A call
+borrows an idle channel (opening one if fewer than ``channels`` are open,
+else waiting), so calls from several threads run in parallel where the
+stock cache serialises them.
+
+A ``ParamikoCache`` pickles as its configuration: in another process it
+connects lazily on first use, which is what lets ``fleche.wrap_executor``
+carry it into process-pool workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fleche.remote import SshCache
+
+from . import session as sessions
+from .channel import ChannelClosed, ExecChannel, server_command
+from .errors import ConfigError, ProtocolError, RemoteConnectionError
+from .options import BY_KEY, parse_ssh_options
+from .prompts import Handler, Prompter, resolve_handler
+from .target import Target, resolve
+
+logger = logging.getLogger("fleche_ssh")
+
+#: Seconds a human has for the whole login, one-time code included.
+DEFAULT_AUTH_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class ParamikoCache(SshCache):
+    """A remote fleche cache over a Paramiko SSH connection.
+
+    Takes every key of the stock ``type = "ssh"`` cache with the same
+    meaning (``host``, ``cache_name``, ``python``, ``ssh_options``,
+    ``setup_commands``, ``workdir``), plus snake_case spellings of the
+    OpenSSH keywords it honours, which beat ``ssh_options`` and
+    ``~/.ssh/config``, and a few keys of its own.
+
+    Args:
+        hostname, port, user, identity_file, identities_only, identity_agent,
+        known_hosts_file, global_known_hosts_file, strict_host_key_checking,
+        hash_known_hosts, connect_timeout, batch_mode: as the OpenSSH
+            keywords ``Port``, ``User``, ``IdentityFile`` ... (see the
+            configuration reference).
+        config_file: ssh_config file to read instead of ``~/.ssh/config``
+            (as ``ssh -F``).
+        prompt: who answers questions: ``"auto"`` (terminal or notebook),
+            ``"none"``, ``"module:function"`` or a callable
+            ``handler(title, instructions, prompts) -> answers``.
+        auth_timeout: seconds allowed for authenticating, typing included.
+        channels: how many remote server processes (and so parallel calls)
+            this cache may use at once.
+    """
+
+    hostname: str | None = None
+    port: int | None = None
+    user: str | None = None
+    identity_file: tuple[str, ...] | None = None
+    identities_only: bool | None = None
+    identity_agent: str | None = None
+    known_hosts_file: tuple[str, ...] | None = None
+    global_known_hosts_file: tuple[str, ...] | None = None
+    strict_host_key_checking: str | None = None
+    hash_known_hosts: bool | None = None
+    connect_timeout: float | None = None
+    batch_mode: bool | None = None
+    config_file: str | None = None
+    prompt: Any = "auto"
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "ssh_options", tuple(self.ssh_options))
+        set_(self, "setup_commands", tuple(self.setup_commands))
+        for key in ("identity_file", "known_hosts_file", "global_known_hosts_file"):
+            value = getattr(self, key)
+            if isinstance(value, str):
+                set_(self, key, (value,))
+            elif value is not None:
+                set_(self, key, tuple(str(v) for v in value))
+        if not isinstance(self.channels, int) or self.channels < 1:
+            raise ConfigError(f"channels = {self.channels!r}: expected a whole number >= 1")
+        parse_ssh_options(self.ssh_options)
+        resolve_handler(self.prompt)
+        set_(self, "_conn", RemoteServer(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.config()))
+
+    def config(self) -> dict[str, Any]:
+        """The keys this cache was built with, those that differ from their defaults."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            if value != f.default:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def target(self) -> Target:
+        """Resolve this cache's host through ssh_config, ``ssh_options`` and its keys."""
+        explicit = {key: getattr(self, key) for key in BY_KEY}
+        return resolve(self.host, ssh_options=self.ssh_options, config_file=self.config_file,
+                       explicit=explicit)
+
+    def login(self, target: Target) -> sessions.Login:
+        handler: Handler = resolve_handler("none" if target.batch_mode else self.prompt)
+        return sessions.Login(
+            prompter=Prompter(handler), auth_timeout=self.auth_timeout,
+            can_ask=not target.batch_mode and self.prompt != "none",
+        )
+
+
+def _rebuild(cls: type[ParamikoCache], config: dict[str, Any]) -> ParamikoCache:
+    return cls(**config)
+
+
+@dataclass
+class _Pool:
+    idle: list[ExecChannel] = field(default_factory=list)
+    open: int = 0
+
+
+class RemoteServer:
+    """The remote fleche server(s) of one cache: a small pool of exec channels.
+
+    Duck-types the stock ``_Connection`` (``call``, ``reconnect``,
+    ``close``), which is all ``SshCache`` uses of its connection.
+    """
+
+    def __init__(self, cache: ParamikoCache) -> None:
+        self._cache = weakref.proxy(cache)
+        self._host = cache.host
+        self._limit = cache.channels
+        self._pool = _Pool()
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        channel, generation = self._borrow()
+        reusable = False
+        try:
+            logger.debug("rpc → %s", method)
+            try:
+                channel.send_frame((method, args, kwargs))
+                tag, payload = channel.recv_frame()
+            except (ChannelClosed, EOFError, OSError, ProtocolError) as e:
+                raise channel.failure(method, e) from e
+            reusable = True
+        finally:
+            self._give_back(channel, generation, reusable)
+        logger.debug("rpc ← %s %s", method, tag)
+        if tag == "ok":
+            return payload
+        if tag == "err":
+            raise payload
+        raise RemoteConnectionError(f"Unexpected response tag from the remote cache: {tag!r}")
+
+    def _borrow(self) -> tuple[ExecChannel, int]:
+        with self._cond:
+            while not self._pool.idle and self._pool.open >= self._limit:
+                self._cond.wait()
+            if self._pool.idle:
+                return self._pool.idle.pop(), self._generation
+            self._pool.open += 1
+            generation = self._generation
+        try:
+            return self._open(), generation
+        except BaseException:
+            with self._cond:
+                self._pool.open -= 1
+                self._cond.notify()
+            raise
+
+    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool) -> None:
+        with self._cond:
+            keep = reusable and generation == self._generation
+            if keep:
+                self._pool.idle.append(channel)
+            else:
+                self._pool.open -= generation == self._generation
+            self._cond.notify()
+        if not keep:
+            channel.close()
+
+    def _open(self) -> ExecChannel:
+        cache = self._cache
+        target = cache.target()
+        session = sessions.get_session(target, cache.login(target))
+        command = server_command(cache.python, cache.cache_name, cache.setup_commands,
+                                 cache.workdir)
+        logger.info("starting remote cache on %s: %s", target.label, command)
+        return ExecChannel(session.open_exec(command), host=self._host, command=command)
+
+    def reconnect(self) -> None:
+        """Close this cache's channels; the next call opens a new one on the live transport."""
+        self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            idle, self._pool = self._pool.idle, _Pool()
+            self._generation += 1
+            self._cond.notify_all()
+        for channel in idle:
+            channel.close()

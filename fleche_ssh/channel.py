@@ -1,0 +1,227 @@
+"""One exec channel running the remote fleche server, and the frame I/O on it.
+
+The wire format is fleche's own: a 4-byte big-endian length, then a
+cloudpickle body.  The I/O is written here rather than through
+``Channel.makefile()`` or ``Channel.sendall()`` because both copy the
+unsent or unread rest on every packet in Paramiko 5.1, which makes a
+large value quadratic.  Frames go out as slices of one memoryview, and
+come in through ``recv`` into a buffer allocated once from the header,
+which is unpickled in place: the client holds one copy of the bytes and
+the value, where the stock client holds three.
+
+stdout and stderr share the channel's window, so unread stderr would
+stall stdout: a daemon thread drains stderr into the per-host logger and
+a ring buffer that error messages quote.  Shutting down happens in one
+place, :meth:`ExecChannel.close`: EOF, a bounded wait for the exit status,
+then close.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import shlex
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import cloudpickle
+import paramiko
+
+from .errors import ProtocolError, RemoteCommandError, RemoteConnectionError
+
+HEADER = struct.Struct(">I")
+#: Largest body the 4-byte length header can describe.
+MAX_FRAME = (1 << 32) - 1
+#: Bytes handed to ``Channel.send`` / asked of ``Channel.recv`` per call.
+CHUNK = 1 << 20
+#: A frame this small goes out as one packet, header and body together.
+SMALL_FRAME = 1 << 16
+STDERR_LINES = 50
+#: Bound on waiting for the remote exit status when closing or diagnosing.
+EXIT_WAIT = 2.0
+#: Pickle protocol 2+ bodies start with the PROTO opcode.
+_PICKLE_START = 0x80
+
+
+def server_command(python: str, cache_name: str | None, setup_commands: Sequence[str],
+                   workdir: str | None) -> str:
+    """The remote shell command, built as the stock ``SshCache`` builds it.
+
+    ``cd <workdir> && <setup commands> && exec <python> -m fleche remote
+    --serve [--cache NAME]``: the setup commands verbatim, everything else
+    shell-quoted so that no value runs as a command.  A leading ``~/`` stays
+    unquoted so the remote shell expands it to the remote home.
+    """
+    argv = [python, "-m", "fleche", "remote", "--serve"]
+    if cache_name is not None:
+        argv += ["--cache", cache_name]
+    server = " ".join(_quote(a) for a in argv)
+    prefix = ([f"cd {_quote(workdir)}"] if workdir is not None else []) + list(setup_commands)
+    if not prefix:
+        return server
+    return " && ".join((*prefix, f"exec {server}"))
+
+
+def _quote(value: str) -> str:
+    if value == "~":
+        return value
+    if value.startswith("~/"):
+        return "~/" + shlex.quote(value[2:])
+    return shlex.quote(value)
+
+
+def host_logger_name(host: str) -> str:
+    """The stock cache's per-host logger: ``fleche.remote.host.<host>``."""
+    return "fleche.remote.host." + host.replace(".", "_").replace("@", "_at_")
+
+
+class ChannelClosed(EOFError):
+    """The channel ended before a whole frame arrived."""
+
+
+class ExecChannel:
+    """The remote fleche server on one channel: frames out, frames in, stderr aside."""
+
+    def __init__(self, channel: paramiko.Channel, *, host: str, command: str) -> None:
+        self._channel = channel
+        self.command = command
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._log = logging.getLogger(host_logger_name(host))
+        self._stderr_thread = threading.Thread(
+            target=self._drain_stderr, name=f"fleche-ssh-stderr-{host}", daemon=True
+        )
+        self._stderr_thread.start()
+
+    # -- frames -----------------------------------------------------------
+
+    def send_frame(self, obj: Any) -> None:
+        body = cloudpickle.dumps(obj)
+        if len(body) > MAX_FRAME:
+            raise ValueError(
+                f"The pickled value is {len(body)} bytes; fleche's wire format cannot carry "
+                f"more than {MAX_FRAME} bytes (4 GiB) in one frame. Split the value."
+            )
+        header = HEADER.pack(len(body))
+        if len(body) <= SMALL_FRAME:
+            self._send(memoryview(header + body))
+            return
+        self._send(memoryview(header + body[: CHUNK - HEADER.size]))
+        self._send(memoryview(body)[CHUNK - HEADER.size :])
+
+    def _send(self, view: memoryview) -> None:
+        send = self._channel.send
+        sent, total = 0, len(view)
+        while sent < total:
+            n = send(view[sent : sent + CHUNK])
+            if n <= 0:
+                raise ChannelClosed("the channel closed while sending")
+            sent += n
+
+    def recv_frame(self) -> Any:
+        header = self._recv_exact(HEADER.size)
+        (size,) = HEADER.unpack(header)
+        body = self._recv_exact(size)
+        if size and body[0] != _PICKLE_START:
+            raise ProtocolError(
+                f"The remote side wrote something that is not a fleche frame to stdout: "
+                f"{bytes(header + body[:60])!r}. Usually a shell start-up file (.bashrc) or a "
+                f"setup command prints text; send that output to stderr or remove it."
+            )
+        return cloudpickle.loads(body)
+
+    def _recv_exact(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        got = 0
+        recv = self._channel.recv
+        while got < size:
+            chunk = recv(min(size - got, CHUNK))
+            if not chunk:
+                raise ChannelClosed(f"the channel closed after {got} of {size} bytes")
+            view[got : got + len(chunk)] = chunk
+            got += len(chunk)
+        return buffer
+
+    # -- stderr and shutdown ---------------------------------------------------
+
+    def _drain_stderr(self) -> None:
+        pending = b""
+        channel = self._channel
+        try:
+            while True:
+                data = channel.recv_stderr(65536)
+                if not data:
+                    break
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self._stderr_line(line)
+        except Exception:
+            self._log.debug("stderr drain stopped", exc_info=True)
+        if pending:
+            self._stderr_line(pending)
+
+    def _stderr_line(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        self.stderr_tail.append(text)
+        self._log.info("%s", text)
+
+    def exit_status(self, wait: float = EXIT_WAIT) -> int | None:
+        deadline = time.monotonic() + wait
+        while not self._channel.exit_status_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._channel.exit_status_ready():
+            return self._channel.recv_exit_status()
+        return None
+
+    def failure(self, during: str, cause: BaseException) -> RemoteConnectionError:
+        """An error saying why the remote server went away, with its last words."""
+        if isinstance(cause, ProtocolError):
+            return cause
+        status = self.exit_status()
+        self._stderr_thread.join(0.5)
+        tail = "\n".join(self.stderr_tail)
+        said = f"\nremote stderr (last {len(self.stderr_tail)} lines):\n{tail}" if tail else ""
+        error_type: type[RemoteConnectionError] = RemoteConnectionError
+        if status is None:
+            what = f"The connection was lost during {during!r} ({cause})."
+            advice = "Call reconnect() on the cache to open a new channel."
+        else:
+            error_type = RemoteCommandError
+            what, advice = _explain_exit(status, tail, self.command)
+        return error_type(f"{what} {advice}\nremote command: {self.command}{said}")
+
+    def close(self) -> None:
+        channel = self._channel
+        try:
+            if not channel.closed:
+                channel.shutdown_write()
+                self.exit_status(EXIT_WAIT)
+        except Exception:
+            pass
+        finally:
+            channel.close()
+            self._stderr_thread.join(0.5)
+
+
+def _explain_exit(status: int, stderr: str, command: str) -> tuple[str, str]:
+    """Turn the remote exit status and stderr into (what happened, what to do)."""
+    lowered = stderr.lower()
+    if "no module named fleche" in lowered:
+        return (f"fleche is not installed for the remote python (exit status {status}).",
+                "Install it there (pip install fleche cloudpickle), or point python= or "
+                "setup_commands at an environment that has it.")
+    if status == 127:
+        return ("The remote command was not found (exit status 127).",
+                "Check python= (a full path helps) and setup_commands.")
+    if status == 126:
+        return ("The remote command is not executable (exit status 126).",
+                "Check python= and the permissions of that file.")
+    if " && " in command and "traceback" not in lowered:
+        return (f"The remote command exited with status {status} before the server started.",
+                "A setup command or the cd into workdir failed; see the stderr below.")
+    return (f"The remote fleche server exited with status {status}.",
+            "Read its stderr below; call reconnect() on the cache after fixing the cause.")

@@ -1,0 +1,80 @@
+"""Every error fleche-ssh raises, in one place.
+
+Connection trouble derives from :class:`fleche.remote.RemoteConnectionError`,
+so code written against the stock ``type = "ssh"`` cache keeps catching it.
+Each message says what failed, names the host, key, file or line involved,
+and ends with what to do about it.  Secrets never appear in a message: the
+classes only ever receive host names, paths, fingerprints and method names.
+"""
+
+from __future__ import annotations
+
+from fleche.remote import RemoteConnectionError
+
+__all__ = [
+    "AuthenticationError",
+    "ChangedHostKey",
+    "ConfigError",
+    "ConnectTimeout",
+    "ConnectionRefused",
+    "HostKeyError",
+    "HostNotFound",
+    "PromptUnavailable",
+    "ProtocolError",
+    "RemoteCommandError",
+    "RemoteConnectionError",
+    "UnknownHostKey",
+    "UnsupportedByParamiko",
+]
+
+
+class ConfigError(ValueError):
+    """A ``fleche.toml`` key, an ``ssh_options`` entry or an ssh_config line is invalid.
+
+    A ``ValueError`` rather than a connection error: nothing was attempted,
+    the configuration has to change first.
+    """
+
+
+class HostNotFound(RemoteConnectionError):
+    """The host name does not resolve."""
+
+
+class ConnectionRefused(RemoteConnectionError):
+    """Nothing listens on the host's SSH port, or the network refused the connection."""
+
+
+class ConnectTimeout(RemoteConnectionError):
+    """A step of connecting did not finish within its time bound."""
+
+
+class HostKeyError(RemoteConnectionError):
+    """The server's host key could not be verified."""
+
+
+class UnknownHostKey(HostKeyError):
+    """The host is not in any known_hosts file and the policy refuses unknown hosts."""
+
+
+class ChangedHostKey(HostKeyError):
+    """known_hosts holds a different key for this host: refused whatever the policy."""
+
+
+class AuthenticationError(RemoteConnectionError):
+    """The server accepted none of the credentials offered."""
+
+
+class PromptUnavailable(AuthenticationError):
+    """The server asked a question and there is nobody to answer it."""
+
+
+class UnsupportedByParamiko(RemoteConnectionError):
+    """The server requires something Paramiko cannot do (GSSAPI, ``ssh-rsa`` signatures)."""
+
+
+class RemoteCommandError(RemoteConnectionError):
+    """The remote command exited or failed to start (python or fleche missing, setup failed)."""
+
+
+class ProtocolError(RemoteConnectionError):
+    """Bytes on the channel are not fleche frames (often a start-up file writing to stdout)."""

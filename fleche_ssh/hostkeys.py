@@ -1,0 +1,212 @@
+"""Host key verification against known_hosts, with OpenSSH's policies.
+
+Paramiko's ``HostKeys`` refuses a whole file over one ``@cert-authority``
+line, never enforces ``@revoked``, and matches only exact names.  This
+module reads known_hosts line by line instead: a line it cannot use is
+skipped with a debug log, hashed (``|1|``) and wildcard entries match as in
+OpenSSH, ``@revoked`` keys are refused, and the key types known for a host
+are reported so the handshake can prefer them (a server offering another
+type would otherwise look like an unknown host).
+
+The policies follow ``StrictHostKeyChecking``: ``yes`` refuses unknown
+hosts, ``accept-new`` records them, ``ask`` asks a human through the prompt
+handler, ``no`` records them with a warning.  A changed key is refused
+under every policy: it is the one case where connecting anyway is never
+what the user wants.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import paramiko
+
+from .errors import ChangedHostKey, HostKeyError, UnknownHostKey
+from .sshconfig import match_pattern_list
+from .target import Target
+
+logger = logging.getLogger("fleche_ssh.hostkeys")
+
+#: known_hosts files beyond this size are read only this far.
+MAX_KNOWN_HOSTS_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """One usable line of a known_hosts file."""
+
+    names: str
+    keytype: str
+    blob: str
+    path: str
+    line: int
+    marker: str | None = None
+
+    def matches(self, name: str) -> bool:
+        if self.names.startswith("|1|"):
+            return _hashed_match(self.names, name)
+        return match_pattern_list(self.names.split(","), name)
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+def _hashed_match(entry: str, name: str) -> bool:
+    try:
+        _, _, salt, digest = entry.split("|")
+        mac = hmac.new(base64.b64decode(salt), name.encode(), hashlib.sha1).digest()
+        return hmac.compare_digest(base64.b64encode(mac).decode(), digest)
+    except (ValueError, TypeError):
+        return False
+
+
+def hash_name(name: str) -> str:
+    """A name in OpenSSH's hashed ``|1|salt|hash`` form."""
+    salt = os.urandom(20)
+    mac = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(mac).decode()}"
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def _parse_line(text: str, path: str, number: int) -> KnownKey | None:
+    fields = text.split()
+    if not fields or fields[0].startswith("#"):
+        return None
+    marker = None
+    if fields[0].startswith("@"):
+        marker, fields = fields[0][1:], fields[1:]
+    if len(fields) < 3:
+        logger.debug("%s:%d: not a known_hosts entry, skipped", path, number)
+        return None
+    names, keytype, blob = fields[:3]
+    try:
+        base64.b64decode(blob, validate=True)
+    except ValueError:
+        logger.debug("%s:%d: key is not base64, skipped", path, number)
+        return None
+    return KnownKey(names, keytype, blob, path, number, marker)
+
+
+def read_known_hosts(paths: Iterable[str]) -> list[KnownKey]:
+    """Every usable entry of the existing files among *paths*, in order."""
+    entries: list[KnownKey] = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_KNOWN_HOSTS_BYTES)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            logger.warning("cannot read known_hosts file %s: %s", path, e.strerror or e)
+            continue
+        for number, raw in enumerate(data.split(b"\n"), 1):
+            text = raw.decode("utf-8", "replace")
+            entry = _parse_line(text, path, number)
+            if entry is not None:
+                entries.append(entry)
+    return entries
+
+
+def known_key_types(target: Target) -> list[str]:
+    """Key types known_hosts holds for *target*, so the handshake asks for them first."""
+    found: list[str] = []
+    for entry in read_known_hosts(_files(target)):
+        if entry.marker is None and entry.keytype not in found and entry.matches(
+            target.known_hosts_name
+        ):
+            found.append(entry.keytype)
+    return found
+
+
+def _files(target: Target) -> tuple[str, ...]:
+    return target.known_hosts_files + target.global_known_hosts_files
+
+
+Ask = Callable[[str], bool]
+
+
+def verify(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
+    """Accept or refuse the server's *key*; return how it was verified.
+
+    *ask* poses a yes/no question to a human (``None`` when nobody can be
+    asked).  Raises a :class:`HostKeyError` subclass on refusal.
+    """
+    name = target.known_hosts_name
+    keytype, blob = key.get_name(), key.get_base64()
+    entries = [e for e in read_known_hosts(_files(target)) if e.matches(name)]
+    for entry in entries:
+        if entry.marker == "revoked" and entry.blob == blob:
+            raise HostKeyError(
+                f"The {keytype} host key of {name} ({fingerprint(key)}) is marked @revoked in "
+                f"{entry.where}. Refusing to connect: ask the administrators of {target.hostname} "
+                f"for the current key."
+            )
+    plain = [e for e in entries if e.marker is None]
+    for entry in plain:
+        if entry.keytype == keytype and entry.blob == blob:
+            return f"known_hosts {entry.where}"
+    changed = [e for e in plain if e.keytype == keytype]
+    if changed:
+        lines = ", ".join(e.where for e in changed)
+        raise ChangedHostKey(
+            f"HOST KEY CHANGED for {name}: the server sent a {keytype} key {fingerprint(key)}, "
+            f"but {lines} records a different one. This can mean someone is intercepting the "
+            f"connection, or the host was reinstalled. If you have confirmed the new key with "
+            f"its administrators, remove the old entry: "
+            f"ssh-keygen -R '{name}' -f {changed[0].path}"
+        )
+    return _unknown(target, key, ask)
+
+
+def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
+    name, policy = target.known_hosts_name, target.strict_host_key_checking
+    description = f"{key.get_name()} key {fingerprint(key)}"
+    if policy == "ask" and ask is not None:
+        question = (
+            f"The authenticity of host '{name}' can't be established.\n"
+            f"{description}.\nAre you sure you want to continue connecting (yes/no)? "
+        )
+        if ask(question):
+            return _record(target, key, "accepted by the user")
+        raise UnknownHostKey(f"Host key of {name} ({description}) was not accepted.")
+    if policy in ("accept-new", "no"):
+        if policy == "no":
+            logger.warning("Connecting to %s without verifying its %s", name, description)
+        return _record(target, key, f"new host, StrictHostKeyChecking={policy}")
+    known = target.known_hosts_files[0] if target.known_hosts_files else "~/.ssh/known_hosts"
+    raise UnknownHostKey(
+        f"Host {name} is not in known_hosts ({', '.join(target.known_hosts_files)}); it offered "
+        f"a {description}. Check the fingerprint with the host's administrators, then either "
+        f"run `ssh -p {target.port} {target.user}@{target.hostname}` once and answer yes, or "
+        f"`ssh-keyscan -p {target.port} {target.hostname} >> {known}`, or set "
+        f"strict_host_key_checking = \"accept-new\" to record new hosts automatically."
+    )
+
+
+def _record(target: Target, key: paramiko.PKey, why: str) -> str:
+    if not target.known_hosts_files:
+        return why
+    path = os.path.expanduser(target.known_hosts_files[0])
+    name = target.known_hosts_name
+    shown = hash_name(name) if target.hash_known_hosts else name
+    try:
+        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{shown} {key.get_name()} {key.get_base64()}\n")
+    except OSError as e:
+        logger.warning("could not record host key of %s in %s: %s", name, path, e)
+        return f"{why} (not recorded: {e.strerror or e})"
+    logger.warning("Permanently added '%s' (%s) to %s", name, key.get_name(), path)
+    return f"{why}, recorded in {path}"

@@ -1,0 +1,234 @@
+"""The OpenSSH keywords fleche-ssh understands, as one table.
+
+Every way of setting an option ends up here: a line of ``~/.ssh/config``,
+an ``-o Keyword=value`` (or ``-p``, ``-l``, ``-i`` ...) in ``ssh_options``,
+and a snake_case key of :class:`~fleche_ssh.ParamikoCache`.  The table says,
+for each OpenSSH keyword, which key mirrors it, how its text is parsed and
+whether it takes one value or collects several.  Nothing else in the package
+spells out a keyword, so adding one is adding a row.
+
+Keywords OpenSSH knows but fleche-ssh need not act on (connection sharing,
+terminal and forwarding settings) are listed in :data:`NOT_NEEDED`: they are
+accepted and logged at debug level.  Any other keyword in ``ssh_options``
+is refused with an error naming it; in an ssh_config file it is ignored with
+a debug line, as OpenSSH itself ignores keywords other programs added.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+logger = logging.getLogger("fleche_ssh.options")
+
+_TRUE = frozenset({"yes", "true", "on", "1"})
+_FALSE = frozenset({"no", "false", "off", "0"})
+
+
+def _flag(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise ValueError(f"expected a port between 1 and 65535, got {text!r}")
+    return value
+
+
+def _choice(*words: str, aliases: dict[str, str] | None = None) -> Callable[[str], str]:
+    allowed = {w: w for w in words} | (aliases or {})
+
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in allowed:
+            raise ValueError(f"expected one of {', '.join(words)}, got {text!r}")
+        return allowed[word]
+
+    return parse
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+@dataclass(frozen=True)
+class Option:
+    """One OpenSSH keyword and the :class:`ParamikoCache` key that mirrors it.
+
+    ``parse`` turns one configuration value (text) into the Python value.
+    ``many`` options collect every value given, in order, across all sources
+    (OpenSSH does this for ``IdentityFile`` and ``CertificateFile``); the
+    others keep the first value obtained.  ``split`` options take several
+    space-separated values on one line (``UserKnownHostsFile a b``).
+    """
+
+    keyword: str
+    key: str
+    parse: Callable[[str], Any] = _text
+    many: bool = False
+    split: bool = False
+    doc: str = ""
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("HostName", "hostname", doc="Real host name or address to connect to."),
+    Option("User", "user", doc="Remote user name."),
+    Option("Port", "port", _port, doc="Remote SSH port."),
+    Option("IdentityFile", "identity_file", many=True,
+           doc="Private key file(s) to offer, in order."),
+    Option("IdentitiesOnly", "identities_only", _flag,
+           doc="Offer only the configured identity files, not every agent key."),
+    Option("IdentityAgent", "identity_agent",
+           doc="Agent socket path, or ``none`` to use no agent."),
+    Option("UserKnownHostsFile", "known_hosts_file", _words, split=True,
+           doc="known_hosts file(s) to read and to record new hosts in."),
+    Option("GlobalKnownHostsFile", "global_known_hosts_file", _words, split=True,
+           doc="System-wide known_hosts file(s), read only."),
+    Option("StrictHostKeyChecking", "strict_host_key_checking",
+           _choice("yes", "ask", "accept-new", "no", aliases={"off": "no", "true": "yes",
+                                                             "false": "no"}),
+           doc="What to do with an unknown host key: yes, ask, accept-new or no."),
+    Option("HashKnownHosts", "hash_known_hosts", _flag,
+           doc="Record new hosts in hashed form."),
+    Option("ConnectTimeout", "connect_timeout", _seconds,
+           doc="Seconds to wait for the TCP connection and the SSH handshake."),
+    Option("BatchMode", "batch_mode", _flag,
+           doc="Never ask a human anything (as the ``none`` prompt handler)."),
+)
+
+BY_KEYWORD: dict[str, Option] = {o.keyword.lower(): o for o in OPTIONS}
+BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+# Keywords that only matter to the ssh binary: connection sharing, which the
+# process-wide transport pool replaces, and terminal or forwarding settings
+# that a cache channel never uses.
+NOT_NEEDED = frozenset(
+    k.lower()
+    for k in (
+        "ControlMaster", "ControlPath", "ControlPersist", "RequestTTY", "ForwardX11",
+        "ForwardX11Trusted", "ForwardAgent", "LogLevel", "EscapeChar", "ExitOnForwardFailure",
+        "ClearAllForwardings", "VisualHostKey", "UpdateHostKeys", "SessionType", "StdinNull",
+        "ForkAfterAuthentication",
+    )
+)
+
+# Command-line flags that take a value, mapped to the keyword they set.
+_VALUE_FLAGS: dict[str, str] = {"-p": "Port", "-l": "User", "-i": "IdentityFile"}
+# Flags without a value that change nothing for a cache channel.
+_NOOP_FLAGS = frozenset({"-T", "-x", "-a", "-q", "-n", "-4", "-6"})
+
+
+def parse_value(option: Option, text: str, where: str) -> Any:
+    """Parse *text* for *option*, or raise :class:`ConfigError` naming *where* it came from."""
+    try:
+        return option.parse(text)
+    except ValueError as e:
+        raise ConfigError(f"{where}: {option.keyword}: {e}") from None
+
+
+def split_option(text: str, where: str) -> tuple[str, str]:
+    """Split ``Keyword=value`` or ``Keyword value`` as ``ssh -o`` does."""
+    text = text.strip()
+    for i, ch in enumerate(text):
+        if ch in "= \t":
+            keyword, value = text[:i], text[i + 1 :].strip().lstrip("=").strip()
+            if keyword and value:
+                return keyword, value
+            break
+    raise ConfigError(f"{where}: expected Keyword=value, got {text!r}")
+
+
+@dataclass(frozen=True)
+class CommandLine:
+    """What ``ssh_options`` said: the keyword settings and an extra config file."""
+
+    settings: tuple[tuple[str, str], ...] = ()
+    config_file: str | None = None
+
+
+def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
+    """Translate the ``ssh_options`` of a ``type = "ssh"`` entry.
+
+    Understands ``-p``, ``-l``, ``-i``, ``-F``, ``-o Keyword=value`` (also
+    glued, as ``-oKeyword=value`` and ``-p2222``) and the value-less flags in
+    :data:`_NOOP_FLAGS`.  Returns ``(keyword, value)`` pairs in the order given;
+    the caller applies them with first-value-wins, like ssh does.  Anything
+    it does not understand raises :class:`ConfigError` naming the option,
+    because dropping an option the user wrote could connect them somewhere
+    they did not ask for.
+    """
+    settings: list[tuple[str, str]] = []
+    config_file: str | None = None
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = str(args[i])
+        flag, glued = arg[:2], arg[2:]
+        if flag in _NOOP_FLAGS and not glued:
+            logger.debug("ssh_options: %s has no effect on a cache channel", arg)
+            i += 1
+            continue
+        if flag not in ("-o", "-F", *_VALUE_FLAGS) or not arg.startswith("-"):
+            raise ConfigError(
+                f"ssh_options: {arg!r} is not supported by fleche-ssh. Supported: -p, -l, -i, "
+                f"-F, -o Keyword=value for {', '.join(o.keyword for o in OPTIONS)}."
+            )
+        if glued:
+            value = glued
+        elif i + 1 < len(args):
+            i += 1
+            value = str(args[i])
+        else:
+            raise ConfigError(f"ssh_options: {flag} needs a value")
+        if flag == "-F":
+            config_file = value
+        elif flag == "-o":
+            keyword, text = split_option(value, "ssh_options -o")
+            if keyword.lower() in NOT_NEEDED:
+                logger.debug("ssh_options: %s is not needed by fleche-ssh", keyword)
+            elif keyword.lower() not in BY_KEYWORD:
+                raise ConfigError(
+                    f"ssh_options: -o {keyword} is not supported by fleche-ssh. Remove it, or "
+                    f"use one of: {', '.join(o.keyword for o in OPTIONS)}."
+                )
+            else:
+                settings.append((BY_KEYWORD[keyword.lower()].keyword, text))
+        else:
+            settings.append((_VALUE_FLAGS[flag], value))
+        i += 1
+    return CommandLine(tuple(settings), config_file)
+
+
+def explicit_settings(values: dict[str, Any]) -> Iterable[tuple[Option, Any]]:
+    """Pair the snake_case cache keys that are set (not ``None``) with their options."""
+    for key, value in values.items():
+        if value is not None:
+            yield BY_KEY[key], value

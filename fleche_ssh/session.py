@@ -1,0 +1,237 @@
+"""A process-wide pool of authenticated SSH transports.
+
+Authenticating can mean typing a one-time code, so it should happen once
+per destination per process: every cache that resolves to the same
+:class:`~fleche_ssh.target.Target` shares one :class:`Session` and opens
+its own channels on it.  Only a dead transport is replaced, and replacing
+it authenticates again.  The pool forgets everything in a forked child,
+whose copies of the parent's transports have no threads behind them.
+
+Connecting is where Paramiko's defaults cost the most, so the socket and
+transport are set up here: TCP_NODELAY (without it every small round trip
+waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
+lists it last, and the client's order wins), a large receive window, and
+host key algorithms ordered by what known_hosts holds for the host.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paramiko
+
+from . import hostkeys
+from .auth import AuthReport, authenticate
+from .errors import (
+    ConnectionRefused,
+    ConnectTimeout,
+    HostKeyError,
+    HostNotFound,
+    RemoteConnectionError,
+    UnsupportedByParamiko,
+)
+from .prompts import Prompter
+from .target import Target
+
+logger = logging.getLogger("fleche_ssh.session")
+
+#: Bound on TCP connect and the SSH handshake when ConnectTimeout is not set.
+DEFAULT_CONNECT_TIMEOUT = 30.0
+#: Receive window and packet size: large enough that a bulk download is not
+#: throttled by window adjustments on a high-latency link.
+WINDOW_SIZE = 64 << 20
+MAX_PACKET_SIZE = 32768
+#: Bound on opening a channel on an established transport.
+CHANNEL_OPEN_TIMEOUT = 30.0
+
+_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+
+
+@dataclass(frozen=True)
+class Login:
+    """How to authenticate: who answers questions, and how long a human may take."""
+
+    prompter: Prompter
+    auth_timeout: float
+    can_ask: bool
+
+
+@dataclass
+class Session:
+    """One authenticated transport to one target."""
+
+    target: Target
+    transport: paramiko.Transport
+    host_key: str
+    host_key_verified: str
+    auth: AuthReport
+    connected_in: float
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def alive(self) -> bool:
+        return self.transport.is_active() and self.transport.is_authenticated()
+
+    def open_exec(self, command: str) -> paramiko.Channel:
+        """Open a session channel running *command*."""
+        try:
+            channel = self.transport.open_session(
+                window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE,
+                timeout=CHANNEL_OPEN_TIMEOUT,
+            )
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise RemoteConnectionError(
+                f"Could not start the remote command on {self.target.label}: {e}. The server "
+                f"may limit sessions per connection (MaxSessions); call reconnect() to retry."
+            ) from e
+        return channel
+
+    def close(self) -> None:
+        self.transport.close()
+
+
+_pool: dict[Target, Session] = {}
+_locks: dict[Target, threading.Lock] = {}
+_pool_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    global _pool_lock
+    _pool.clear()
+    _locks.clear()
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def get_session(target: Target, login: Login) -> Session:
+    """The live session for *target*, connecting and authenticating if there is none."""
+    with _pool_lock:
+        lock = _locks.setdefault(target, threading.Lock())
+    with lock:
+        session = _pool.get(target)
+        if session is not None and session.alive():
+            return session
+        if session is not None:
+            logger.info("connection to %s was lost; connecting again", target.label)
+            session.close()
+        session = connect(target, login)
+        _pool[target] = session
+        return session
+
+
+def close_all() -> None:
+    """Close every pooled transport (the pool refills on the next operation)."""
+    with _pool_lock:
+        sessions = list(_pool.values())
+        _pool.clear()
+    for session in sessions:
+        session.close()
+
+
+atexit.register(close_all)
+
+
+def open_socket(target: Target) -> socket.socket:
+    """TCP connection to the target, tuned for request/response and long idles."""
+    timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    try:
+        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+    except socket.gaierror as e:
+        raise HostNotFound(
+            f"Cannot resolve host name {target.hostname!r} (from host {target.alias!r}): "
+            f"{e.strerror or e}. Check the spelling, HostName in your ssh config, or your VPN."
+        ) from e
+    except ConnectionRefusedError as e:
+        raise ConnectionRefused(
+            f"{target.hostname} port {target.port} refused the connection: no SSH server "
+            f"listens there. Check the port (Port / port key) and that sshd runs."
+        ) from e
+    except TimeoutError as e:
+        raise ConnectTimeout(
+            f"Connecting to {target.hostname} port {target.port} timed out after {timeout:g} s. "
+            f"Check the network or VPN, or raise connect_timeout."
+        ) from e
+    except OSError as e:
+        raise ConnectionRefused(
+            f"Cannot connect to {target.hostname} port {target.port}: {e.strerror or e}. "
+            f"Check the network or VPN."
+        ) from e
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return sock
+
+
+def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> list[str]:
+    chosen = [name for name in first if name in available]
+    return chosen + [name for name in available if name not in chosen]
+
+
+def start_transport(target: Target, sock: socket.socket) -> paramiko.Transport:
+    """Run the SSH handshake on *sock*: key exchange only, no host key check yet."""
+    timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    transport = paramiko.Transport(
+        sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
+    )
+    transport.banner_timeout = timeout
+    transport.handshake_timeout = timeout
+    options = transport.get_security_options()
+    options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
+    options.key_types = _prefer(options.key_types, hostkeys.known_key_types(target))
+    try:
+        transport.start_client(timeout=timeout)
+    except paramiko.SSHException as e:
+        transport.close()
+        text = str(e)
+        if "Incompatible" in text or "no acceptable" in text:
+            raise UnsupportedByParamiko(
+                f"{target.label}: no algorithm in common with the server ({text}). Paramiko 5 "
+                f"has no SHA-1 algorithms (ssh-rsa host keys, SHA-1 key exchange); use the stock "
+                f'type = "ssh" cache for this host, or ask for a modern host key.'
+            ) from e
+        raise ConnectTimeout(
+            f"SSH handshake with {target.label} failed: {text}. Is an SSH server listening "
+            f"on that port?"
+        ) from e
+    except EOFError as e:
+        transport.close()
+        raise RemoteConnectionError(
+            f"{target.label} closed the connection during the SSH handshake. The server may "
+            f"limit connections (MaxStartups) or refuse this client address."
+        ) from e
+    return transport
+
+
+def connect(target: Target, login: Login) -> Session:
+    """Connect, verify the host key, then authenticate; nothing is sent before the check."""
+    started = time.monotonic()
+    transport = start_transport(target, open_socket(target))
+    try:
+        key = transport.get_remote_server_key()
+        ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
+        verified = hostkeys.verify(target, key, ask)
+        report = authenticate(transport, target, login.prompter, timeout=login.auth_timeout,
+                              can_ask=login.can_ask)
+    except BaseException:
+        transport.close()
+        raise
+    session = Session(
+        target=target, transport=transport,
+        host_key=f"{key.get_name()} {hostkeys.fingerprint(key)}",
+        host_key_verified=verified, auth=report, connected_in=time.monotonic() - started,
+    )
+    logger.info("connected to %s (%s, %s) in %.2f s", target.label, session.host_key,
+                ", ".join(report.used), session.connected_in)
+    return session
+
+
+__all__ = ["HostKeyError", "Login", "Session", "close_all", "connect", "get_session"]

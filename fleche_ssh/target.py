@@ -1,0 +1,223 @@
+"""Resolve a host into one immutable connection spec, as ``ssh`` would.
+
+Three sources set options, strongest first: the explicit snake_case keys
+of the cache (``port=``, ``identity_file=`` ...), then ``ssh_options`` (the
+command line of the stock ``type = "ssh"`` entry), then the ssh_config
+files.  Within and across them the first value obtained wins, exactly as
+in OpenSSH, so all three are fed through the same evaluation: explicit
+keys and ``ssh_options`` are turned into text settings ahead of the files,
+and every value, whatever its source, is parsed by the one table in
+:mod:`fleche_ssh.options`.
+
+Paths expand ``~`` from ``$HOME`` (OpenSSH reads the home directory from
+the password database instead); tests and unusual setups rely on that to
+point fleche-ssh at a throwaway home.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .options import BY_KEYWORD, OPTIONS, explicit_settings, parse_ssh_options, parse_value
+from .sshconfig import Resolution, resolve_config
+
+SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
+DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+
+_TOKEN = re.compile(r"%(.)")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Everything needed to reach one SSH server, fully resolved.
+
+    Frozen and hashable, so that it can key the process-wide transport pool:
+    two caches whose targets are equal share one authenticated connection.
+    """
+
+    alias: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    identities_only: bool
+    identity_agent: str | None
+    known_hosts_files: tuple[str, ...]
+    global_known_hosts_files: tuple[str, ...]
+    strict_host_key_checking: str
+    hash_known_hosts: bool
+    connect_timeout: float | None
+    batch_mode: bool
+    #: (keyword, where it was set) pairs: which file line, key or option gave each value.
+    origins: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts files use: ``host``, or ``[host]:port`` off port 22."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def label(self) -> str:
+        """``user@host:port`` as shown in messages."""
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def describe(self) -> list[tuple[str, str]]:
+        """``ssh -G``-style (keyword, value) pairs for the keywords fleche-ssh uses."""
+        rows = [("host", self.alias)]
+        for option in OPTIONS:
+            value = getattr(self, _FIELD.get(option.key, option.key))
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "yes" if value else "no"
+            elif isinstance(value, tuple):
+                value = " ".join(value)
+            rows.append((option.keyword.lower(), str(value)))
+        return rows
+
+
+# Target fields whose names differ from the cache key that sets them.
+_FIELD = {
+    "identity_file": "identity_files",
+    "known_hosts_file": "known_hosts_files",
+    "global_known_hosts_file": "global_known_hosts_files",
+}
+
+
+def _as_text(value: Any) -> list[str]:
+    """Turn an explicit key's Python value into ssh_config text value(s)."""
+    if isinstance(value, bool):
+        return ["yes" if value else "no"]
+    if isinstance(value, (list, tuple)):
+        return [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return [os.fspath(value)]
+    return [str(value)]
+
+
+def _expand(text: str, tokens: Mapping[str, str], where: str) -> str:
+    def replace(found: re.Match[str]) -> str:
+        letter = found.group(1)
+        if letter not in tokens:
+            raise ConfigError(f"{where}: unknown token %{letter} in {text!r}")
+        return tokens[letter]
+
+    return _TOKEN.sub(replace, text)
+
+
+def _expand_path(text: str, tokens: Mapping[str, str], where: str) -> str:
+    expanded = os.path.expandvars(_expand(text, tokens, where))
+    return os.path.expanduser(expanded)
+
+
+def _tokens(original: str, resolution: Resolution, local_user: str) -> dict[str, str]:
+    """OpenSSH's ``%`` tokens, from what is known so far."""
+    hostname = resolution.first("hostname") or original
+    hostname = hostname.replace("%h", original)
+    port = resolution.first("port") or "22"
+    ruser = resolution.first("user") or local_user
+    local_host = socket.gethostname()
+    connection_hash = hashlib.sha1(f"{local_host}{hostname}{port}{ruser}".encode()).hexdigest()
+    return {
+        "%": "%", "h": hostname, "n": original, "p": port, "r": ruser, "u": local_user,
+        "d": os.path.expanduser("~"), "l": local_host, "L": local_host.split(".")[0],
+        "i": str(os.getuid()) if hasattr(os, "getuid") else "0", "C": connection_hash,
+    }
+
+
+def resolve(
+    host: str,
+    *,
+    ssh_options: Sequence[str] = (),
+    config_file: str | os.PathLike[str] | None = None,
+    explicit: Mapping[str, Any] | None = None,
+) -> Target:
+    """Resolve *host* (an alias, a name or ``user@name``) into a :class:`Target`.
+
+    Raises:
+        ConfigError: an option value is invalid, naming where it was set.
+    """
+    if not host or any(c.isspace() for c in host) or host.startswith("-"):
+        raise ConfigError(f"host {host!r} is not a valid SSH destination")
+    login_user, _, alias = host.rpartition("@")
+    if not alias:
+        raise ConfigError(f"host {host!r} has no host name after '@'")
+    command_line = parse_ssh_options(ssh_options)
+    local_user = getpass.getuser()
+
+    preset = Resolution()
+    for option, value in explicit_settings(dict(explicit or {})):
+        for text in _as_text(value):
+            preset.set(option.keyword, text, f"key {option.key}")
+    for keyword, text in command_line.settings:
+        preset.set(keyword, text, "ssh_options")
+    if login_user:
+        preset.set("User", login_user, f"host {host!r}")
+
+    config = config_file or command_line.config_file
+    if config is not None:
+        path = Path(os.path.expanduser(os.fspath(config)))
+        if not path.is_file():
+            raise ConfigError(f"ssh config file {str(path)!r} does not exist or is not a file")
+        files = [(path, Path(os.path.expanduser("~/.ssh")))]
+    else:
+        files = [
+            (Path(os.path.expanduser("~/.ssh/config")), Path(os.path.expanduser("~/.ssh"))),
+            (SYSTEM_CONFIG, SYSTEM_CONFIG.parent),
+        ]
+
+    def expand(text: str, so_far: Resolution) -> str:
+        return _expand(text, _tokens(alias, so_far, local_user), "Match exec")
+
+    resolution = resolve_config(alias, user=login_user or None, files=files, preset=preset,
+                                expand=expand)
+    return _build(alias, resolution, local_user)
+
+
+def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
+    tokens = _tokens(alias, resolution, local_user)
+
+    def value(key: str, default: Any = None) -> Any:
+        option = BY_KEYWORD[key]
+        texts = resolution.values.get(key)
+        if not texts:
+            return default
+        where = resolution.sources.get(key, "")
+        if option.many:
+            return tuple(_expand_path(t, tokens, where) for t in texts)
+        return parse_value(option, texts[0], where)
+
+    def paths(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        where = resolution.sources.get(key, "")
+        raw = value(key) or default
+        return tuple(_expand_path(p, tokens, where) for p in raw)
+
+    agent = value("identityagent")
+    return Target(
+        alias=alias,
+        hostname=tokens["h"],
+        port=value("port", 22),
+        user=value("user", local_user),
+        identity_files=value("identityfile") or tuple(os.path.expanduser(p)
+                                                      for p in DEFAULT_IDENTITIES),
+        identities_only=value("identitiesonly", False),
+        identity_agent=None if agent is None else _expand_path(agent, tokens, "IdentityAgent"),
+        known_hosts_files=paths("userknownhostsfile", DEFAULT_KNOWN_HOSTS),
+        global_known_hosts_files=paths("globalknownhostsfile", DEFAULT_GLOBAL_KNOWN_HOSTS),
+        strict_host_key_checking=value("stricthostkeychecking", "ask"),
+        hash_known_hosts=value("hashknownhosts", False),
+        connect_timeout=value("connecttimeout"),
+        batch_mode=value("batchmode", False),
+        origins=tuple(sorted(resolution.sources.items())),
+    )
