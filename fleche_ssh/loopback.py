@@ -34,6 +34,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
+from typing import IO, cast
 
 import paramiko
 
@@ -133,7 +134,7 @@ class _Session:
 
     # -- relays ---------------------------------------------------------
     def _pump_stdin(self) -> None:
-        stdin = self.proc.stdin
+        stdin = cast(IO[bytes], self.proc.stdin)  # never None: Popen(stdin=PIPE)
         fd = stdin.fileno()
         try:
             while True:
@@ -149,7 +150,7 @@ class _Session:
             with contextlib.suppress(OSError):
                 stdin.close()
 
-    def _pump_output(self, pipe, send: Callable[[memoryview], int]) -> None:
+    def _pump_output(self, pipe: IO[bytes], send: Callable[[memoryview], int]) -> None:
         fd = pipe.fileno()
         try:
             while True:
@@ -219,7 +220,8 @@ class _Session:
         self.terminate()
         with contextlib.suppress(Exception):
             self.channel.close()
-        for pipe in (self.proc.stdout, self.proc.stderr):
+        pipes = cast(tuple[IO[bytes], IO[bytes]], (self.proc.stdout, self.proc.stderr))
+        for pipe in pipes:  # never None: Popen(stdout=PIPE, stderr=PIPE)
             with contextlib.suppress(OSError):
                 pipe.close()
         for t in (*self._threads, self._waiter):
