@@ -96,9 +96,13 @@ def install(config_module: types.ModuleType) -> None:
             return {"type": name, **c.config()}
         return to_config(c)
 
-    for new, old in ((cache_from_config, from_config), (cache_to_config, to_config)):
+    # Typed Any: a module and a function are open namespaces, which mypy does not model.
+    replacements: tuple[tuple[str, Any, Callable[[Any], Any]], ...] = (
+        ("cache_from_config", cache_from_config, from_config),
+        ("cache_to_config", cache_to_config, to_config),
+    )
+    for name, new, old in replacements:
         new.__doc__ = old.__doc__
-        new.__wrapped__ = old  # type: ignore[attr-defined]
-    config_module.cache_from_config = cache_from_config
-    config_module.cache_to_config = cache_to_config
+        new.__wrapped__ = old
+        setattr(config_module, name, new)
     setattr(config_module, _INSTALLED, True)
