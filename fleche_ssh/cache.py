@@ -52,12 +52,14 @@ class ParamikoCache(SshCache):
     OpenSSH keywords it honours, which beat ``ssh_options`` and
     ``~/.ssh/config``, and a few keys of its own.
 
+    The OpenSSH keys ``hostname``, ``port``, ``user``, ``identity_file``,
+    ``identities_only``, ``identity_agent``, ``known_hosts_file``,
+    ``global_known_hosts_file``, ``strict_host_key_checking``,
+    ``hash_known_hosts``, ``connect_timeout`` and ``batch_mode`` mean what
+    the keywords ``HostName``, ``Port``, ``User``, ``IdentityFile`` ... mean
+    to ``ssh`` (see the configuration reference).  The others:
+
     Args:
-        hostname, port, user, identity_file, identities_only, identity_agent,
-        known_hosts_file, global_known_hosts_file, strict_host_key_checking,
-        hash_known_hosts, connect_timeout, batch_mode: as the OpenSSH
-            keywords ``Port``, ``User``, ``IdentityFile`` ... (see the
-            configuration reference).
         config_file: ssh_config file to read instead of ``~/.ssh/config``
             (as ``ssh -F``).
         prompt: who answers questions: ``"auto"`` (terminal or notebook),
