@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -55,7 +56,9 @@ def _load_key(path: str, prompter: Prompter, can_ask: bool) -> paramiko.PKey | N
             return _decrypted[path]
     try:
         key = paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
+    except (paramiko.PasswordRequiredException, TypeError):
+        # Encrypted: paramiko raises PasswordRequiredException for PEM keys and lets
+        # cryptography's TypeError through for OpenSSH-format ones.
         if not can_ask:
             logger.debug("skipping encrypted key %s: nobody to ask for its passphrase", path)
             return None
@@ -78,7 +81,8 @@ def _decrypt(path: str, prompter: Prompter) -> paramiko.PKey:
     for attempt in range(1, PASSPHRASE_TRIES + 1):
         passphrase = prompter.secret(f"Enter passphrase for key '{path}': ")
         try:
-            return paramiko.PKey.from_path(path, passphrase=passphrase)
+            secret: Any = passphrase.encode()  # cryptography wants bytes; the stub says str
+            return paramiko.PKey.from_path(path, password=secret)
         except (paramiko.SSHException, ValueError):
             logger.info("wrong passphrase for %s (attempt %d of %d)", path, attempt,
                         PASSPHRASE_TRIES)

@@ -1,0 +1,217 @@
+"""Authentication against real sshd servers: TOTP second factor, passphrases, agent."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+
+import pytest
+
+import fleche_ssh.auth
+from fleche_ssh import ParamikoCache, session
+from fleche_ssh.errors import AuthenticationError, PromptUnavailable
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def fresh_pool():
+    """Each test authenticates from scratch: no transport or decrypted key carried over."""
+    session.close_all()
+    fleche_ssh.auth._decrypted.clear()
+    yield
+    session.close_all()
+    fleche_ssh.auth._decrypted.clear()
+
+
+class Answers:
+    """A prompt handler that answers from a list and records every question."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.questions: list[tuple[str, str, list[tuple[str, bool]]]] = []
+        self.threads: list[threading.Thread] = []
+
+    def __call__(self, title, instructions, prompts):
+        self.questions.append((title, instructions, list(prompts)))
+        self.threads.append(threading.current_thread())
+        return [self.answers.pop(0)() if callable(self.answers[0]) else self.answers.pop(0)
+                for _ in prompts]
+
+
+def totp_cache(remote_python, remote_dir, prompt, **keys) -> ParamikoCache:
+    return ParamikoCache(host="totphost", python=remote_python, workdir=str(remote_dir),
+                         prompt=prompt, **keys)
+
+
+def test_one_time_code_logs_in_and_is_asked_on_the_calling_thread(
+    client_home, remote_dir, remote_python
+):
+    handler = Answers(client_home.sshd_totp.code)
+    cache = totp_cache(remote_python, remote_dir, handler)
+
+    assert cache.info()["cwd"] == str(remote_dir)
+
+    assert len(handler.questions) == 1
+    (text, echo), = handler.questions[0][2]
+    assert "One-time password" in text
+    assert echo is False
+    assert handler.threads == [threading.current_thread()]
+    used = session._pool[cache.target()].auth.used
+    assert used[0].startswith("publickey") and used[-1] == "keyboard-interactive"
+
+
+def test_wrong_code_then_right_code(client_home, remote_dir, remote_python):
+    totp = client_home.sshd_totp
+    handler = Answers(totp.wrong_code(), totp.code)
+    cache = totp_cache(remote_python, remote_dir, handler)
+
+    assert cache.contains("0" * 64) is False
+    assert len(handler.questions) == 2
+
+
+def test_three_wrong_codes_fail_with_the_methods_named(client_home, remote_dir, remote_python):
+    totp = client_home.sshd_totp
+    handler = Answers(totp.wrong_code(), totp.wrong_code(), totp.wrong_code())
+    cache = totp_cache(remote_python, remote_dir, handler)
+
+    with pytest.raises(AuthenticationError) as failure:
+        cache.info()
+    message = str(failure.value)
+    assert "keyboard-interactive" in message
+    assert "root@127.0.0.1" in message
+    assert len(handler.questions) == 3
+
+
+def test_two_caches_and_reconnect_ask_once(client_home, remote_dir, remote_python):
+    handler = Answers(client_home.sshd_totp.code)
+    first = totp_cache(remote_python, remote_dir, handler)
+    second = totp_cache(remote_python, remote_dir, handler, cache_name="readonly")
+
+    pid_first = first.info()["pid"]
+    assert second.info()["read_only"] is True
+    first.reconnect()
+    assert first.info()["pid"] != pid_first
+
+    assert len(handler.questions) == 1
+
+
+def test_prompt_none_fails_fast_quoting_the_server(client_home, remote_dir, remote_python):
+    cache = totp_cache(remote_python, remote_dir, "none")
+
+    started = time.monotonic()
+    with pytest.raises(PromptUnavailable) as failure:
+        cache.info()
+    assert time.monotonic() - started < 5
+    message = str(failure.value)
+    assert "One-time password" in message
+    assert "prompt" in message and "module:function" in message
+
+
+def test_auto_without_terminal_fails_fast(client_home, remote_dir, remote_python):
+    # Under pytest stdin is not a terminal and no kernel runs: nobody can answer.
+    cache = totp_cache(remote_python, remote_dir, "auto")
+
+    started = time.monotonic()
+    with pytest.raises(PromptUnavailable, match="One-time password"):
+        cache.info()
+    assert time.monotonic() - started < 5
+
+
+def test_handler_named_as_module_function(client_home, remote_dir, remote_python, monkeypatch,
+                                          tmp_path):
+    (tmp_path / "mycodes.py").write_text(
+        "import os\n"
+        "def answer(title, instructions, prompts):\n"
+        "    return [os.environ['TEST_OTP'] for _ in prompts]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("TEST_OTP", client_home.sshd_totp.code())
+    cache = totp_cache(remote_python, remote_dir, "mycodes:answer")
+
+    assert cache.info()["cwd"] == str(remote_dir)
+
+
+def _encrypted_key(client_home, passphrase: str) -> str:
+    """Re-encrypt the authorised client key with a passphrase, in place."""
+    subprocess.run(
+        ["ssh-keygen", "-p", "-q", "-N", passphrase, "-P", "", "-f", str(client_home.identity)],
+        check=True, capture_output=True, timeout=30,
+    )
+    return str(client_home.identity)
+
+
+def test_passphrase_asked_once_per_process(client_home, remote_dir, remote_python):
+    path = _encrypted_key(client_home, "correct horse")
+    handler = Answers("wrong", "correct horse")
+    cache = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
+                          prompt=handler)
+
+    assert cache.info()["cwd"] == str(remote_dir)
+    assert [q[2][0][0] for q in handler.questions] == [
+        f"Enter passphrase for key '{path}': "
+    ] * 2
+    assert all(echo is False for q in handler.questions for _, echo in q[2])
+
+    session.close_all()  # a new transport, same process: the key is not asked for again
+    again = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
+                          prompt=handler)
+    assert again.contains("0" * 64) is False
+    assert len(handler.questions) == 2
+
+
+def test_wrong_passphrase_three_times_fails_clearly(client_home, remote_dir, remote_python):
+    path = _encrypted_key(client_home, "correct horse")
+    handler = Answers("a", "b", "c")
+    cache = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
+                          prompt=handler)
+
+    with pytest.raises(AuthenticationError) as failure:
+        cache.info()
+    assert path in str(failure.value)
+    assert "passphrase" in str(failure.value)
+    assert len(handler.questions) == 3
+
+
+def test_encrypted_key_skipped_without_prompting(client_home, remote_dir, remote_python):
+    _encrypted_key(client_home, "correct horse")
+    cache = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
+                          prompt="none")
+
+    with pytest.raises(AuthenticationError, match="Server offered: publickey"):
+        cache.info()
+
+
+def test_agent_key_used_when_the_file_is_gone(client_home, remote_dir, remote_python, tmp_path,
+                                              monkeypatch):
+    import sshd as sshd_helpers
+
+    agent = sshd_helpers.start_agent(tmp_path / "agent")
+    try:
+        agent.add(client_home.identity)
+        monkeypatch.setenv("SSH_AUTH_SOCK", agent.env["SSH_AUTH_SOCK"])
+        client_home.identity.unlink()
+        cache = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
+                              identities_only=False, prompt="none")
+
+        assert cache.info()["cwd"] == str(remote_dir)
+        used = session._pool[cache.target()].auth.used
+        assert used == [used[0]] and used[0].startswith("publickey (agent key")
+    finally:
+        agent.stop()
+
+
+def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog):
+    passphrase = "s3cret-passphrase-xyz"
+    _encrypted_key(client_home, passphrase)
+    code = client_home.sshd_totp.code()
+    handler = Answers(passphrase, code)
+    caplog.set_level(logging.DEBUG)
+    cache = totp_cache(remote_python, remote_dir, handler)
+
+    info = cache.info()
+    shown = "\n".join([caplog.text, repr(cache), repr(info), repr(session._pool)])
+    assert passphrase not in shown
+    assert code not in shown
