@@ -17,11 +17,13 @@ a debug line, as OpenSSH itself ignores keywords other programs added.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
+from .sshconfig import join_words, split_words
 
 logger = logging.getLogger("fleche_ssh.options")
 
@@ -38,10 +40,28 @@ def _flag(text: str) -> bool:
     raise ValueError(f"expected yes or no, got {text!r}")
 
 
-def _seconds(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError(f"expected a number of seconds >= 0, got {text!r}")
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME = re.compile(r"(\d+)([smhdw]?)")
+
+
+def _seconds(text: str) -> float | None:
+    """A time as OpenSSH writes it (``30``, ``1m``, ``1h30m``, ``none``), or a decimal.
+
+    ``none`` means "no value", so the default applies.  Decimals are
+    accepted too, because Python callers pass ``connect_timeout=2.5``.
+    """
+    word = text.strip().lower()
+    if word == "none":
+        return None
+    parts = _TIME.findall(word)
+    if parts and "".join(n + u for n, u in parts) == word:
+        return float(sum(int(n) * _TIME_UNITS[u] for n, u in parts))
+    try:
+        value = float(word)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"expected seconds (as 30, 1m or 1h30m) or none, got {text!r}")
     return value
 
 
@@ -75,19 +95,16 @@ def _text(text: str) -> str:
     return text
 
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
-
-
 @dataclass(frozen=True)
 class Option:
     """One OpenSSH keyword and the :class:`ParamikoCache` key that mirrors it.
 
-    ``parse`` turns one configuration value (text) into the Python value.
-    ``many`` options collect every value given, in order, across all sources
-    (OpenSSH does this for ``IdentityFile`` and ``CertificateFile``); the
-    others keep the first value obtained.  ``split`` options take several
-    space-separated values on one line (``UserKnownHostsFile a b``).
+    ``parse`` turns one word of a value into the Python value.  A value is
+    one word (quoted if it holds blanks), except for ``split`` options, which
+    take several on one line (``UserKnownHostsFile a "b c"``) and give a
+    tuple.  ``many`` options collect every value given, in order, across all
+    sources (OpenSSH does this for ``IdentityFile`` and ``CertificateFile``);
+    the others keep the first value obtained.
     """
 
     keyword: str
@@ -108,9 +125,9 @@ OPTIONS: tuple[Option, ...] = (
            doc="Offer only the configured identity files, not every agent key."),
     Option("IdentityAgent", "identity_agent",
            doc="Agent socket path, or ``none`` to use no agent."),
-    Option("UserKnownHostsFile", "known_hosts_file", _words, split=True,
+    Option("UserKnownHostsFile", "known_hosts_file", split=True,
            doc="known_hosts file(s) to read and to record new hosts in."),
-    Option("GlobalKnownHostsFile", "global_known_hosts_file", _words, split=True,
+    Option("GlobalKnownHostsFile", "global_known_hosts_file", split=True,
            doc="System-wide known_hosts file(s), read only."),
     Option("StrictHostKeyChecking", "strict_host_key_checking",
            _choice("yes", "ask", "accept-new", "no", aliases={"off": "no", "true": "yes",
@@ -147,9 +164,20 @@ _NOOP_FLAGS = frozenset({"-T", "-x", "-a", "-q", "-n", "-4", "-6"})
 
 
 def parse_value(option: Option, text: str, where: str) -> Any:
-    """Parse *text* for *option*, or raise :class:`ConfigError` naming *where* it came from."""
+    """Parse *text* for *option*, or raise :class:`ConfigError` naming *where* it came from.
+
+    Like ssh, refuses extra words after a one-word value (``User alice bob``)
+    rather than guess which one was meant.
+    """
     try:
-        return option.parse(text)
+        words = split_words(text)
+        if not words:
+            raise ValueError("no value given")
+        if option.split:
+            return tuple(option.parse(w) for w in words)
+        if len(words) > 1:
+            raise ValueError(f"expected one value (quote it if it has blanks), got {text!r}")
+        return option.parse(words[0])
     except ValueError as e:
         raise ConfigError(f"{where}: {option.keyword}: {e}") from None
 
@@ -212,6 +240,10 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
             config_file = value
         elif flag == "-o":
             keyword, text = split_option(value, "ssh_options -o")
+            try:
+                split_words(text)
+            except ValueError as e:
+                raise ConfigError(f"ssh_options: -o {keyword}: {e}") from None
             if keyword.lower() in NOT_NEEDED:
                 logger.debug("ssh_options: %s is not needed by fleche-ssh", keyword)
             elif keyword.lower() not in BY_KEYWORD:
@@ -222,7 +254,8 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
             else:
                 settings.append((BY_KEYWORD[keyword.lower()].keyword, text))
         else:
-            settings.append((_VALUE_FLAGS[flag], value))
+            # One argv element is one word, blanks and all.
+            settings.append((_VALUE_FLAGS[flag], join_words([value])))
         i += 1
     return CommandLine(tuple(settings), config_file)
 

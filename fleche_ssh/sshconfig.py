@@ -21,7 +21,6 @@ import getpass
 import glob
 import os
 import re
-import shlex
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +37,9 @@ MATCH_EXEC_TIMEOUT = 10.0
 # Keywords that may be given many times, every value being kept in order.
 MULTI = frozenset({"identityfile", "certificatefile", "localforward", "remoteforward",
                    "dynamicforward", "sendenv", "setenv"})
+# Of those, the ones OpenSSH keeps once per distinct value: a key file named
+# twice (or again on the ``Match final`` pass) is offered once.
+UNIQUE = frozenset({"identityfile", "certificatefile"})
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
                 "localuser")
 
@@ -92,7 +94,9 @@ class Resolution:
     def set(self, keyword: str, value: str, source: str) -> None:
         key = keyword.lower()
         if key in MULTI:
-            self.values.setdefault(key, []).append(value)
+            values = self.values.setdefault(key, [])
+            if key not in UNIQUE or value not in values:
+                values.append(value)
             self.sources.setdefault(key, source)
         elif key not in self.values:
             self.values[key] = [value]
@@ -113,6 +117,19 @@ class _Context:
     expand: Callable[[str, Resolution], str]
     final_pass: bool = False
     wants_final: bool = False
+
+    def destination(self) -> str:
+        """The host name ``Match host`` tests: ``HostName`` (tokens expanded) once set."""
+        hostname = self.resolution.first("hostname")
+        return self.expand(hostname, self.resolution) if hostname else self.original_host
+
+    def host_line_name(self) -> str:
+        """What ``Host`` lines test: the name as given, then the destination.
+
+        On the ``Match final`` pass ssh re-reads its files for the host it
+        will actually connect to, so ``Host`` lines see ``HostName`` there.
+        """
+        return self.destination() if self.final_pass else self.original_host
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -135,6 +152,62 @@ def _read_lines(path: Path) -> list[str]:
 
 
 _LINE = re.compile(r"^([^\s=]+)\s*(?:=\s*)?(.*)$")
+# What a backslash escapes in a value: anything else keeps its backslash,
+# so ``IdentityFile C:\Users\me\.ssh\id_ed25519`` means what it says.
+_ESCAPABLE = "'\"\\"
+
+
+def split_words(text: str) -> list[str]:
+    """Split a value into words as OpenSSH's ``argv_split`` does.
+
+    Blanks separate words, single or double quotes group them, ``#`` at the
+    start of a word ends the line.  Unlike a shell, a backslash escapes only
+    a quote, a backslash or (outside quotes) a blank, because Windows paths
+    are full of backslashes.
+
+    Raises:
+        ValueError: a quote is not closed.
+    """
+    words: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in " \t":
+            i += 1
+            continue
+        if text[i] == "#":
+            break
+        word: list[str] = []
+        quote = ""
+        while i < n:
+            ch = text[i]
+            nxt = text[i + 1] if i + 1 < n else ""
+            if ch == "\\" and nxt and (nxt in _ESCAPABLE or (not quote and nxt == " ")):
+                word.append(nxt)
+                i += 1
+            elif not quote and ch in " \t":
+                break
+            elif not quote and ch in "'\"":
+                quote = ch
+            elif quote and ch == quote:
+                quote = ""
+            else:
+                word.append(ch)
+            i += 1
+        if quote:
+            raise ValueError(f"unterminated {quote} quote")
+        words.append("".join(word))
+    return words
+
+
+def join_words(words: list[str]) -> str:
+    """The inverse of :func:`split_words`: quote the words that need it."""
+    return " ".join(_quote(w) for w in words)
+
+
+def _quote(word: str) -> str:
+    if word and not word.startswith("#") and not any(c in word for c in " \t'\"\\"):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _split_line(line: str, where: str) -> tuple[str, list[str]] | None:
@@ -146,7 +219,7 @@ def _split_line(line: str, where: str) -> tuple[str, list[str]] | None:
     if found is None:
         raise ConfigError(f"{where}: cannot parse {text!r}")
     try:
-        args = shlex.split(found.group(2), comments=True)
+        args = split_words(found.group(2))
     except ValueError as e:
         raise ConfigError(f"{where}: {e} in {text!r}") from None
     return found.group(1), args
@@ -168,7 +241,7 @@ class _Evaluator:
             keyword, args = parsed
             key = keyword.lower()
             if key == "host":
-                active = match_pattern_list(args, self.ctx.original_host)
+                active = match_pattern_list(args, self.ctx.host_line_name())
             elif key == "match":
                 active = self._match(args, where)
             elif not active:
@@ -179,7 +252,7 @@ class _Evaluator:
             elif not args:
                 raise ConfigError(f"{where}: {keyword} needs a value")
             else:
-                self.ctx.resolution.set(key, " ".join(args), where)
+                self.ctx.resolution.set(key, join_words(args), where)
 
     def _include(self, pattern: str, *, base: Path, depth: int) -> None:
         expanded = os.path.expanduser(pattern)
@@ -232,9 +305,7 @@ class _Evaluator:
             return done.returncode == 0
         patterns = arg.split(",")
         if criterion == "host":
-            hostname = ctx.resolution.first("hostname")
-            target = ctx.expand(hostname, ctx.resolution) if hostname else ctx.original_host
-            return match_pattern_list(patterns, target)
+            return match_pattern_list(patterns, ctx.destination())
         if criterion == "originalhost":
             return match_pattern_list(patterns, ctx.original_host)
         if criterion == "user":

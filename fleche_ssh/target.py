@@ -27,11 +27,20 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .options import BY_KEYWORD, OPTIONS, explicit_settings, parse_ssh_options, parse_value
-from .sshconfig import Resolution, resolve_config
+from .options import (
+    BY_KEYWORD,
+    OPTIONS,
+    Option,
+    explicit_settings,
+    parse_ssh_options,
+    parse_value,
+)
+from .sshconfig import Resolution, join_words, resolve_config
 
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
-DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
+# OpenSSH's default identities in OpenSSH's order, less the kinds Paramiko
+# cannot load (security keys, XMSS, DSA): the key ssh offers first is offered first.
+DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519")
 DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 
@@ -95,15 +104,20 @@ _FIELD = {
 }
 
 
-def _as_text(value: Any) -> list[str]:
-    """Turn an explicit key's Python value into ssh_config text value(s)."""
+def _as_text(option: Option, value: Any) -> list[str]:
+    """Turn an explicit key's Python value into ssh_config text, quoted as a file would be.
+
+    A list gives one setting per item (``identity_file``), or one setting
+    holding every item for a keyword that takes several words on one line
+    (``known_hosts_file``).
+    """
     if isinstance(value, bool):
         return ["yes" if value else "no"]
-    if isinstance(value, (list, tuple)):
-        return [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in value]
-    if isinstance(value, os.PathLike):
-        return [os.fspath(value)]
-    return [str(value)]
+    items = value if isinstance(value, (list, tuple)) else [value]
+    words = [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in items]
+    if option.split:
+        return [join_words(words)]
+    return [join_words([w]) for w in words]
 
 
 def _expand(text: str, tokens: Mapping[str, str], where: str) -> str:
@@ -121,12 +135,19 @@ def _expand_path(text: str, tokens: Mapping[str, str], where: str) -> str:
     return os.path.expanduser(expanded)
 
 
+def _single(resolution: Resolution, keyword: str) -> str | None:
+    """The checked value of a one-word keyword obtained so far, as text."""
+    texts = resolution.values.get(keyword)
+    if not texts:
+        return None
+    return str(parse_value(BY_KEYWORD[keyword], texts[0], resolution.sources.get(keyword, "")))
+
+
 def _tokens(original: str, resolution: Resolution, local_user: str) -> dict[str, str]:
     """OpenSSH's ``%`` tokens, from what is known so far."""
-    hostname = resolution.first("hostname") or original
-    hostname = hostname.replace("%h", original)
-    port = resolution.first("port") or "22"
-    ruser = resolution.first("user") or local_user
+    hostname = (_single(resolution, "hostname") or original).replace("%h", original)
+    port = _single(resolution, "port") or "22"
+    ruser = _single(resolution, "user") or local_user
     local_host = socket.gethostname()
     connection_hash = hashlib.sha1(f"{local_host}{hostname}{port}{ruser}".encode()).hexdigest()
     return {
@@ -158,17 +179,20 @@ def resolve(
 
     preset = Resolution()
     for option, value in explicit_settings(dict(explicit or {})):
-        for text in _as_text(value):
+        for text in _as_text(option, value):
             preset.set(option.keyword, text, f"key {option.key}")
     for keyword, text in command_line.settings:
         preset.set(keyword, text, "ssh_options")
     if login_user:
-        preset.set("User", login_user, f"host {host!r}")
+        preset.set("User", join_words([login_user]), f"host {host!r}")
 
     config = config_file or command_line.config_file
-    if config is not None:
+    if config is not None and os.fspath(config) == "none":
+        files = []  # ``ssh -F none``: no config file at all
+    elif config is not None:
         path = Path(os.path.expanduser(os.fspath(config)))
-        if not path.is_file():
+        # Not is_file(): ``-F /dev/null`` is the usual way to ignore ~/.ssh/config.
+        if not path.exists() or path.is_dir():
             raise ConfigError(f"ssh config file {str(path)!r} does not exist or is not a file")
         files = [(path, Path(os.path.expanduser("~/.ssh")))]
     else:
@@ -195,7 +219,8 @@ def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
             return default
         where = resolution.sources.get(key, "")
         if option.many:
-            return tuple(_expand_path(t, tokens, where) for t in texts)
+            return tuple(_expand_path(parse_value(option, t, where), tokens, where)
+                         for t in texts)
         return parse_value(option, texts[0], where)
 
     def paths(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
