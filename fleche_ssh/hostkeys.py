@@ -24,10 +24,11 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import paramiko
 
-from .errors import ChangedHostKey, HostKeyError, UnknownHostKey
+from .errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
 from .sshconfig import match_pattern_list
 from .target import Target
 
@@ -178,9 +179,14 @@ def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
             f"The authenticity of host '{name}' can't be established.\n"
             f"{description}.\nAre you sure you want to continue connecting (yes/no)? "
         )
-        if ask(question):
+        try:
+            accepted = ask(question)
+        except PromptUnavailable:
+            accepted = None
+        if accepted:
             return _record(target, key, "accepted by the user")
-        raise UnknownHostKey(f"Host key of {name} ({description}) was not accepted.")
+        if accepted is False:
+            raise UnknownHostKey(f"Host key of {name} ({description}) was not accepted.")
     if policy in ("accept-new", "no"):
         if policy == "no":
             logger.warning("Connecting to %s without verifying its %s", name, description)
@@ -203,10 +209,23 @@ def _record(target: Target, key: paramiko.PKey, why: str) -> str:
     shown = hash_name(name) if target.hash_known_hosts else name
     try:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(f"{shown} {key.get_name()} {key.get_base64()}\n")
+        with open(path, "a+b") as f:
+            line = f"{shown} {key.get_name()} {key.get_base64()}\n".encode()
+            f.write(b"\n" + line if _ends_mid_line(f) else line)
     except OSError as e:
         logger.warning("could not record host key of %s in %s: %s", name, path, e)
         return f"{why} (not recorded: {e.strerror or e})"
     logger.warning("Permanently added '%s' (%s) to %s", name, key.get_name(), path)
     return f"{why}, recorded in {path}"
+
+
+def _ends_mid_line(f: BinaryIO) -> bool:
+    """True when the file's last line has no newline (it was edited by hand).
+
+    Appending to it as is would glue the new entry onto that line and spoil both.
+    """
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return False
+    f.seek(size - 1)
+    return f.read(1) != b"\n"
