@@ -6,9 +6,17 @@ installed code honours.  ``.. fleche-ssh-not-needed::`` renders the keywords
 given in its content and warns (an error under ``sphinx -W``) when they are
 not exactly :data:`fleche_ssh.options.NOT_NEEDED`: the content only supplies
 OpenSSH's spelling of each keyword.
+
+The hand-written key tables (``README.md`` and the ``* - ``key`` `` rows of
+``configuration.rst``) are checked the same way when the build starts:
+every key ``ParamikoCache`` accepts must be listed, and nothing else.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -76,7 +84,42 @@ class NotNeededList(SphinxDirective):
         return [paragraph]
 
 
+def _cache_keys() -> tuple[set[str], set[str]]:
+    """(every key ParamikoCache accepts, the keys of fleche's own SshCache)."""
+    from fleche.remote import SshCache
+
+    from fleche_ssh.cache import ParamikoCache
+
+    def keys(cls: type) -> set[str]:
+        return {f.name for f in fields(cls) if f.init}
+
+    return keys(ParamikoCache), keys(SshCache)
+
+
+def _compare(where: str, documented: set[str], expected: set[str]) -> None:
+    missing, extra = sorted(expected - documented), sorted(documented - expected)
+    if missing or extra:
+        logger.warning("%s: key table disagrees with ParamikoCache: missing %s, unknown %s",
+                       where, missing or "none", extra or "none")
+
+
+def check_key_tables(app: Sphinx) -> None:
+    from fleche_ssh.options import BY_KEY
+
+    every, stock = _cache_keys()
+    docs = Path(app.srcdir)
+    readme = (docs.parent / "README.md").read_text(encoding="utf-8")
+    # The README lists the keys beyond the stock cache's in one table.
+    _compare("README.md", set(re.findall(r"^\| `(\w+)` \|", readme, re.MULTILINE)),
+             every - stock)
+    config = (docs / "configuration.rst").read_text(encoding="utf-8")
+    # configuration.rst: the stock and own keys by hand, the OpenSSH ones generated.
+    _compare("configuration.rst",
+             set(re.findall(r"^   \* - ``(\w+)``", config, re.MULTILINE)) | set(BY_KEY), every)
+
+
 def setup(app: Sphinx) -> dict[str, bool]:
+    app.connect("builder-inited", check_key_tables)
     app.add_directive("fleche-ssh-options", OptionsTable)
     app.add_directive("fleche-ssh-not-needed", NotNeededList)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
