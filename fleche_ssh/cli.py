@@ -378,9 +378,9 @@ def _set_up(state: DemoState) -> Rows:
         f.write(_demo_toml(paths["remote"]))
     state.cache = ParamikoCache(
         host="127.0.0.1", port=server.port, user=getpass.getuser(),
-        identity_file=paths["id_ed25519"], identities_only=True,
+        identity_file=(paths["id_ed25519"],), identities_only=True,
         # An empty file stands for "no system-wide known_hosts": only the pin counts.
-        known_hosts_file=paths["known_hosts"], global_known_hosts_file=os.devnull,
+        known_hosts_file=(paths["known_hosts"],), global_known_hosts_file=(os.devnull,),
         strict_host_key_checking="yes", config_file=paths["ssh_config"],
         python=sys.executable, workdir=paths["remote"], prompt=_code_handler(state),
     )
