@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -73,11 +74,12 @@ class ParamikoCache(SshCache):
     hostname: str | None = None
     port: int | None = None
     user: str | None = None
-    identity_file: tuple[str, ...] | None = None
+    # Path-list keys take one path or several; __post_init__ makes them tuples.
+    identity_file: str | Sequence[str] | None = None
     identities_only: bool | None = None
     identity_agent: str | None = None
-    known_hosts_file: tuple[str, ...] | None = None
-    global_known_hosts_file: tuple[str, ...] | None = None
+    known_hosts_file: str | Sequence[str] | None = None
+    global_known_hosts_file: str | Sequence[str] | None = None
     strict_host_key_checking: str | None = None
     hash_known_hosts: bool | None = None
     connect_timeout: float | None = None
