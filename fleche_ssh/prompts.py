@@ -157,10 +157,14 @@ def answer_while(work: Callable[[Handler], T], prompter: Prompter, timeout: floa
         question = _Question((title, instructions, list(prompts)), threading.Event())
         questions.put(question)
         if not question.done.wait(timeout):
-            raise PromptUnavailable(f"No answer to {title or 'the prompt'} within {timeout:.0f} s")
-        if question.error is not None:
-            raise question.error
-        assert question.answer is not None
+            question.error = PromptUnavailable(
+                f"No answer to {title or 'the prompt'} within {timeout:.0f} s")
+        if question.error is not None or question.answer is None:
+            # Raising here would kill Paramiko's transport thread with a traceback on
+            # stderr; an empty answer fails the round cleanly and the error is re-raised
+            # on the caller's thread below.
+            outcome.setdefault("unanswered", question.error)
+            return ["" for _ in prompts]
         return question.answer
 
     def run() -> None:
@@ -185,6 +189,8 @@ def answer_while(work: Callable[[Handler], T], prompter: Prompter, timeout: floa
     worker.join(max(0.0, deadline - time.monotonic()))
     if worker.is_alive():
         raise PromptUnavailable(f"Authentication did not finish within {timeout:.0f} s")
+    if outcome.get("unanswered") is not None:
+        raise outcome["unanswered"]
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
