@@ -34,7 +34,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import paramiko
 
@@ -352,11 +352,11 @@ class _Transport(paramiko.Transport):
     method; sessions also stop waiting after ``_REPLY_WAIT`` seconds.)
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.awaiting_reply: list[_Session] = []
 
-    def _send_user_message(self, data):
+    def _send_user_message(self, data: Any) -> None:
         try:
             return super()._send_user_message(data)
         finally:
