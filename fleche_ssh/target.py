@@ -92,6 +92,8 @@ class Target:
                 value = "yes" if value else "no"
             elif isinstance(value, tuple):
                 value = " ".join(value)
+            elif isinstance(value, float):
+                value = f"{value:g}"  # 15, as ssh -G prints it, not 15.0
             rows.append((option.keyword.lower(), str(value)))
         return rows
 
