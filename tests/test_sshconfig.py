@@ -1,0 +1,377 @@
+"""ssh_config evaluation, checked against OpenSSH's own resolver and on its own.
+
+The realistic files in ``tests/data/ssh_configs/`` are resolved twice: by
+fleche-ssh and by the ``ssh`` binary (``ssh -G`` prints what it resolved;
+``ssh -v`` shows the identity files after token expansion, which ``-G``
+leaves raw).  ``ssh`` takes ``~`` and ``%d`` from the password database,
+so those comparisons set ``$HOME`` to that directory; every other test here
+uses a throwaway ``$HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import test_target
+
+from fleche_ssh import sshconfig
+from fleche_ssh.errors import ConfigError
+from fleche_ssh.target import resolve
+
+# A throwaway $HOME (local login name "ada") with the system file moved inside it.
+home = test_target.home
+LOCAL_USER = test_target.LOCAL_USER
+
+DATA = Path(__file__).parent / "data" / "ssh_configs"
+PLACEHOLDER = "@HERE@"
+# Default identities ssh lists that Paramiko cannot load (security keys, XMSS, DSA):
+# fleche-ssh leaves them out of its defaults on purpose.
+NOT_LOADABLE_DEFAULTS = ("id_ecdsa_sk", "id_ed25519_sk", "id_xmss", "id_dsa")
+# ``ssh -G`` prints StrictHostKeyChecking yes/no as true/false.
+SSH_G_POLICY = {"true": "yes", "false": "no"}
+
+
+def _cases() -> list[tuple[str, str]]:
+    """(file, destination) pairs from each data file's ``# hosts:`` line."""
+    cases = []
+    for path in sorted(DATA.glob("*.conf")):
+        found = re.search(r"^# hosts: (.+)$", path.read_text(), re.MULTILINE)
+        assert found, f"{path.name} lists no hosts to resolve"
+        cases += [(path.name, host) for host in found.group(1).split()]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory) -> Path:
+    """The data files, copied with ``@HERE@`` replaced by the copy's directory."""
+    root = tmp_path_factory.mktemp("ssh_configs")
+    for path in DATA.rglob("*"):
+        if path.is_file():
+            copy = root / path.relative_to(DATA)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_text(path.read_text().replace(PLACEHOLDER, str(root)))
+    return root
+
+
+@pytest.fixture
+def passwd_home(monkeypatch, client_key) -> Path:
+    """``$HOME`` and the login name as ``ssh`` sees them (from the password database).
+
+    ``client_key`` is requested for its check that the OpenSSH client is installed.
+    """
+    entry = pwd.getpwuid(os.getuid())
+    monkeypatch.setenv("HOME", entry.pw_dir)
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(name, raising=False)
+    return Path(entry.pw_dir)
+
+
+def ssh_G(config: Path, host: str, options: list[str] = ()) -> dict[str, list[str]]:
+    done = subprocess.run(
+        ["ssh", "-G", "-F", str(config), *options, host],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    printed: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        keyword, _, value = line.partition(" ")
+        printed.setdefault(keyword, []).append(value)
+    return printed
+
+
+def ssh_identity_files(config: Path, host: str, options: list[str] = ()) -> list[str]:
+    """The identity files ssh would offer, expanded, as ``ssh -v`` reports loading them.
+
+    ``ProxyCommand=false`` gives ssh a connection that closes at once, after
+    it has loaded (and logged) its identities; nothing goes on the network.
+    """
+    loud = [o for o in options if o != "-q"]  # -q would silence the log read here
+    done = subprocess.run(
+        ["ssh", "-v", "-F", str(config), *loud, "-o", "ProxyCommand=false",
+         "-o", "BatchMode=yes", host],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20, check=False,
+    )
+    logged = re.findall(r"^debug1: identity file (.+) type -?\d+$", done.stderr, re.MULTILINE)
+    assert logged, done.stderr
+    # Each key is followed by its certificate ("<key>-cert"), which is not a key.
+    keys = [f for i, f in enumerate(logged) if not (i and f == logged[i - 1] + "-cert")]
+    return [f for f in keys if os.path.basename(f) not in NOT_LOADABLE_DEFAULTS]
+
+
+def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = ()) -> None:
+    ours = resolve(host, config_file=config, ssh_options=options)
+    theirs = ssh_G(config, host, options)
+    timeout = theirs["connecttimeout"][0]
+    policy = theirs["stricthostkeychecking"][0]
+    assert {
+        "hostname": ours.hostname,
+        "user": ours.user,
+        "port": ours.port,
+        "identitiesonly": ours.identities_only,
+        # ssh -G joins the files with blanks (even one whose name has a blank).
+        "userknownhostsfile": " ".join(ours.known_hosts_files),
+        "stricthostkeychecking": ours.strict_host_key_checking,
+        "connecttimeout": ours.connect_timeout,
+        "identityfile": list(ours.identity_files),
+    } == {
+        "hostname": theirs["hostname"][0],
+        "user": theirs["user"][0],
+        "port": int(theirs["port"][0]),
+        "identitiesonly": theirs["identitiesonly"][0] == "yes",
+        "userknownhostsfile": theirs["userknownhostsfile"][0],
+        "stricthostkeychecking": SSH_G_POLICY.get(policy, policy),
+        "connecttimeout": None if timeout == "none" else float(timeout),
+        "identityfile": ssh_identity_files(config, host, options),
+    }
+
+
+@pytest.mark.parametrize(("name", "host"), _cases())
+def test_data_file_resolves_as_openssh_does(configs, passwd_home, name, host):
+    assert_agrees_with_ssh(configs / name, host)
+
+
+@pytest.fixture
+def key_files(configs) -> list[str]:
+    """Two existing key files (ssh drops a missing ``-i`` file, a missing ``-o`` one not)."""
+    paths = [configs / "k one", configs / "k2"]
+    for path in paths:
+        path.write_text("")
+    return [str(p) for p in paths]
+
+
+SSH_OPTIONS = [
+    ["-p", "2222"],
+    ["-p2222"],
+    ["-l", "carol"],
+    ["-lcarol"],
+    ["-o", "Port=2201"],
+    ["-oUser=dave"],
+    ["-o", "User erin"],
+    ["-o", "User=first", "-o", "User=second"],
+    ["-o", "Port=1111", "-p", "2222"],
+    ["-p", "2222", "-o", "Port=1111"],
+    ["-o", "HostName=elsewhere.example.org"],
+    ["-o", "StrictHostKeyChecking=accept-new"],
+    ["-o", "StrictHostKeyChecking no"],
+    ["-o", "ConnectTimeout=1m"],
+    ["-o", "IdentitiesOnly=yes"],
+    ["-o", 'UserKnownHostsFile="/tmp/known hosts" /tmp/kh2'],
+    ["-o", "IdentityFile=~/.ssh/id_%h_%r"],
+    ["-o", "ControlMaster=auto", "-o", "ControlPath=~/.ssh/cm-%r@%h:%p", "-o",
+     "ControlPersist=10m"],
+    ["-T", "-x", "-q", "-4"],
+]
+
+
+@pytest.mark.parametrize("options", SSH_OPTIONS, ids=" ".join)
+@pytest.mark.parametrize("host", ["work", "unlisted.example.net"])
+def test_ssh_options_mean_what_they_mean_to_ssh(configs, passwd_home, options, host):
+    assert_agrees_with_ssh(configs / "01_laptop_aliases.conf", host, options)
+
+
+def test_identity_flags_mean_what_they_mean_to_ssh(configs, passwd_home, key_files):
+    options = ["-i", key_files[0], f"-i{key_files[1]}"]
+    assert_agrees_with_ssh(configs / "01_laptop_aliases.conf", "work", options)
+    ours = resolve("work", config_file=configs / "01_laptop_aliases.conf", ssh_options=options)
+    assert ours.identity_files[:2] == tuple(key_files)
+
+
+def test_F_in_ssh_options_reads_that_file(configs, passwd_home):
+    options = ["-F", str(configs / "02_host_star_defaults.conf")]
+    ours = resolve("db", ssh_options=options)
+    theirs = ssh_G(configs / "02_host_star_defaults.conf", "db")
+    assert (ours.hostname, ours.port, ours.user) == (
+        theirs["hostname"][0], int(theirs["port"][0]), theirs["user"][0])
+    assert (ours.hostname, ours.port, ours.user) == ("db.internal", 5022, "everyone")
+
+
+# --- the file format on its own, with a throwaway $HOME --------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_include_is_relative_to_dot_ssh_and_globbed_in_order(home):
+    write(home / ".ssh" / "config", "Include conf.d/*.conf\nHost *\n    Port 2999\n")
+    write(home / ".ssh" / "conf.d" / "20-second.conf",
+          "Host box\n    User second\n    IdentityFile ~/.ssh/id_second\n")
+    write(home / ".ssh" / "conf.d" / "10-first.conf",
+          "Host box\n    HostName box.example.org\n    IdentityFile ~/.ssh/id_first\n")
+    write(home / ".ssh" / "conf.d" / "ignored.txt", "Host box\n    User not-included\n")
+
+    found = resolve("box")
+
+    assert (found.hostname, found.user, found.port) == ("box.example.org", "second", 2999)
+    assert found.identity_files == (str(home / ".ssh/id_first"), str(home / ".ssh/id_second"))
+    assert dict(found.origins)["hostname"] == f"{home}/.ssh/conf.d/10-first.conf:2"
+
+
+def test_include_inside_a_host_block_applies_only_there(home):
+    write(home / ".ssh" / "config",
+          "Host special\n    Include ~/.ssh/special.conf\nHost *\n    User everyone\n")
+    write(home / ".ssh" / "special.conf", "User special-user\n")
+
+    assert resolve("special").user == "special-user"
+    assert resolve("ordinary").user == "everyone"
+
+
+def test_user_file_beats_the_system_file_whose_includes_start_in_its_folder(home, tmp_path):
+    write(tmp_path / "etc" / "ssh_config", "Include sys.d/*\nHost *\n    User system-user\n")
+    write(tmp_path / "etc" / "sys.d" / "ports", "Host *\n    Port 2022\n    User sys-d-user\n")
+    write(home / ".ssh" / "config", "Host mine\n    User my-user\n")
+
+    assert (resolve("mine").user, resolve("mine").port) == ("my-user", 2022)
+    assert (resolve("other").user, resolve("other").port) == ("sys-d-user", 2022)
+
+
+def test_include_loop_is_refused_with_the_file(home):
+    config = write(home / ".ssh" / "config", "Include ~/.ssh/config\n")
+
+    with pytest.raises(ConfigError, match="Include nested more than") as raised:
+        resolve("anything")
+    assert str(config) in str(raised.value)
+
+
+@pytest.mark.parametrize(("pattern", "matching", "not_matching"), [
+    ("* !bastion", ["web", "db.example.org"], ["bastion"]),
+    ("*.example.org !*.dmz.example.org", ["a.example.org"], ["x.dmz.example.org", "a.org"]),
+    ("node?? !node00", ["node01", "NODE42"], ["node00", "node100", "node1"]),
+    ("!secret", [], ["secret", "anything"]),
+])
+def test_negated_host_patterns(home, pattern, matching, not_matching):
+    write(home / ".ssh" / "config", f"Host {pattern}\n    Port 2345\n")
+    for host in matching:
+        assert resolve(host).port == 2345, host
+    for host in not_matching:
+        assert resolve(host).port == 22, host
+
+
+@pytest.mark.parametrize(("criteria", "host", "matched"), [
+    ("host real.example.org", "alias", True),     # after HostName
+    ("host alias", "alias", False),
+    ("originalhost alias", "alias", True),        # as typed
+    ("originalhost real.example.org", "alias", False),
+    ("user bob", "bob@alias", True),
+    ("user bob", "alias", False),
+    ("user alias-user", "alias", False),          # User is set later in the file
+    ("localuser ada", "alias", True),
+    ("localuser root,ada", "alias", True),
+    ("!localuser ada", "alias", False),
+    ("all", "alias", True),
+    ('exec "test %h = real.example.org"', "alias", True),
+    ('exec "test %n = other"', "alias", False),
+    ("exec false", "alias", False),
+    ("final", "alias", True),                     # on the second pass
+    ("!final", "alias", True),                    # on the first pass
+])
+def test_match_criteria(home, criteria, host, matched):
+    write(home / ".ssh" / "config",
+          "Host alias\n    HostName real.example.org\n"
+          f"Match {criteria}\n    Port 2345\n"
+          "Host alias\n    User alias-user\n")
+    assert (resolve(host).port == 2345) is matched
+
+
+def test_match_exec_is_bounded_in_time(home, monkeypatch):
+    monkeypatch.setattr(sshconfig, "MATCH_EXEC_TIMEOUT", 0.5)
+    write(home / ".ssh" / "config", 'Match exec "sleep 30"\n    Port 2345\n')
+
+    started = time.monotonic()
+    found = resolve("slow")
+
+    assert found.port == 22  # a command that times out does not match
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ("Match colour blue", "Match criterion 'colour' is not supported"),
+    ("Match host", "Match host needs an argument"),
+    ("Match", "Match needs criteria"),
+    ('IdentityFile "~/.ssh/unclosed', "unterminated"),
+    ("User two words", "User: expected one value"),
+    ("StrictHostKeyChecking maybe", "StrictHostKeyChecking: expected one of yes, ask"),
+    ("Port 99999", "Port: expected a port between 1 and 65535"),
+    ("ConnectTimeout soon", "ConnectTimeout: expected seconds"),
+    ("IdentitiesOnly perhaps", "IdentitiesOnly: expected yes or no"),
+    ("IdentityFile ~/.ssh/%z", "unknown token %z"),
+])
+def test_invalid_lines_are_refused_with_file_and_line(home, line, expected):
+    config = write(home / ".ssh" / "config", f"# comment\n\nHost *\n    {line}\n")
+
+    with pytest.raises(ConfigError, match=re.escape(expected)) as raised:
+        resolve("anything")
+    assert f"{config}:4" in str(raised.value)
+
+
+def test_invalid_value_in_a_block_that_does_not_apply_is_not_used(home):
+    write(home / ".ssh" / "config", "Host other\n    Port nonsense\n")
+    assert resolve("this").port == 22
+
+
+def test_unknown_keywords_in_a_file_are_ignored(home):
+    write(home / ".ssh" / "config",
+          "Host *\n    UseKeychain yes\n    ProxyJumpish x\n    User known\n")
+    assert resolve("anything").user == "known"
+
+
+def test_tokens_and_tilde(home):
+    write(home / ".ssh" / "config",
+          "Host tok\n"
+          "    HostName %h.example.com\n"
+          "    User remote\n"
+          "    Port 2200\n"
+          "    IdentityFile ~/.ssh/%r@%h:%p\n"
+          "    IdentityFile /keys/%u/%n/%d/100%%\n"
+          "    UserKnownHostsFile ~/kh/%h %d/kh/%n_%p\n")
+
+    found = resolve("tok")
+
+    assert found.hostname == "tok.example.com"
+    assert found.identity_files == (
+        f"{home}/.ssh/remote@tok.example.com:2200",
+        f"/keys/{LOCAL_USER}/tok/{home}/100%",
+    )
+    assert found.known_hosts_files == (f"{home}/kh/tok.example.com", f"{home}/kh/tok_2200")
+
+
+def test_windows_paths_keep_their_backslashes(home):
+    write(home / ".ssh" / "config",
+          "Host win\n"
+          "    IdentityFile C:\\Users\\Ada Lovelace\\.ssh\\id_ed25519\n"
+          '    UserKnownHostsFile "C:\\Users\\Ada Lovelace\\.ssh\\known_hosts" D:\\kh\n')
+    # The unquoted path with a blank is two words: ssh refuses it, and so do we.
+    with pytest.raises(ConfigError, match="IdentityFile: expected one value"):
+        resolve("win")
+
+    write(home / ".ssh" / "config",
+          "Host win\n"
+          '    IdentityFile "C:\\Users\\Ada Lovelace\\.ssh\\id_ed25519"\n'
+          '    UserKnownHostsFile "C:\\Users\\Ada Lovelace\\.ssh\\known_hosts" D:\\kh\n')
+    found = resolve("win")
+    assert found.identity_files == ("C:\\Users\\Ada Lovelace\\.ssh\\id_ed25519",)
+    assert found.known_hosts_files == ("C:\\Users\\Ada Lovelace\\.ssh\\known_hosts", "D:\\kh")
+
+
+@pytest.mark.parametrize("text", [
+    "plain", "two words", 'quote"inside', "back\\slash", "trailing\\", "", "#hash", "tab\there",
+    "C:\\Users\\me",
+])
+def test_join_words_round_trips(text):
+    words = [text, "second"]
+    assert sshconfig.split_words(sshconfig.join_words(words)) == words
+
+
+def test_oversized_file_is_refused(home):
+    config = write(home / ".ssh" / "config", "#" * (sshconfig.MAX_CONFIG_BYTES + 1))
+    with pytest.raises(ConfigError, match="more than fleche-ssh reads") as raised:
+        resolve("anything")
+    assert str(config) in str(raised.value)
