@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -166,9 +167,18 @@ def verify(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
             f"but {lines} records a different one. This can mean someone is intercepting the "
             f"connection, or the host was reinstalled. If you have confirmed the new key with "
             f"its administrators, remove the old entry: "
-            f"ssh-keygen -R '{name}' -f {changed[0].path}"
+            f"ssh-keygen -R {_shell_word(name)} -f {_shell_word(changed[0].path)}"
         )
     return _unknown(target, key, ask)
+
+
+def _shell_word(text: str) -> str:
+    """*text* as one word of a command to paste into sh, PowerShell or cmd alike.
+
+    Double quotes, because ``[host]:port`` is a glob to zsh and a path under
+    ``C:\\Users\\Ada Lovelace`` has a blank; single quotes mean nothing to cmd.
+    """
+    return text if re.fullmatch(r"[\w@%+=:,./~\\-]+", text) else f'"{text}"'
 
 
 def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
@@ -196,7 +206,7 @@ def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
         f"Host {name} is not in known_hosts ({', '.join(target.known_hosts_files)}); it offered "
         f"a {description}. Check the fingerprint with the host's administrators, then either "
         f"run `ssh -p {target.port} {target.user}@{target.hostname}` once and answer yes, or "
-        f"`ssh-keyscan -p {target.port} {target.hostname} >> {known}`, or set "
+        f"`ssh-keyscan -p {target.port} {target.hostname} >> {_shell_word(known)}`, or set "
         f"strict_host_key_checking = \"accept-new\" to record new hosts automatically."
     )
 

@@ -189,7 +189,8 @@ def test_changed_key_is_refused_under_every_policy(tmp_path, keys, policy):
 
 
 def test_the_suggested_ssh_keygen_command_removes_the_old_entry(tmp_path, keys):
-    target = make_target(tmp_path, "accept-new", port=2222, hashed=True)
+    # A home with a blank in it, as many Windows profiles have.
+    target = make_target(tmp_path / "Ada Lovelace", "accept-new", port=2222, hashed=True)
     path = write_known(target, f"[{HOST}]:2222 {keys['ed25519'].line}")
     assert keygen("-H", "-f", str(path)).returncode == 0
     with pytest.raises(ChangedHostKey) as raised:
@@ -245,6 +246,16 @@ def test_unknown_host_under_yes_is_refused_with_what_to_do(tmp_path, keys):
     assert f"ssh-keyscan -p 2222 {HOST} >> {path}" in message
     assert 'strict_host_key_checking = "accept-new"' in message
     assert found_by_ssh_keygen(path, f"[{HOST}]:2222") == []
+
+
+def test_suggested_keyscan_command_keeps_a_path_with_blanks_whole(tmp_path, keys):
+    target = make_target(tmp_path / "Ada Lovelace", "yes")
+    with pytest.raises(UnknownHostKey) as raised:
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
+
+    command = re.search(r"`(ssh-keyscan [^`]+)`", str(raised.value)).group(1)
+    assert shlex.split(command) == [
+        "ssh-keyscan", "-p", "22", HOST, ">>", target.known_hosts_files[0]]
 
 
 @pytest.mark.parametrize("hashed", [False, True])
