@@ -348,7 +348,7 @@ def test_ask_whose_prompt_is_unavailable_is_refused(tmp_path, keys):
 @pytest.mark.parametrize("name", ["ed25519", "ecdsa", "rsa"])
 def test_fingerprint_is_what_ssh_keygen_prints(keys, name):
     key = keys[name]
-    printed = keygen("-l", "-E", "sha256", "-f", str(key.pub))
+    printed = keygen("-lf", str(key.pub))
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.split()[1] == hostkeys.fingerprint(key.pkey)
 

@@ -185,10 +185,23 @@ def test_the_watcher_answers_for_nothing_but_fleche_config(name):
     assert _startup._ConfigWatcher().find_spec(name) is None
 
 
-def test_the_watcher_hands_fleche_config_to_the_bridge():
+def test_the_watcher_answers_for_fleche_config():
     spec = _startup._ConfigWatcher().find_spec("fleche.config", fleche.__path__)
     assert spec is not None and spec.origin == fleche.config.__file__
-    assert spec.loader.exec_module.__name__ == "exec_and_install"
+
+
+def test_fleche_imported_before_the_start_up_hook_is_bridged_at_once():
+    """As when an embedding application imports fleche before site's .pth files run."""
+    done = run_python("-c", textwrap.dedent("""\
+        import fleche_ssh._startup as startup
+        startup._remove_watcher()
+        import fleche.config
+        before = fleche.config.cache_from_config
+        startup._activate()
+        print(before is fleche.config.cache_from_config.__wrapped__)
+    """))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
 
 
 # --- the bridge itself, in this process (fleche.config was bridged at import) -----------
