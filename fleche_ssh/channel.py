@@ -123,19 +123,37 @@ class ExecChannel:
     def recv_frame(self) -> Any:
         header = self._recv_exact(HEADER.size)
         (size,) = HEADER.unpack(header)
-        body = self._recv_exact(size)
-        if size and body[0] != _PICKLE_START:
-            raise ProtocolError(
-                f"The remote side wrote something that is not a fleche frame to stdout: "
-                f"{bytes(header + body[:60])!r}. Usually a shell start-up file (.bashrc) or a "
-                f"setup command prints text; send that output to stderr or remove it."
-            )
+        if not size:
+            raise ProtocolError("The remote side sent an empty fleche frame.")
+        # Check the first body byte before trusting the length: text on stdout
+        # reads as a length of a gigabyte or more, and waiting for that many
+        # bytes would hang (and allocating them could exhaust memory).
+        first = self._recv_exact(1)
+        if first[0] != _PICKLE_START:
+            raise self._not_a_frame(bytes(header + first))
+        body = bytearray(size)
+        body[0] = _PICKLE_START
+        self._recv_into(memoryview(body)[1:])
         return cloudpickle.loads(body)
+
+    def _not_a_frame(self, seen: bytes) -> ProtocolError:
+        """What was written to stdout instead of a frame, with whatever has arrived since."""
+        channel = self._channel
+        while len(seen) < 64 and channel.recv_ready():
+            seen += channel.recv(64 - len(seen))
+        return ProtocolError(
+            f"The remote side wrote something that is not a fleche frame to stdout: "
+            f"{seen!r}. Usually a shell start-up file (.bashrc) or a setup command "
+            f"prints text; send that output to stderr or remove it."
+        )
 
     def _recv_exact(self, size: int) -> bytearray:
         buffer = bytearray(size)
-        view = memoryview(buffer)
-        got = 0
+        self._recv_into(memoryview(buffer))
+        return buffer
+
+    def _recv_into(self, view: memoryview) -> None:
+        got, size = 0, len(view)
         recv = self._channel.recv
         while got < size:
             chunk = recv(min(size - got, CHUNK))
@@ -143,7 +161,6 @@ class ExecChannel:
                 raise ChannelClosed(f"the channel closed after {got} of {size} bytes")
             view[got : got + len(chunk)] = chunk
             got += len(chunk)
-        return buffer
 
     # -- stderr and shutdown ---------------------------------------------------
 
@@ -170,11 +187,18 @@ class ExecChannel:
         self._log.info("%s", text)
 
     def exit_status(self, wait: float = EXIT_WAIT) -> int | None:
+        """The remote command's exit status, or None if the server reported none.
+
+        Paramiko counts a closed channel as "ready" with status -1 when no
+        status came: the connection was lost (or the process died of a
+        signal), which must not read as the command failing.
+        """
         deadline = time.monotonic() + wait
         while not self._channel.exit_status_ready() and time.monotonic() < deadline:
             time.sleep(0.01)
         if self._channel.exit_status_ready():
-            return self._channel.recv_exit_status()
+            status = self._channel.recv_exit_status()
+            return status if status >= 0 else None
         return None
 
     def failure(self, during: str, cause: BaseException) -> RemoteConnectionError:
