@@ -22,6 +22,7 @@ carry it into process-pool workers.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -157,6 +158,19 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
+        _servers.add(self)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's channels without closing them.
+
+        They belong to the parent's transport, which has no thread here;
+        using them would interleave this process's packets with the
+        parent's on the one socket.  The next call opens a channel on a
+        transport of this process's own.
+        """
+        self._pool = _Pool()
+        self._cond = threading.Condition()
+        self._generation += 1
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         channel, generation = self._borrow()
@@ -225,3 +239,15 @@ class RemoteServer:
             self._cond.notify_all()
         for channel in idle:
             channel.close()
+
+
+_servers: weakref.WeakSet[RemoteServer] = weakref.WeakSet()
+
+
+def _forget_channels_after_fork() -> None:
+    for server in list(_servers):
+        server._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_channels_after_fork)
