@@ -208,6 +208,13 @@ def start_transport(target: Target, sock: socket.socket) -> paramiko.Transport:
             f"{target.label} closed the connection during the SSH handshake. The server may "
             f"limit connections (MaxStartups) or refuse this client address."
         ) from e
+    # start_client returns without an error when its timeout runs out first.
+    if not transport.is_active() or not transport.initial_kex_done:
+        transport.close()
+        raise ConnectTimeout(
+            f"SSH handshake with {target.label} did not finish within {timeout:g} s. Is an SSH "
+            f"server listening on that port? On a slow link, raise connect_timeout."
+        )
     return transport
 
 
