@@ -222,6 +222,8 @@ def connect(target: Target, login: Login) -> Session:
     """Connect, verify the host key, then authenticate; nothing is sent before the check."""
     started = time.monotonic()
     transport = start_transport(target, open_socket(target))
+    # Paramiko's 30 s default would include a human reading a code off a phone.
+    transport.auth_timeout = login.auth_timeout
     try:
         key = transport.get_remote_server_key()
         ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
