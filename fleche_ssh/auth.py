@@ -16,6 +16,7 @@ It stops with an error naming the methods offered and tried.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -66,15 +67,32 @@ def _load_key(path: str, prompter: Prompter, can_ask: bool) -> paramiko.PKey | N
     except (OSError, paramiko.SSHException, ValueError) as e:
         logger.debug("cannot use identity file %s: %s", path, e)
         return None
-    cert = f"{path}-cert.pub"
-    if os.path.exists(cert):
-        try:
-            key.load_certificate(cert)
-        except (OSError, ValueError, paramiko.SSHException) as e:
-            logger.debug("cannot use certificate %s: %s", cert, e)
+    # PKey.from_path attaches a neighbouring -cert.pub by itself; certificates are
+    # chosen per target in _with_certificate, so the cached key stays plain.
+    key.public_blob = None
     with _decrypted_lock:
         _decrypted[path] = key
     return key
+
+
+def _with_certificate(key: paramiko.PKey, path: str,
+                      certificates: tuple[str, ...]) -> tuple[paramiko.PKey, str | None]:
+    """*key* with the first certificate that belongs to it: CertificateFile, then ``-cert.pub``.
+
+    A copy carries the certificate, so the cached key stays plain for targets
+    configured with other certificates.
+    """
+    for cert in (*certificates, f"{path}-cert.pub"):
+        if not os.path.exists(cert):
+            continue
+        candidate = copy.copy(key)
+        try:
+            candidate.load_certificate(cert)
+        except (OSError, ValueError, paramiko.SSHException) as e:
+            logger.debug("certificate %s does not go with %s: %s", cert, path, e)
+            continue
+        return candidate, cert
+    return key, None
 
 
 def _decrypt(path: str, prompter: Prompter) -> paramiko.PKey:
@@ -130,7 +148,11 @@ def _candidate_keys(target: Target, prompter: Prompter,
         key = from_agent or (_load_key(path, prompter, can_ask) if os.path.exists(path) else None)
         if key is not None and key.get_base64() not in used:
             used.add(key.get_base64())
-            yield (f"agent key {path}" if from_agent else path), key
+            name = f"agent key {path}" if from_agent else path
+            if not from_agent:
+                key, cert = _with_certificate(key, path, target.certificate_files)
+                name = f"{path} with certificate {cert}" if cert else path
+            yield name, key
     if not target.identities_only:
         for key in agent:
             if key.get_base64() not in used:

@@ -44,6 +44,11 @@ logger = logging.getLogger("fleche_ssh")
 DEFAULT_AUTH_TIMEOUT = 300.0
 
 
+#: Keys that take one path or several.
+_PATH_LISTS = ("identity_file", "known_hosts_file", "global_known_hosts_file",
+               "certificate_file")
+
+
 @dataclass(frozen=True)
 class ParamikoCache(SshCache):
     """A remote fleche cache over a Paramiko SSH connection.
@@ -57,9 +62,11 @@ class ParamikoCache(SshCache):
     The OpenSSH keys ``hostname``, ``port``, ``user``, ``identity_file``,
     ``identities_only``, ``identity_agent``, ``known_hosts_file``,
     ``global_known_hosts_file``, ``strict_host_key_checking``,
-    ``hash_known_hosts``, ``connect_timeout`` and ``batch_mode`` mean what
-    the keywords ``HostName``, ``Port``, ``User``, ``IdentityFile`` ... mean
-    to ``ssh`` (see the configuration reference).  The others:
+    ``hash_known_hosts``, ``connect_timeout``, ``batch_mode``, ``proxy_jump``,
+    ``proxy_command``, ``certificate_file``, ``server_alive_interval``,
+    ``server_alive_count_max`` and ``compression`` mean what the keywords
+    ``HostName``, ``Port``, ``User``, ``IdentityFile`` ... mean to ``ssh``
+    (see the configuration reference).  The others:
 
     Args:
         config_file: ssh_config file to read instead of ``~/.ssh/config``
@@ -85,6 +92,12 @@ class ParamikoCache(SshCache):
     hash_known_hosts: bool | None = None
     connect_timeout: float | None = None
     batch_mode: bool | None = None
+    proxy_jump: str | None = None
+    proxy_command: str | None = None
+    certificate_file: str | Sequence[str] | None = None
+    server_alive_interval: float | None = None
+    server_alive_count_max: int | None = None
+    compression: bool | None = None
     config_file: str | None = None
     prompt: Any = "auto"
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
@@ -94,7 +107,7 @@ class ParamikoCache(SshCache):
         set_ = object.__setattr__
         set_(self, "ssh_options", tuple(self.ssh_options))
         set_(self, "setup_commands", tuple(self.setup_commands))
-        for key in ("identity_file", "known_hosts_file", "global_known_hosts_file"):
+        for key in _PATH_LISTS:
             value = getattr(self, key)
             if isinstance(value, str):
                 set_(self, key, (value,))
@@ -226,7 +239,8 @@ class RemoteServer:
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
         logger.info("starting remote cache on %s: %s", target.label, command)
-        return ExecChannel(session.open_exec(command), host=self._host, command=command)
+        return ExecChannel(session.open_exec(command), host=self._host, command=command,
+                           lost_reason=session.lost_reason)
 
     def reconnect(self) -> None:
         """Close this cache's channels; the next call opens a new one on the live transport."""

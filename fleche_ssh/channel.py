@@ -24,7 +24,7 @@ import shlex
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cloudpickle
@@ -85,9 +85,11 @@ class ChannelClosed(EOFError):
 class ExecChannel:
     """The remote fleche server on one channel: frames out, frames in, stderr aside."""
 
-    def __init__(self, channel: paramiko.Channel, *, host: str, command: str) -> None:
+    def __init__(self, channel: paramiko.Channel, *, host: str, command: str,
+                 lost_reason: Callable[[], str | None] = lambda: None) -> None:
         self._channel = channel
         self.command = command
+        self._lost_reason = lost_reason
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._log = logging.getLogger(host_logger_name(host))
         self._stderr_thread = threading.Thread(
@@ -205,14 +207,18 @@ class ExecChannel:
         """An error saying why the remote server went away, with its last words."""
         if isinstance(cause, ProtocolError):
             return cause
-        status = self.exit_status()
-        self._stderr_thread.join(0.5)
+        transport = self._channel.get_transport()
+        alive = transport is not None and transport.is_active()
+        status = self.exit_status() if alive else None
+        self._stderr_thread.join(0.5 if alive else 0.05)
         tail = "\n".join(self.stderr_tail)
         said = f"\nremote stderr (last {len(self.stderr_tail)} lines):\n{tail}" if tail else ""
         error_type: type[RemoteConnectionError] = RemoteConnectionError
         if status is None:
-            what = f"The connection was lost during {during!r} ({cause})."
-            advice = "Call reconnect() on the cache to open a new channel."
+            why = self._lost_reason()
+            what = (f"{why}; {during!r} failed." if why
+                    else f"The connection was lost during {during!r} ({cause}).")
+            advice = "Call reconnect() on the cache to connect again."
         else:
             error_type = RemoteCommandError
             what, advice = _explain_exit(status, tail, self.command)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-from .sshconfig import join_words, split_words
+from .sshconfig import COMMANDS, join_words, split_words
 
 logger = logging.getLogger("fleche_ssh.options")
 
@@ -112,6 +112,8 @@ class Option:
     parse: Callable[[str], Any] = _text
     many: bool = False
     split: bool = False
+    #: The value is a shell command, taken as written rather than as words.
+    command: bool = False
     doc: str = ""
 
 
@@ -139,6 +141,19 @@ OPTIONS: tuple[Option, ...] = (
            doc="Seconds to wait for the TCP connection and the SSH handshake."),
     Option("BatchMode", "batch_mode", _flag,
            doc="Never ask a human anything (as the ``none`` prompt handler)."),
+    Option("ProxyJump", "proxy_jump",
+           doc="Jump host(s) to go through, ``[user@]host[:port]`` separated by commas, "
+               "or ``none``."),
+    Option("ProxyCommand", "proxy_command", command=True,
+           doc="Command whose stdin/stdout carry the connection (tokens %h %p %r %n), "
+               "or ``none``."),
+    Option("CertificateFile", "certificate_file", many=True,
+           doc="User certificate(s) to present with the matching identity."),
+    Option("ServerAliveInterval", "server_alive_interval", _seconds,
+           doc="Seconds between keepalive requests that expect an answer (0: off)."),
+    Option("ServerAliveCountMax", "server_alive_count_max", _count,
+           doc="Unanswered keepalive intervals before the connection is declared dead."),
+    Option("Compression", "compression", _flag, doc="Compress the connection (slow links)."),
 )
 
 BY_KEYWORD: dict[str, Option] = {o.keyword.lower(): o for o in OPTIONS}
@@ -158,7 +173,10 @@ NOT_NEEDED = frozenset(
 )
 
 # Command-line flags that take a value, mapped to the keyword they set.
-_VALUE_FLAGS: dict[str, str] = {"-p": "Port", "-l": "User", "-i": "IdentityFile"}
+_VALUE_FLAGS: dict[str, str] = {"-p": "Port", "-l": "User", "-i": "IdentityFile",
+                                "-J": "ProxyJump"}
+# Flags without a value that set a keyword.
+_SET_FLAGS: dict[str, tuple[str, str]] = {"-C": ("Compression", "yes")}
 # Flags without a value that change nothing for a cache channel.
 _NOOP_FLAGS = frozenset({"-T", "-x", "-a", "-q", "-n", "-4", "-6"})
 
@@ -170,6 +188,10 @@ def parse_value(option: Option, text: str, where: str) -> Any:
     rather than guess which one was meant.
     """
     try:
+        if option.command:
+            if not text.strip():
+                raise ValueError("no value given")
+            return option.parse(text.strip())
         words = split_words(text)
         if not words:
             raise ValueError("no value given")
@@ -205,9 +227,9 @@ class CommandLine:
 def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
     """Translate the ``ssh_options`` of a ``type = "ssh"`` entry.
 
-    Understands ``-p``, ``-l``, ``-i``, ``-F``, ``-o Keyword=value`` (also
-    glued, as ``-oKeyword=value`` and ``-p2222``) and the value-less flags in
-    :data:`_NOOP_FLAGS`.  Returns ``(keyword, value)`` pairs in the order given;
+    Understands ``-p``, ``-l``, ``-i``, ``-J``, ``-F``, ``-o Keyword=value``
+    (also glued, as ``-oKeyword=value`` and ``-p2222``), ``-C`` and the
+    value-less flags in :data:`_NOOP_FLAGS`.  Returns ``(keyword, value)`` pairs in the order given;
     the caller applies them with first-value-wins, like ssh does.  Anything
     it does not understand raises :class:`ConfigError` naming the option,
     because dropping an option the user wrote could connect them somewhere
@@ -224,10 +246,14 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
             logger.debug("ssh_options: %s has no effect on a cache channel", arg)
             i += 1
             continue
+        if flag in _SET_FLAGS and not glued:
+            settings.append(_SET_FLAGS[flag])
+            i += 1
+            continue
         if flag not in ("-o", "-F", *_VALUE_FLAGS) or not arg.startswith("-"):
             raise ConfigError(
                 f"ssh_options: {arg!r} is not supported by fleche-ssh. Supported: -p, -l, -i, "
-                f"-F, -o Keyword=value for {', '.join(o.keyword for o in OPTIONS)}."
+                f"-J, -C, -F, -o Keyword=value for {', '.join(o.keyword for o in OPTIONS)}."
             )
         if glued:
             value = glued
@@ -241,7 +267,8 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
         elif flag == "-o":
             keyword, text = split_option(value, "ssh_options -o")
             try:
-                split_words(text)
+                if keyword.lower() not in COMMANDS:
+                    split_words(text)
             except ValueError as e:
                 raise ConfigError(f"ssh_options: -o {keyword}: {e}") from None
             if keyword.lower() in NOT_NEEDED:

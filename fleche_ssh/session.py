@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import paramiko
 
@@ -37,10 +38,16 @@ from .errors import (
     RemoteConnectionError,
     UnsupportedByParamiko,
 )
+from .liveness import Keepalive
 from .prompts import Prompter
+from .proxy import ProxyProcess, open_jump, start_proxy_command
 from .target import Target
 
 logger = logging.getLogger("fleche_ssh.session")
+# Paramiko logs every failed handshake with a traceback at ERROR.  Without a handler
+# of its own, Python's last-resort handler would print those to stderr on top of the
+# typed error the user gets; with this one they reach only logging the user set up.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: Bound on TCP connect and the SSH handshake when ConnectTimeout is not set.
 DEFAULT_CONNECT_TIMEOUT = 30.0
@@ -73,10 +80,16 @@ class Session:
     host_key_verified: str
     auth: AuthReport
     connected_in: float
+    keepalive: Keepalive | None = field(default=None, repr=False)
+    proxy: ProxyProcess | None = field(default=None, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def alive(self) -> bool:
         return self.transport.is_active() and self.transport.is_authenticated()
+
+    def lost_reason(self) -> str | None:
+        """Why the connection died, when fleche-ssh closed it itself (keepalives unanswered)."""
+        return self.keepalive.verdict if self.keepalive is not None else None
 
     def open_exec(self, command: str) -> paramiko.Channel:
         """Open a session channel running *command*."""
@@ -94,7 +107,11 @@ class Session:
         return channel
 
     def close(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
         self.transport.close()
+        if self.proxy is not None:
+            self.proxy.close()
 
 
 _pool: dict[Target, Session] = {}
@@ -124,7 +141,8 @@ def get_session(target: Target, login: Login) -> Session:
         if session is not None:
             logger.info("connection to %s was lost; connecting again", target.label)
             session.close()
-        session = connect(target, login)
+        via = get_session(target.jump, login) if target.jump is not None else None
+        session = connect(target, login, via=via)
         _pool[target] = session
         return session
 
@@ -168,7 +186,27 @@ def open_socket(target: Target) -> socket.socket:
         ) from e
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in _TCP_KEEPALIVE:
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock
+
+
+# TCP keepalive after 60 s idle, every 15 s, 4 probes: the kernel's own liveness check
+# under the SSH-level one, and NAT/VPN state kept warm (where the platform allows tuning).
+_TCP_KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
+
+
+def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess | None]:
+    """The byte stream to run SSH over: a jump channel, a ProxyCommand, or TCP."""
+    timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    if via is not None:
+        return open_jump(via.transport, via.target.label, target.hostname, target.port,
+                         timeout), None
+    if target.proxy_command is not None:
+        proxy = start_proxy_command(target.proxy_command, target.alias)
+        return proxy.sock, proxy
+    return open_socket(target), None
 
 
 def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> list[str]:
@@ -176,7 +214,7 @@ def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> l
     return chosen + [name for name in available if name not in chosen]
 
 
-def start_transport(target: Target, sock: socket.socket) -> paramiko.Transport:
+def start_transport(target: Target, sock: Any) -> paramiko.Transport:
     """Run the SSH handshake on *sock*: key exchange only, no host key check yet."""
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
     transport = paramiko.Transport(
@@ -187,6 +225,7 @@ def start_transport(target: Target, sock: socket.socket) -> paramiko.Transport:
     options = transport.get_security_options()
     options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
     options.key_types = _prefer(options.key_types, hostkeys.known_key_types(target))
+    transport.use_compression(target.compression)
     try:
         transport.start_client(timeout=timeout)
     except paramiko.SSHException as e:
@@ -218,10 +257,20 @@ def start_transport(target: Target, sock: socket.socket) -> paramiko.Transport:
     return transport
 
 
-def connect(target: Target, login: Login) -> Session:
-    """Connect, verify the host key, then authenticate; nothing is sent before the check."""
+def connect(target: Target, login: Login, via: Session | None = None) -> Session:
+    """Connect, verify the host key, then authenticate; nothing is sent before the check.
+
+    *via* is the live session of the jump host to go through, if any.
+    """
     started = time.monotonic()
-    transport = start_transport(target, open_socket(target))
+    sock, proxy = _open_route(target, via)
+    try:
+        transport = start_transport(target, sock)
+    except RemoteConnectionError as e:
+        if proxy is None:
+            raise
+        proxy.close()
+        raise type(e)(f"{e}\n{proxy.describe()}") from e
     # Paramiko's 30 s default would include a human reading a code off a phone.
     transport.auth_timeout = login.auth_timeout
     try:
@@ -232,11 +281,16 @@ def connect(target: Target, login: Login) -> Session:
                               can_ask=login.can_ask)
     except BaseException:
         transport.close()
+        if proxy is not None:
+            proxy.close()
         raise
+    keepalive = Keepalive(transport, interval=target.server_alive_interval,
+                          count_max=target.server_alive_count_max, label=target.label)
     session = Session(
         target=target, transport=transport,
         host_key=f"{key.get_name()} {hostkeys.fingerprint(key)}",
         host_key_verified=verified, auth=report, connected_in=time.monotonic() - started,
+        keepalive=keepalive.start(), proxy=proxy,
     )
     logger.info("connected to %s (%s, %s) in %.2f s", target.label, session.host_key,
                 ", ".join(report.used), session.connected_in)

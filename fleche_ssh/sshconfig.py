@@ -40,6 +40,8 @@ MULTI = frozenset({"identityfile", "certificatefile", "localforward", "remotefor
 # Of those, the ones OpenSSH keeps once per distinct value: a key file named
 # twice (or again on the ``Match final`` pass) is offered once.
 UNIQUE = frozenset({"identityfile", "certificatefile"})
+# Keywords whose value is a shell command: kept as written, not split into words.
+COMMANDS = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand"})
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
                 "localuser")
 
@@ -210,8 +212,8 @@ def _quote(word: str) -> str:
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _split_line(line: str, where: str) -> tuple[str, list[str]] | None:
-    """``Keyword args`` or ``Keyword=args``; ``None`` for blanks and comments."""
+def _split_line(line: str, where: str) -> tuple[str, list[str], str] | None:
+    """``Keyword args`` or ``Keyword=args`` as (keyword, words, raw rest); ``None`` for blanks."""
     text = line.strip()
     if not text or text.startswith("#"):
         return None
@@ -222,7 +224,7 @@ def _split_line(line: str, where: str) -> tuple[str, list[str]] | None:
         args = split_words(found.group(2))
     except ValueError as e:
         raise ConfigError(f"{where}: {e} in {text!r}") from None
-    return found.group(1), args
+    return found.group(1), args, found.group(2).strip()
 
 
 class _Evaluator:
@@ -238,7 +240,7 @@ class _Evaluator:
             parsed = _split_line(line, where)
             if parsed is None:
                 continue
-            keyword, args = parsed
+            keyword, args, raw = parsed
             key = keyword.lower()
             if key == "host":
                 active = match_pattern_list(args, self.ctx.host_line_name())
@@ -252,7 +254,7 @@ class _Evaluator:
             elif not args:
                 raise ConfigError(f"{where}: {keyword} needs a value")
             else:
-                self.ctx.resolution.set(key, join_words(args), where)
+                self.ctx.resolution.set(key, raw if key in COMMANDS else join_words(args), where)
 
     def _include(self, pattern: str, *, base: Path, depth: int) -> None:
         expanded = os.path.expanduser(pattern)

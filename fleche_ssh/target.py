@@ -22,7 +22,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,11 @@ DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 
 _TOKEN = re.compile(r"%(.)")
+#: ServerAliveInterval / ServerAliveCountMax when not configured: see liveness.py.
+DEFAULT_ALIVE_INTERVAL = 15.0
+DEFAULT_ALIVE_COUNT_MAX = 3
+#: Longest jump chain followed before it is taken for a loop.
+MAX_JUMPS = 16
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,13 @@ class Target:
     hash_known_hosts: bool
     connect_timeout: float | None
     batch_mode: bool
+    #: The previous hop, for a host behind ``ProxyJump``; it has its own jump, and so on.
+    jump: Target | None = None
+    proxy_command: str | None = None
+    certificate_files: tuple[str, ...] = ()
+    server_alive_interval: float = DEFAULT_ALIVE_INTERVAL
+    server_alive_count_max: int = DEFAULT_ALIVE_COUNT_MAX
+    compression: bool = False
     #: (keyword, where it was set) pairs: which file line, key or option gave each value.
     origins: tuple[tuple[str, str], ...] = ()
 
@@ -81,14 +93,20 @@ class Target:
         """``user@host:port`` as shown in messages."""
         return f"{self.user}@{self.hostname}:{self.port}"
 
+    def chain(self) -> list[Target]:
+        """The jump hosts in the order they are connected, first hop first."""
+        return [*self.jump.chain(), self.jump] if self.jump is not None else []
+
     def describe(self) -> list[tuple[str, str]]:
         """``ssh -G``-style (keyword, value) pairs for the keywords fleche-ssh uses."""
         rows = [("host", self.alias)]
         for option in OPTIONS:
             value = getattr(self, _FIELD.get(option.key, option.key))
-            if value is None:
+            if value is None or value == ():
                 continue
-            if isinstance(value, bool):
+            if isinstance(value, Target):
+                value = ",".join(hop.label for hop in self.chain())
+            elif isinstance(value, bool):
                 value = "yes" if value else "no"
             elif isinstance(value, tuple):
                 value = " ".join(value)
@@ -100,6 +118,8 @@ class Target:
 
 # Target fields whose names differ from the cache key that sets them.
 _FIELD = {
+    "proxy_jump": "jump",
+    "certificate_file": "certificate_files",
     "identity_file": "identity_files",
     "known_hosts_file": "known_hosts_files",
     "global_known_hosts_file": "global_known_hosts_files",
@@ -165,11 +185,16 @@ def resolve(
     ssh_options: Sequence[str] = (),
     config_file: str | os.PathLike[str] | None = None,
     explicit: Mapping[str, Any] | None = None,
+    _seen: tuple[str, ...] = (),
 ) -> Target:
     """Resolve *host* (an alias, a name or ``user@name``) into a :class:`Target`.
 
+    Jump hosts are resolved too, each through the same config file with its
+    own settings, as ``ssh -J`` resolves them.
+
     Raises:
-        ConfigError: an option value is invalid, naming where it was set.
+        ConfigError: an option value is invalid, naming where it was set, or
+            the jump hosts form a loop.
     """
     if not host or any(c.isspace() for c in host) or host.startswith("-"):
         raise ConfigError(f"host {host!r} is not a valid SSH destination")
@@ -208,7 +233,45 @@ def resolve(
 
     resolution = resolve_config(alias, user=login_user or None, files=files, preset=preset,
                                 expand=expand)
-    return _build(alias, resolution, local_user)
+    target = _build(alias, resolution, local_user)
+    jumps = target.proxy_command is None and _single(resolution, "proxyjump")
+    if not jumps or jumps.lower() == "none":
+        return target
+    return replace(target, jump=_resolve_jump(jumps, config, (*_seen, host)))
+
+
+def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,
+                  seen: tuple[str, ...]) -> Target:
+    """The last hop of a ``ProxyJump`` list, reached through the hops before it."""
+    *before, last = [hop.strip() for hop in spec.split(",")]
+    if not last:
+        raise ConfigError(f"ProxyJump {spec!r}: empty jump host")
+    if last in seen or len(seen) > MAX_JUMPS:
+        chain = " -> ".join((*seen, last))
+        raise ConfigError(
+            f"ProxyJump loop: {chain}. Check the ProxyJump lines of these hosts; "
+            f"`ProxyJump none` on a host stops it from inheriting one."
+        )
+    host, port = _split_hop(last)
+    explicit: dict[str, Any] = {"port": port}
+    if before:
+        explicit["proxy_jump"] = ",".join(before)
+    return resolve(host, config_file=config, explicit=explicit, _seen=seen)
+
+
+def _split_hop(hop: str) -> tuple[str, int | None]:
+    """``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` into (``[user@]host``, port)."""
+    hop = hop.removeprefix("ssh://")
+    user, at, rest = hop.rpartition("@")
+    host, colon, port = rest.rpartition(":") if rest.count(":") == 1 else ("", "", rest)
+    if not colon:
+        host = port
+        port = ""
+    try:
+        number = int(port) if port else None
+    except ValueError:
+        raise ConfigError(f"ProxyJump: {hop!r} has an invalid port") from None
+    return f"{user}{at}{host}", number
 
 
 def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
@@ -246,5 +309,16 @@ def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
         hash_known_hosts=value("hashknownhosts", False),
         connect_timeout=value("connecttimeout"),
         batch_mode=value("batchmode", False),
+        proxy_command=_proxy_command(value("proxycommand"), tokens),
+        certificate_files=value("certificatefile") or (),
+        server_alive_interval=value("serveraliveinterval", DEFAULT_ALIVE_INTERVAL),
+        server_alive_count_max=value("serveralivecountmax", DEFAULT_ALIVE_COUNT_MAX),
+        compression=value("compression", False),
         origins=tuple(sorted(resolution.sources.items())),
     )
+
+
+def _proxy_command(command: str | None, tokens: Mapping[str, str]) -> str | None:
+    if command is None or command.lower() == "none":
+        return None
+    return _expand(command, tokens, "ProxyCommand")

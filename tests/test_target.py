@@ -260,9 +260,9 @@ def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplo
     (["-L", "8080:x:80"], "'-L'"),
     (["-L8080:x:80"], "'-L8080:x:80'"),
     (["-o", "Tunnel=yes"], "-o Tunnel"),
-    (["-oProxyJump=bastion"], "-o ProxyJump"),
+    (["-oRemoteForward=8080 localhost:80"], "-o RemoteForward"),
     (["-v"], "'-v'"),
-    (["-J", "bastion"], "'-J'"),
+    (["-D", "1080"], "'-D'"),
     (["bastion"], "'bastion'"),
 ])
 def test_unsupported_ssh_options_are_refused_by_name(home, options, named):
@@ -327,6 +327,9 @@ def test_describe_rows(home, aliases):
         ("hashknownhosts", "no"),
         ("connecttimeout", "15"),
         ("batchmode", "no"),
+        ("serveraliveinterval", "15"),
+        ("serveralivecountmax", "3"),
+        ("compression", "no"),
     ]
 
 

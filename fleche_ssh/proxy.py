@@ -1,0 +1,144 @@
+"""Ways to reach a server other than a direct TCP connection.
+
+* A jump host (``ProxyJump``): a ``direct-tcpip`` channel opened on the
+  previous hop's authenticated transport carries the next hop's SSH
+  connection, exactly as ``ssh -J`` does, with a bound on the open.
+* A ``ProxyCommand``: the command's stdin/stdout carry the connection.
+  Paramiko's own ``ProxyCommand`` polls the pipes with ``select()``, which
+  does not work on Windows, and leaves the command's stderr unread.  Here
+  two threads pump the pipes into one end of a socket pair and Paramiko
+  gets the other end, which works everywhere; a third thread drains
+  stderr into the log and keeps its last lines for error messages.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paramiko
+
+from .errors import ConnectionRefused, ConnectTimeout
+
+logger = logging.getLogger("fleche_ssh.proxy")
+
+_PUMP_CHUNK = 1 << 16
+#: Bound on waiting for a ProxyCommand to exit once the connection is closed.
+_EXIT_WAIT = 2.0
+
+
+def open_jump(via: paramiko.Transport, via_label: str, hostname: str, port: int,
+              timeout: float) -> paramiko.Channel:
+    """A channel from the jump host *via* to ``hostname:port``, to run SSH over."""
+    try:
+        return via.open_channel("direct-tcpip", (hostname, port), ("127.0.0.1", 0),
+                                timeout=timeout)
+    except paramiko.ChannelException as e:
+        raise ConnectionRefused(
+            f"Jump host {via_label} could not open a connection to {hostname} port {port} "
+            f"({e.text or e}). Check that {hostname} resolves and is reachable from the jump "
+            f"host, and that its sshd allows TCP forwarding (AllowTcpForwarding)."
+        ) from e
+    except paramiko.SSHException as e:
+        raise ConnectTimeout(
+            f"Jump host {via_label} did not open a connection to {hostname} port {port} within "
+            f"{timeout:g} s ({e}). Raise connect_timeout on a slow link."
+        ) from e
+
+
+@dataclass
+class ProxyProcess:
+    """A running ProxyCommand and the socket Paramiko speaks through."""
+
+    command: str
+    process: subprocess.Popen[bytes]
+    sock: socket.socket
+    stderr_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=20))
+
+    def describe(self) -> str:
+        status = self.process.poll()
+        said = "\n".join(self.stderr_tail)
+        parts = [f"ProxyCommand: {self.command}"]
+        if status is not None:
+            parts.append(f"it exited with status {status}")
+        if said:
+            parts.append(f"its stderr:\n{said}")
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        finally:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(_EXIT_WAIT)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+
+
+def start_proxy_command(command: str, label: str) -> ProxyProcess:
+    """Run *command* (already token-expanded) and return the socket that reaches its stdio."""
+    try:
+        process = subprocess.Popen(
+            command, shell=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, bufsize=0,
+        )
+    except OSError as e:
+        raise ConnectionRefused(f"Cannot start ProxyCommand {command!r}: {e}") from e
+    ours, theirs = socket.socketpair()
+    proxy = ProxyProcess(command, process, ours)
+    log = logging.getLogger(f"fleche_ssh.proxy.{label}")
+    stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
+    assert stdin is not None and stdout is not None and stderr is not None
+    pumps_left = [2]
+    pumps_lock = threading.Lock()
+
+    def pump_done() -> None:
+        with pumps_lock:
+            pumps_left[0] -= 1
+            if pumps_left[0] == 0:
+                theirs.close()
+
+    def to_command() -> None:
+        try:
+            while data := theirs.recv(_PUMP_CHUNK):
+                stdin.write(data)
+        except OSError:
+            pass
+        finally:
+            _quietly(stdin.close)
+            pump_done()
+
+    def from_command() -> None:
+        try:
+            while data := os.read(stdout.fileno(), _PUMP_CHUNK):
+                theirs.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _quietly(lambda: theirs.shutdown(socket.SHUT_WR))
+            pump_done()
+
+    def drain_stderr() -> None:
+        for raw in iter(stderr.readline, b""):
+            text = raw.decode("utf-8", "replace").rstrip()
+            proxy.stderr_tail.append(text)
+            log.info("%s", text)
+
+    for target in (to_command, from_command, drain_stderr):
+        threading.Thread(target=target, name=f"fleche-ssh-proxy-{label}", daemon=True).start()
+    return proxy
+
+
+def _quietly(action: Callable[[], object]) -> None:
+    with contextlib.suppress(OSError):
+        action()
