@@ -217,7 +217,7 @@ class RemoteServer:
             return self._open(), generation
         except BaseException:
             with self._cond:
-                self._pool.open -= 1
+                self._pool.open -= generation == self._generation
                 self._cond.notify()
             raise
 
