@@ -22,7 +22,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,8 @@ class Target:
     server_alive_count_max: int = DEFAULT_ALIVE_COUNT_MAX
     compression: bool = False
     #: (keyword, where it was set) pairs: which file line, key or option gave each value.
-    origins: tuple[tuple[str, str], ...] = ()
+    #: Not compared: the same destination set two ways must share one pooled login.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     @property
     def known_hosts_name(self) -> str:
