@@ -48,9 +48,18 @@ _HOW_TO = (
 
 
 def _in_kernel() -> bool:
-    """True inside an IPython kernel, whose ``input``/``getpass`` reach the notebook."""
+    """True inside an IPython kernel, whose ``input``/``getpass`` reach the notebook.
+
+    A worker forked from the kernel (a process pool) still has ipykernel
+    loaded, but its input requests would go nowhere: only the kernel's own
+    process counts.
+    """
     shell = sys.modules.get("IPython")
     if shell is None or "ipykernel" not in sys.modules:
+        return False
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
         return False
     get = getattr(shell, "get_ipython", None)
     ip = get() if get else None
