@@ -32,10 +32,11 @@ from .options import (
     OPTIONS,
     Option,
     explicit_settings,
+    log_ignored,
     parse_ssh_options,
     parse_value,
 )
-from .sshconfig import Resolution, join_words, resolve_config
+from .sshconfig import Resolution, canonical_hostname, join_words, resolve_config, split_words
 
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
 # OpenSSH's default identities in OpenSSH's order, less the kinds Paramiko
@@ -60,7 +61,8 @@ class Target:
     two caches whose targets are equal share one authenticated connection.
     """
 
-    alias: str
+    #: What the user wrote; not part of equality, so spellings of one destination share a login.
+    alias: str = field(compare=False)
     hostname: str
     port: int
     user: str
@@ -143,19 +145,46 @@ def _as_text(option: Option, value: Any) -> list[str]:
     return [join_words([w]) for w in words]
 
 
-def _expand(text: str, tokens: Mapping[str, str], where: str) -> str:
+# The tokens each kind of value accepts (ssh_config(5), TOKENS); ssh refuses any other.
+_HOSTNAME_TOKENS = "%h"
+_COMMAND_TOKENS = "%hnpr"  # ProxyCommand, ProxyJump
+_PATH_TOKENS = "%CdhikLlnpru"  # IdentityFile, CertificateFile, UserKnownHostsFile, ...
+_ENV = re.compile(r"\$\{([^}]*)\}")
+
+
+def _expand(text: str, tokens: Mapping[str, str], where: str, keyword: str,
+            accepted: str) -> str:
+    """Replace the ``%`` tokens of *text*, refusing those *keyword* does not accept."""
     def replace(found: re.Match[str]) -> str:
         letter = found.group(1)
-        if letter not in tokens:
-            raise ConfigError(f"{where}: unknown token %{letter} in {text!r}")
+        if letter not in accepted:
+            raise ConfigError(
+                f"{where}: {keyword}: unknown token %{letter} in {text!r}; {keyword} accepts "
+                f"{' '.join('%' + c for c in accepted)}"
+            )
         return tokens[letter]
 
     return _TOKEN.sub(replace, text)
 
 
-def _expand_path(text: str, tokens: Mapping[str, str], where: str) -> str:
-    expanded = os.path.expandvars(_expand(text, tokens, where))
-    return os.path.expanduser(expanded)
+def _expand_env(text: str, where: str, keyword: str) -> str:
+    """``${NAME}`` from the environment, as ssh does in paths (a bare ``$NAME`` stays as is)."""
+    def replace(found: re.Match[str]) -> str:
+        value = os.environ.get(found.group(1))
+        if value is None:
+            raise ConfigError(
+                f"{where}: {keyword}: environment variable {found.group(1)} is not set "
+                f"(in {text!r})"
+            )
+        return value
+
+    return _ENV.sub(replace, text)
+
+
+def _expand_path(text: str, tokens: Mapping[str, str], where: str, keyword: str) -> str:
+    """A path as ssh expands it: ``~`` first, then ``${NAME}``, then ``%`` tokens."""
+    expanded = _expand_env(os.path.expanduser(text), where, keyword)
+    return _expand(expanded, tokens, where, keyword, _PATH_TOKENS)
 
 
 def _single(resolution: Resolution, keyword: str) -> str | None:
@@ -166,17 +195,28 @@ def _single(resolution: Resolution, keyword: str) -> str | None:
     return str(parse_value(BY_KEYWORD[keyword], texts[0], resolution.sources.get(keyword, "")))
 
 
-def _tokens(original: str, resolution: Resolution, local_user: str) -> dict[str, str]:
-    """OpenSSH's ``%`` tokens, from what is known so far."""
-    hostname = (_single(resolution, "hostname") or original).replace("%h", original)
+def _hostname(original: str, resolution: Resolution) -> str:
+    """``HostName`` with its ``%h`` (the name as given) expanded, or the name as given."""
+    text = _single(resolution, "hostname")
+    if text is None:
+        return original
+    where = resolution.sources.get("hostname", "")
+    return _expand(text, {"h": original, "%": "%"}, where, "HostName", _HOSTNAME_TOKENS)
+
+
+def _tokens(original: str, resolution: Resolution, local_user: str,
+            host: str) -> dict[str, str]:
+    """OpenSSH's ``%`` tokens from what is known so far, ``%h`` being *host*."""
     port = _single(resolution, "port") or "22"
     ruser = _single(resolution, "user") or local_user
+    alias = split_words(resolution.first("hostkeyalias") or "")
     local_host = socket.gethostname()
-    connection_hash = hashlib.sha1(f"{local_host}{hostname}{port}{ruser}".encode()).hexdigest()
+    connection_hash = hashlib.sha1(f"{local_host}{host}{port}{ruser}".encode()).hexdigest()
     return {
-        "%": "%", "h": hostname, "n": original, "p": port, "r": ruser, "u": local_user,
+        "%": "%", "h": host, "n": original, "p": port, "r": ruser, "u": local_user,
         "d": os.path.expanduser("~"), "l": local_host, "L": local_host.split(".")[0],
         "i": str(os.getuid()) if hasattr(os, "getuid") else "0", "C": connection_hash,
+        "k": alias[0].lower() if alias else original,
     }
 
 
@@ -229,15 +269,23 @@ def resolve(
             (SYSTEM_CONFIG, SYSTEM_CONFIG.parent),
         ]
 
-    def expand(text: str, so_far: Resolution) -> str:
-        return _expand(text, _tokens(alias, so_far, local_user), "Match exec")
+    def hostname(so_far: Resolution) -> str:
+        return _hostname(alias, so_far)
+
+    def expand(command: str, so_far: Resolution, match_host: str) -> str:
+        return _expand(command, _tokens(alias, so_far, local_user, match_host), "Match exec",
+                       "Match exec", _PATH_TOKENS)
 
     resolution = resolve_config(alias, user=login_user or None, files=files, preset=preset,
-                                expand=expand)
+                                hostname=hostname, expand=expand)
+    log_ignored(alias, resolution)
     target = _build(alias, resolution, local_user)
     jumps = target.proxy_command is None and _single(resolution, "proxyjump")
     if not jumps or jumps.lower() == "none":
         return target
+    # As ssh, which runs ``ssh -W`` with the jump spec inside its ProxyCommand.
+    jumps = _expand(jumps, _tokens(alias, resolution, local_user, target.hostname),
+                    resolution.sources.get("proxyjump", ""), "ProxyJump", _COMMAND_TOKENS)
     return replace(target, jump=_resolve_jump(jumps, config, (*_seen, host)))
 
 
@@ -261,13 +309,21 @@ def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,
 
 
 def _split_hop(hop: str) -> tuple[str, int | None]:
-    """``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` into (``[user@]host``, port)."""
-    hop = hop.removeprefix("ssh://")
-    user, at, rest = hop.rpartition("@")
-    host, colon, port = rest.rpartition(":") if rest.count(":") == 1 else ("", "", rest)
-    if not colon:
-        host = port
-        port = ""
+    """``[user@]host[:port]`` or ``ssh://[user@]host[:port]`` into (``[user@]host``, port).
+
+    An IPv6 address takes a port in brackets, ``[2001:db8::1]:2222``, as for ssh.
+    """
+    spec = hop.removeprefix("ssh://")
+    user, at, rest = spec.rpartition("@")
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or (after and not after.startswith(":")):
+            raise ConfigError(f"ProxyJump: {hop!r} is not [user@]host[:port]")
+        port = after[1:]
+    elif rest.count(":") == 1:
+        host, _, port = rest.partition(":")
+    else:
+        host, port = rest, ""
     try:
         number = int(port) if port else None
     except ValueError:
@@ -276,7 +332,8 @@ def _split_hop(hop: str) -> tuple[str, int | None]:
 
 
 def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
-    tokens = _tokens(alias, resolution, local_user)
+    hostname = canonical_hostname(_hostname(alias, resolution))
+    tokens = _tokens(alias, resolution, local_user, hostname)
 
     def value(key: str, default: Any = None) -> Any:
         option = BY_KEYWORD[key]
@@ -285,41 +342,51 @@ def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
             return default
         where = resolution.sources.get(key, "")
         if option.many:
-            return tuple(_expand_path(parse_value(option, t, where), tokens, where)
-                         for t in texts)
+            return tuple(_expand_path(parse_value(option, t, where), tokens, where,
+                                      option.keyword) for t in texts)
         return parse_value(option, texts[0], where)
 
-    def paths(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    def paths(key: str, default: tuple[str, ...], expand: bool = True) -> tuple[str, ...]:
+        """A known_hosts list; ``none`` means no file at all."""
         where = resolution.sources.get(key, "")
         raw = value(key) or default
-        return tuple(_expand_path(p, tokens, where) for p in raw)
+        if raw[0].lower() == "none":
+            return ()
+        if not expand:  # GlobalKnownHostsFile: ssh expands ``~`` only
+            return tuple(os.path.expanduser(p) for p in raw)
+        return tuple(_expand_path(p, tokens, where, BY_KEYWORD[key].keyword) for p in raw)
 
     agent = value("identityagent")
+    interval = value("serveraliveinterval", DEFAULT_ALIVE_INTERVAL)
     return Target(
         alias=alias,
-        hostname=tokens["h"],
+        hostname=hostname,
         port=value("port", 22),
         user=value("user", local_user),
         identity_files=value("identityfile") or tuple(os.path.expanduser(p)
                                                       for p in DEFAULT_IDENTITIES),
         identities_only=value("identitiesonly", False),
-        identity_agent=None if agent is None else _expand_path(agent, tokens, "IdentityAgent"),
+        identity_agent=None if agent is None else _expand_path(
+            agent, tokens, resolution.sources.get("identityagent", ""), "IdentityAgent"),
         known_hosts_files=paths("userknownhostsfile", DEFAULT_KNOWN_HOSTS),
-        global_known_hosts_files=paths("globalknownhostsfile", DEFAULT_GLOBAL_KNOWN_HOSTS),
+        global_known_hosts_files=paths("globalknownhostsfile", DEFAULT_GLOBAL_KNOWN_HOSTS,
+                                       expand=False),
         strict_host_key_checking=value("stricthostkeychecking", "ask"),
         hash_known_hosts=value("hashknownhosts", False),
         connect_timeout=value("connecttimeout"),
         batch_mode=value("batchmode", False),
-        proxy_command=_proxy_command(value("proxycommand"), tokens),
+        proxy_command=_proxy_command(value("proxycommand"), tokens,
+                                     resolution.sources.get("proxycommand", "")),
         certificate_files=value("certificatefile") or (),
-        server_alive_interval=value("serveraliveinterval", DEFAULT_ALIVE_INTERVAL),
+        # ``none`` turns keepalives off, as ssh reads it.
+        server_alive_interval=0.0 if interval is None else interval,
         server_alive_count_max=value("serveralivecountmax", DEFAULT_ALIVE_COUNT_MAX),
         compression=value("compression", False),
         origins=tuple(sorted(resolution.sources.items())),
     )
 
 
-def _proxy_command(command: str | None, tokens: Mapping[str, str]) -> str | None:
+def _proxy_command(command: str | None, tokens: Mapping[str, str], where: str) -> str | None:
     if command is None or command.lower() == "none":
         return None
-    return _expand(command, tokens, "ProxyCommand")
+    return _expand(command, tokens, where, "ProxyCommand", _COMMAND_TOKENS)

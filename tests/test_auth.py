@@ -215,3 +215,18 @@ def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog):
     shown = "\n".join([caplog.text, repr(cache), repr(info), repr(session._pool)])
     assert passphrase not in shown
     assert code not in shown
+
+
+def test_one_destination_spelled_two_ways_asks_once(client_home, remote_dir, remote_python):
+    handler = Answers(client_home.sshd_totp.code)
+    by_alias = totp_cache(remote_python, remote_dir, handler)
+    spelled_out = ParamikoCache(
+        host="root@127.0.0.1", port=client_home.sshd_totp.port, python=remote_python,
+        workdir=str(remote_dir), prompt=handler, identity_file=str(client_home.identity),
+        identities_only=True, known_hosts_file=str(client_home.known_hosts),
+        strict_host_key_checking="yes", ssh_options=["-p", str(client_home.sshd_totp.port)],
+    )
+
+    assert by_alias.info()["cwd"] == spelled_out.info()["cwd"] == str(remote_dir)
+    assert len(handler.questions) == 1
+    assert len(session._pool) == 1
