@@ -10,8 +10,12 @@ spells out a keyword, so adding one is adding a row.
 Keywords OpenSSH knows but fleche-ssh need not act on (connection sharing,
 terminal and forwarding settings) are listed in :data:`NOT_NEEDED`: they are
 accepted and logged at debug level.  Any other keyword in ``ssh_options``
-is refused with an error naming it; in an ssh_config file it is ignored with
-a debug line, as OpenSSH itself ignores keywords other programs added.
+is refused with an error naming it.  In an ssh_config file it is ignored,
+so that files shared with ``ssh`` and other programs keep working, with a
+log line naming it and its file and line (:func:`log_ignored`): at debug
+level, or, for the keywords of :data:`UNHONOURED` that make ``ssh`` connect
+elsewhere, trust other host keys or negotiate differently, at warning or
+info level, saying what ``ssh`` would have done.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
-from .sshconfig import COMMANDS, join_words, split_words
+from .sshconfig import COMMANDS, Resolution, join_words, split_words
 
 logger = logging.getLogger("fleche_ssh.options")
 
@@ -172,6 +176,98 @@ NOT_NEEDED = frozenset(
     )
 )
 
+@dataclass(frozen=True)
+class Unhonoured:
+    """An ssh_config keyword fleche-ssh ignores although ``ssh`` would act differently.
+
+    A user whose ``ssh host`` works while fleche-ssh fails, or reaches
+    another machine, finds the reason in the log line this row gives.
+    ``same`` lists the values that ask for what fleche-ssh does anyway,
+    which are only logged at debug level.
+    """
+
+    keyword: str
+    #: What ssh does with the keyword, completing "ignored; ...".
+    effect: str
+    level: int = logging.WARNING
+    same: frozenset[str] = frozenset()
+
+
+_NO = frozenset({"no", "false"})
+_YES = frozenset({"yes", "true"})
+_ALGORITHMS = "ssh would offer only (or also) the algorithms listed"
+
+UNHONOURED: tuple[Unhonoured, ...] = (
+    # Where ssh connects to, and from.
+    Unhonoured("AddressFamily", "ssh would connect over IPv4 only (inet) or IPv6 only (inet6)",
+               same=frozenset({"any"})),
+    Unhonoured("BindAddress", "ssh would connect from this local address"),
+    Unhonoured("BindInterface", "ssh would connect from the address of this interface"),
+    Unhonoured("CanonicalizeHostname",
+               "ssh would try the name with each CanonicalDomains suffix and connect to the "
+               "first that resolves (fleche-ssh applies Match canonical blocks, but connects to "
+               "the name as written)", same=_NO),
+    Unhonoured("ProxyUseFdpass",
+               "ssh would take a connected socket from the ProxyCommand instead of its output",
+               same=_NO),
+    # Which host keys ssh trusts.
+    Unhonoured("HostKeyAlias", "ssh would look the host key up in known_hosts under this name"),
+    Unhonoured("KnownHostsCommand", "ssh would also trust the host keys this command prints"),
+    Unhonoured("RevokedHostKeys", "ssh would refuse the host keys listed in this file"),
+    Unhonoured("VerifyHostKeyDNS", "ssh would trust host keys published in DNS (SSHFP)",
+               same=_NO),
+    # How ssh logs in.
+    Unhonoured("PKCS11Provider", "ssh would use keys held on a smart card or token",
+               same=frozenset({"none"})),
+    Unhonoured("GSSAPIAuthentication", "ssh would also log in with a Kerberos ticket",
+               logging.INFO, same=_NO),
+    Unhonoured("HostbasedAuthentication", "ssh would also log in as this machine",
+               logging.INFO, same=_NO),
+    Unhonoured("PreferredAuthentications", "ssh would try the login methods in this order",
+               logging.INFO),
+    *(Unhonoured(keyword, "ssh would not try this login method", logging.INFO, same=_YES)
+      for keyword in ("PubkeyAuthentication", "PasswordAuthentication",
+                      "KbdInteractiveAuthentication", "ChallengeResponseAuthentication")),
+    # What ssh negotiates.
+    *(Unhonoured(keyword, _ALGORITHMS, logging.INFO)
+      for keyword in ("Ciphers", "MACs", "KexAlgorithms", "HostKeyAlgorithms",
+                      "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes",
+                      "CASignatureAlgorithms")),
+    Unhonoured("ConnectionAttempts", "ssh would try to connect this many times", logging.INFO,
+               same=frozenset({"1"})),
+    Unhonoured("TCPKeepAlive", "ssh would not turn TCP keepalive on", logging.INFO, same=_YES),
+    Unhonoured("CheckHostIP", "ssh would also check the host's address in known_hosts",
+               logging.INFO, same=_NO),
+)
+
+UNHONOURED_BY_KEYWORD: dict[str, Unhonoured] = {u.keyword.lower(): u for u in UNHONOURED}
+# ssh_config's own structure, which is never a setting.
+_STRUCTURE = frozenset({"host", "match", "include"})
+
+
+def log_ignored(host: str, resolution: Resolution) -> None:
+    """Log each keyword that applied to *host* but that fleche-ssh does not act on, once.
+
+    The line names the keyword, its value where it matters, and the file
+    and line it came from (the first, for a keyword given several times).
+    """
+    for key, where in resolution.sources.items():
+        if key in BY_KEYWORD or key in _STRUCTURE:
+            continue
+        keyword = resolution.spellings.get(key, key)
+        value = resolution.first(key) or ""
+        row = UNHONOURED_BY_KEYWORD.get(key)
+        if key in NOT_NEEDED:
+            logger.debug("ssh config for %s: %s: %s is not needed by fleche-ssh, ignored",
+                         host, where, keyword)
+        elif row is not None and value.lower() not in row.same:
+            logger.log(row.level, "ssh config for %s: %s: %s %s is not supported by fleche-ssh, "
+                       "ignored; %s", host, where, keyword, value, row.effect)
+        else:
+            logger.debug("ssh config for %s: %s: %s is not supported by fleche-ssh, ignored",
+                         host, where, keyword)
+
+
 # Command-line flags that take a value, mapped to the keyword they set.
 _VALUE_FLAGS: dict[str, str] = {"-p": "Port", "-l": "User", "-i": "IdentityFile",
                                 "-J": "ProxyJump"}
@@ -281,10 +377,27 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
             else:
                 settings.append((BY_KEYWORD[keyword.lower()].keyword, text))
         else:
+            if flag == "-J":
+                _check_one_proxy(settings)
             # One argv element is one word, blanks and all.
             settings.append((_VALUE_FLAGS[flag], join_words([value])))
         i += 1
     return CommandLine(tuple(settings), config_file)
+
+
+def _check_one_proxy(settings: list[tuple[str, str]]) -> None:
+    """Refuse ``-J`` after another ProxyJump or a ProxyCommand, as ssh does.
+
+    In files and ``-o`` the first of the two keywords silently wins; ssh
+    treats a ``-J`` that would lose as a mistake, and so does fleche-ssh.
+    """
+    given = {keyword for keyword, _ in settings}
+    if "ProxyJump" in given:
+        raise ConfigError("ssh_options: only one -J (or -o ProxyJump) is allowed; list several "
+                          "jump hosts in one, separated by commas.")
+    if "ProxyCommand" in given:
+        raise ConfigError("ssh_options: -J cannot be combined with -o ProxyCommand; use one of "
+                          "them.")
 
 
 def explicit_settings(values: dict[str, Any]) -> Iterable[tuple[Option, Any]]:

@@ -8,7 +8,7 @@ switch the following lines on or off; the first value obtained for a
 keyword wins (``IdentityFile`` and ``CertificateFile`` accumulate);
 ``Include`` is expanded in place, relative to ``~/.ssh`` (or ``/etc/ssh``
 for the system file), with globs, only where its block is active; and a
-``Match final`` asks for a second pass.
+``Match final`` (or ``CanonicalizeHostname``) asks for a second pass.
 
 The result is raw text per keyword.  Turning text into values (tokens,
 ``~``, types) is :mod:`fleche_ssh.target`'s job, so this module only knows
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import getpass
 import glob
+import ipaddress
 import os
 import re
 import subprocess
@@ -42,13 +43,27 @@ MULTI = frozenset({"identityfile", "certificatefile", "localforward", "remotefor
 UNIQUE = frozenset({"identityfile", "certificatefile"})
 # Keywords whose value is a shell command: kept as written, not split into words.
 COMMANDS = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand"})
+# CanonicalizeHostname values that make ssh read its files a second time.
+_CANONICALIZING = frozenset({"yes", "always", "true"})
+
+
+def canonical_hostname(name: str) -> str:
+    """The host name as ssh settles on it: an address in canonical form, a name lowercased.
+
+    ssh connects to, looks up in known_hosts, and hashes into ``%C`` this
+    form, and its ``Match final`` pass tests it.
+    """
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
                 "localuser")
 
 
 def _pattern_match(pattern: str, text: str) -> bool:
-    """OpenSSH's ``match_pattern``: ``*`` and ``?`` wildcards, case-insensitive."""
-    p, t = pattern.lower(), text.lower()
+    """OpenSSH's ``match_pattern``: ``*`` and ``?`` wildcards, case-sensitive."""
+    p, t = pattern, text
     # Iterative wildcard matching with backtracking on the last '*'.
     pi = ti = 0
     star, mark = -1, 0
@@ -69,8 +84,16 @@ def _pattern_match(pattern: str, text: str) -> bool:
     return pi == len(p)
 
 
-def match_pattern_list(patterns: list[str], text: str) -> bool:
-    """True when *text* matches a positive pattern and no negated (``!``) one."""
+def match_pattern_list(patterns: list[str], text: str, *, fold_case: bool = True) -> bool:
+    """True when *text* matches a positive pattern and no negated (``!``) one.
+
+    OpenSSH compares host names case-insensitively (known_hosts, ``Match
+    host``, ``Match originalhost``) but ``Host`` lines, ``Match user`` and
+    ``Match localuser`` case-sensitively: ``Host Login*`` does not apply to
+    ``ssh login1``.
+    """
+    if fold_case:
+        patterns, text = [p.lower() for p in patterns], text.lower()
     matched = False
     for pattern in patterns:
         if pattern.startswith("!"):
@@ -87,51 +110,87 @@ class Resolution:
 
     Single-valued keywords hold a one-element list; :data:`MULTI` keywords
     every value in the order obtained.  ``sources`` says which file and line
-    gave each keyword, for error messages and ``fleche-ssh check``.
+    gave each keyword (its first value), for error messages and
+    ``fleche-ssh check``.
     """
 
     values: dict[str, list[str]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    #: Each keyword as first written, for messages.
+    spellings: dict[str, str] = field(default_factory=dict)
 
     def set(self, keyword: str, value: str, source: str) -> None:
         key = keyword.lower()
+        if self._proxy_taken(key):
+            return
         if key in MULTI:
             values = self.values.setdefault(key, [])
             if key not in UNIQUE or value not in values:
                 values.append(value)
-            self.sources.setdefault(key, source)
         elif key not in self.values:
             self.values[key] = [value]
-            self.sources[key] = source
+        self.sources.setdefault(key, source)
+        self.spellings.setdefault(key, keyword)
 
     def first(self, keyword: str) -> str | None:
         found = self.values.get(keyword.lower())
         return found[0] if found else None
 
+    def _proxy_taken(self, key: str) -> bool:
+        """``ProxyCommand`` and ``ProxyJump`` fill one slot: the first obtained of the two wins.
+
+        OpenSSH ignores a ``ProxyCommand`` once a jump host is set, and a
+        ``ProxyJump`` once any ``ProxyCommand`` (``none`` included) is; only
+        ``ProxyJump none`` leaves a later ``ProxyCommand`` free.  So a
+        ``Host *`` ProxyCommand at the end of a file does not override the
+        ProxyJump of a specific host above it.
+        """
+        if key == "proxyjump":
+            return "proxycommand" in self.values
+        if key == "proxycommand":
+            jump = self.first("proxyjump")
+            return jump is not None and jump.lower() != "none"
+        return False
+
 
 @dataclass
 class _Context:
-    """What ``Match`` criteria are evaluated against during one pass."""
+    """What ``Match`` criteria are evaluated against during one pass.
+
+    ``hostname`` gives the ``HostName`` obtained so far with its ``%h``
+    expanded (the name as given when there is none); ``expand`` fills the
+    tokens of a ``Match exec`` command, ``%h`` being the host passed to it.
+    """
 
     original_host: str
     user: str | None
     resolution: Resolution
-    expand: Callable[[str, Resolution], str]
+    hostname: Callable[[Resolution], str]
+    expand: Callable[[str, Resolution, str], str]
     final_pass: bool = False
     wants_final: bool = False
 
     def destination(self) -> str:
-        """The host name ``Match host`` tests: ``HostName`` (tokens expanded) once set."""
-        hostname = self.resolution.first("hostname")
-        return self.expand(hostname, self.resolution) if hostname else self.original_host
+        """The host name ``Match host`` and ``%h`` see.
+
+        On the final pass that is the name ssh settled on after the first:
+        lowercased, as :func:`canonical_hostname` gives it.
+        """
+        name = self.hostname(self.resolution)
+        return canonical_hostname(name) if self.final_pass else name
 
     def host_line_name(self) -> str:
         """What ``Host`` lines test: the name as given, then the destination.
 
-        On the ``Match final`` pass ssh re-reads its files for the host it
-        will actually connect to, so ``Host`` lines see ``HostName`` there.
+        On the final pass ssh re-reads its files for the host it will
+        actually connect to, so ``Host`` lines see ``HostName`` there.
         """
         return self.destination() if self.final_pass else self.original_host
+
+    def canonicalizing(self) -> bool:
+        """``CanonicalizeHostname yes`` or ``always``: ssh then reads its files twice."""
+        value = self.resolution.first("canonicalizehostname")
+        return value is not None and value.lower() in _CANONICALIZING
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -243,7 +302,7 @@ class _Evaluator:
             keyword, args, raw = parsed
             key = keyword.lower()
             if key == "host":
-                active = match_pattern_list(args, self.ctx.host_line_name())
+                active = match_pattern_list(args, self.ctx.host_line_name(), fold_case=False)
             elif key == "match":
                 active = self._match(args, where)
             elif not active:
@@ -253,6 +312,9 @@ class _Evaluator:
                     self._include(pattern, base=base, depth=depth)
             elif not args:
                 raise ConfigError(f"{where}: {keyword} needs a value")
+            elif key == "hostname" and self.ctx.final_pass:
+                # ssh has settled the name before this pass; HostName no longer changes it.
+                continue
             else:
                 self.ctx.resolution.set(key, raw if key in COMMANDS else join_words(args), where)
 
@@ -295,7 +357,7 @@ class _Evaluator:
     def _criterion(self, criterion: str, arg: str, where: str) -> bool:
         ctx = self.ctx
         if criterion == "exec":
-            command = ctx.expand(arg, ctx.resolution)
+            command = ctx.expand(arg, ctx.resolution, ctx.destination())
             try:
                 done = subprocess.run(
                     ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
@@ -312,8 +374,8 @@ class _Evaluator:
             return match_pattern_list(patterns, ctx.original_host)
         if criterion == "user":
             user = ctx.resolution.first("user") or ctx.user or getpass.getuser()
-            return match_pattern_list(patterns, user)
-        return match_pattern_list(patterns, getpass.getuser())
+            return match_pattern_list(patterns, user, fold_case=False)
+        return match_pattern_list(patterns, getpass.getuser(), fold_case=False)
 
 
 def resolve_config(
@@ -322,21 +384,29 @@ def resolve_config(
     user: str | None,
     files: list[tuple[Path, Path]],
     preset: Resolution,
-    expand: Callable[[str, Resolution], str],
+    hostname: Callable[[Resolution], str],
+    expand: Callable[[str, Resolution, str], str],
 ) -> Resolution:
     """Evaluate *files* for *host*, on top of the settings already in *preset*.
 
     *files* pairs each config file with the folder its relative ``Include``
     lines start from.  *preset* holds what the command line and explicit
     keys set, which beat anything a file says.  Missing files are skipped,
-    as OpenSSH skips a missing ``~/.ssh/config``.
+    as OpenSSH skips a missing ``~/.ssh/config``.  *hostname* and *expand*
+    are the token expansions ``Match`` needs (see :class:`_Context`).
+
+    A second pass follows when a ``Match final`` was seen or
+    ``CanonicalizeHostname`` is on, as in ssh; fleche-ssh does not rewrite
+    the name with ``CanonicalDomains``, but ``Match canonical`` blocks
+    apply on that pass as they do for ssh.
     """
-    ctx = _Context(original_host=host, user=user, resolution=preset, expand=expand)
+    ctx = _Context(original_host=host, user=user, resolution=preset, hostname=hostname,
+                   expand=expand)
     evaluator = _Evaluator(ctx)
     for path, base in files:
         if path.exists():
             evaluator.apply_file(path, base=base)
-    if ctx.wants_final:
+    if ctx.wants_final or ctx.canonicalizing():
         ctx.final_pass = True
         for path, base in files:
             if path.exists():

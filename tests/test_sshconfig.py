@@ -1,11 +1,13 @@
 """ssh_config evaluation, checked against OpenSSH's own resolver and on its own.
 
 The realistic files in ``tests/data/ssh_configs/`` are resolved twice: by
-fleche-ssh and by the ``ssh`` binary (``ssh -G`` prints what it resolved;
-``ssh -v`` shows the identity files after token expansion, which ``-G``
-leaves raw).  ``ssh`` takes ``~`` and ``%d`` from the password database,
-so those comparisons set ``$HOME`` to that directory; every other test here
-uses a throwaway ``$HOME``.
+fleche-ssh and by the ``ssh`` binary.  ``ssh -G`` prints what it resolved;
+``ssh -v`` shows what ``-G`` leaves raw: the identity and certificate files
+after token expansion, and the ProxyCommand as it runs it.  A ProxyJump is
+followed hop by hop, each hop resolved by ``ssh -G`` with the options ssh
+gives the ``ssh -W`` it runs for it.  ``ssh`` takes ``~`` and ``%d`` from
+the password database, so those comparisons set ``$HOME`` to that
+directory; every other test here uses a throwaway ``$HOME``.
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ import test_target
 
 from fleche_ssh import sshconfig
 from fleche_ssh.errors import ConfigError
-from fleche_ssh.target import resolve
+from fleche_ssh.target import DEFAULT_ALIVE_INTERVAL, Target, resolve
 
 # A throwaway $HOME (local login name "ada") with the system file moved inside it.
 home = test_target.home
 LOCAL_USER = test_target.LOCAL_USER
 
 DATA = Path(__file__).parent / "data" / "ssh_configs"
+# Replaced in the copies: the copy's folder, and the same as a path relative to ~/.ssh.
 PLACEHOLDER = "@HERE@"
+RELATIVE_PLACEHOLDER = "@SSHREL@"
 # Default identities ssh lists that Paramiko cannot load (security keys, XMSS, DSA):
 # fleche-ssh leaves them out of its defaults on purpose.
 NOT_LOADABLE_DEFAULTS = ("id_ecdsa_sk", "id_ed25519_sk", "id_xmss", "id_dsa")
 # ``ssh -G`` prints StrictHostKeyChecking yes/no as true/false.
 SSH_G_POLICY = {"true": "yes", "false": "no"}
+# $SHELL for ``ssh -v`` runs: ssh runs a ProxyCommand as ``$SHELL -c "exec COMMAND"``
+# (after logging it), which this ends at once; ``Match exec`` commands still run.
+PROBE_SHELL = '#!/bin/sh\ncase "$2" in "exec "*) exit 1;; esac\nexec /bin/sh "$@"\n'
+_HOP = re.compile(r"^(?:(?P<user>[^@]*)@)?(?:\[(?P<address>[^]]+)\]|(?P<host>[^:]+))"
+                  r"(?::(?P<port>\d+))?$")
 
 
 def _cases() -> list[tuple[str, str]]:
@@ -47,15 +56,24 @@ def _cases() -> list[tuple[str, str]]:
     return cases
 
 
+def _dot_ssh() -> Path:
+    return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"
+
+
 @pytest.fixture(scope="module")
 def configs(tmp_path_factory) -> Path:
-    """The data files, copied with ``@HERE@`` replaced by the copy's directory."""
+    """The data files, copied with their placeholders replaced, and the probe shell."""
     root = tmp_path_factory.mktemp("ssh_configs")
+    relative = os.path.relpath(root, _dot_ssh())
     for path in DATA.rglob("*"):
         if path.is_file():
             copy = root / path.relative_to(DATA)
             copy.parent.mkdir(parents=True, exist_ok=True)
-            copy.write_text(path.read_text().replace(PLACEHOLDER, str(root)))
+            text = path.read_text().replace(PLACEHOLDER, str(root))
+            copy.write_text(text.replace(RELATIVE_PLACEHOLDER, relative))
+    shell = root / "probe-shell"
+    shell.write_text(PROBE_SHELL)
+    shell.chmod(0o755)
     return root
 
 
@@ -63,20 +81,31 @@ def configs(tmp_path_factory) -> Path:
 def passwd_home(monkeypatch, client_key) -> Path:
     """``$HOME`` and the login name as ``ssh`` sees them (from the password database).
 
-    ``client_key`` is requested for its check that the OpenSSH client is installed.
+    Relative ``Include`` lines start in ``~/.ssh``, so it must exist for them
+    to reach the copies (``ssh -F`` does not create it): made here when
+    missing and removed again.  ``client_key`` is requested for its check
+    that the OpenSSH client is installed.
     """
     entry = pwd.getpwuid(os.getuid())
     monkeypatch.setenv("HOME", entry.pw_dir)
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         monkeypatch.delenv(name, raising=False)
-    return Path(entry.pw_dir)
+    dot_ssh = _dot_ssh()
+    made = not dot_ssh.exists()
+    if made:
+        dot_ssh.mkdir(mode=0o700)
+    yield Path(entry.pw_dir)
+    if made:
+        dot_ssh.rmdir()
+
+
+def _ssh(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["ssh", *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=20, check=False, env=env)
 
 
 def ssh_G(config: Path, host: str, options: list[str] = ()) -> dict[str, list[str]]:
-    done = subprocess.run(
-        ["ssh", "-G", "-F", str(config), *options, host],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20, check=False,
-    )
+    done = _ssh(["-G", "-F", str(config), *options, host])
     assert done.returncode == 0, done.stderr
     printed: dict[str, list[str]] = {}
     for line in done.stdout.splitlines():
@@ -85,55 +114,138 @@ def ssh_G(config: Path, host: str, options: list[str] = ()) -> dict[str, list[st
     return printed
 
 
-def ssh_identity_files(config: Path, host: str, options: list[str] = ()) -> list[str]:
-    """The identity files ssh would offer, expanded, as ``ssh -v`` reports loading them.
+def ssh_loaded_files(config: Path, host: str,
+                     options: list[str] = ()) -> tuple[list[str], list[str]]:
+    """The identity and certificate files ssh would offer, expanded, as ``ssh -v`` loads them.
 
-    ``ProxyCommand=false`` gives ssh a connection that closes at once, after
-    it has loaded (and logged) its identities; nothing goes on the network.
+    ``ProxyCommand=false`` (given first, so that it beats any ProxyJump)
+    gives ssh a connection that closes at once, after it has loaded (and
+    logged) its files; nothing goes on the network.  ``-J`` changes no file
+    and cannot be combined with it, so it is left out.
     """
-    loud = [o for o in options if o != "-q"]  # -q would silence the log read here
-    done = subprocess.run(
-        ["ssh", "-v", "-F", str(config), *loud, "-o", "ProxyCommand=false",
-         "-o", "BatchMode=yes", host],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20, check=False,
-    )
+    loud = []  # -q would silence the log read here
+    rest = list(options)
+    while rest:
+        option = rest.pop(0)
+        if option == "-J":
+            rest.pop(0)
+        elif option != "-q" and not option.startswith("-J"):
+            loud.append(option)
+    done = _ssh(["-v", "-F", str(config), "-o", "ProxyCommand=false", *loud,
+                 "-o", "BatchMode=yes", host])
     logged = re.findall(r"^debug1: identity file (.+) type -?\d+$", done.stderr, re.MULTILINE)
     assert logged, done.stderr
     # Each key is followed by its certificate ("<key>-cert"), which is not a key.
     keys = [f for i, f in enumerate(logged) if not (i and f == logged[i - 1] + "-cert")]
-    return [f for f in keys if os.path.basename(f) not in NOT_LOADABLE_DEFAULTS]
+    certificates = re.findall(r"^debug1: certificate file (.+) type -?\d+$", done.stderr,
+                              re.MULTILINE)
+    return [f for f in keys if os.path.basename(f) not in NOT_LOADABLE_DEFAULTS], certificates
 
 
-def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = ()) -> None:
-    ours = resolve(host, config_file=config, ssh_options=options)
-    theirs = ssh_G(config, host, options)
-    timeout = theirs["connecttimeout"][0]
-    policy = theirs["stricthostkeychecking"][0]
-    assert {
+def ssh_proxy_command(config: Path, host: str, options: list[str], shell: Path) -> str:
+    """The ProxyCommand as ssh runs it, tokens expanded (``ssh -v`` logs it first)."""
+    done = _ssh(["-v", "-F", str(config), *options, "-o", "BatchMode=yes", host],
+                env={**os.environ, "SHELL": str(shell)})
+    found = re.search(r"^debug1: Executing proxy command: exec (.*)$", done.stderr, re.MULTILINE)
+    assert found, done.stderr
+    return found.group(1)
+
+
+def ssh_jump_chain(config: Path, host: str, options: list[str] = ()) -> list[str]:
+    """The hops ssh goes through to reach *host*, first hop first, as ``user@host:port``.
+
+    ssh reaches the last hop of a ProxyJump list by running ``ssh -l USER
+    -p PORT -J EARLIER_HOPS -F CONFIG HOP``, which may have a ProxyJump of
+    its own.  ``-G`` prints the list with ``[]`` around numeric addresses.
+    """
+    spec = ssh_G(config, host, options).get("proxyjump")
+    if spec is None:
+        return []
+    earlier, _, last = spec[0].rpartition(",")
+    hop = _HOP.match(last)
+    assert hop, spec
+    name = hop["address"] or hop["host"]
+    hop_options = [*(["-l", hop["user"]] if hop["user"] else []),
+                   *(["-p", hop["port"]] if hop["port"] else []),
+                   *(["-J", earlier] if earlier else [])]
+    printed = ssh_G(config, name, hop_options)
+    label = f"{printed['user'][0]}@{printed['hostname'][0]}:{printed['port'][0]}"
+    return [*ssh_jump_chain(config, name, hop_options), label]
+
+
+def as_ssh_G(ours: Target) -> dict[str, object]:
+    """Our resolution in the terms of the comparison below."""
+    return {
         "hostname": ours.hostname,
         "user": ours.user,
         "port": ours.port,
+        "identityfile": list(ours.identity_files),
+        "certificatefile": list(ours.certificate_files),
         "identitiesonly": ours.identities_only,
+        "identityagent": ours.identity_agent,
         # ssh -G joins the files with blanks (even one whose name has a blank).
         "userknownhostsfile": " ".join(ours.known_hosts_files),
+        "globalknownhostsfile": " ".join(ours.global_known_hosts_files),
         "stricthostkeychecking": ours.strict_host_key_checking,
+        "hashknownhosts": ours.hash_known_hosts,
         "connecttimeout": ours.connect_timeout,
-        "identityfile": list(ours.identity_files),
-    } == {
-        "hostname": theirs["hostname"][0],
-        "user": theirs["user"][0],
-        "port": int(theirs["port"][0]),
-        "identitiesonly": theirs["identitiesonly"][0] == "yes",
-        "userknownhostsfile": theirs["userknownhostsfile"][0],
-        "stricthostkeychecking": SSH_G_POLICY.get(policy, policy),
-        "connecttimeout": None if timeout == "none" else float(timeout),
-        "identityfile": ssh_identity_files(config, host, options),
+        "batchmode": ours.batch_mode,
+        "proxyjump": [hop.label for hop in ours.chain()],
+        "proxycommand": ours.proxy_command,
+        "serveraliveinterval": ours.server_alive_interval,
+        "serveralivecountmax": ours.server_alive_count_max,
+        "compression": ours.compression,
     }
+
+
+def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
+                           shell: Path) -> Target:
+    ours = resolve(host, config_file=config, ssh_options=options)
+    theirs = ssh_G(config, host, options)
+
+    def one(keyword: str) -> str | None:
+        return theirs.get(keyword, [None])[0]
+
+    def no_file(files: str) -> str:
+        return "" if files == "none" else files
+
+    identities, certificates = ssh_loaded_files(config, host, options)
+    timeout, policy, interval = one("connecttimeout"), one("stricthostkeychecking"), float(
+        one("serveraliveinterval"))
+    if "serveraliveinterval" not in dict(ours.origins):
+        # Unset: ssh sends no keepalives (every 300 s in BatchMode), fleche-ssh sends
+        # them at its own default (see liveness.py).
+        assert interval == (300 if one("batchmode") == "yes" else 0)
+        interval = DEFAULT_ALIVE_INTERVAL
+    expected = {
+        "hostname": one("hostname"),
+        "user": one("user"),
+        "port": int(one("port")),
+        "identityfile": identities,
+        "certificatefile": certificates,
+        "identitiesonly": one("identitiesonly") == "yes",
+        "identityagent": one("identityagent"),
+        # ``none`` is no file; ssh expands ``~`` in the global files when it reads them.
+        "userknownhostsfile": no_file(one("userknownhostsfile")),
+        "globalknownhostsfile": " ".join(
+            os.path.expanduser(f) for f in no_file(one("globalknownhostsfile")).split()),
+        "stricthostkeychecking": SSH_G_POLICY.get(policy, policy),
+        "hashknownhosts": one("hashknownhosts") == "yes",
+        "connecttimeout": None if timeout == "none" else float(timeout),
+        "batchmode": one("batchmode") == "yes",
+        "proxyjump": ssh_jump_chain(config, host, options),
+        "proxycommand": one("proxycommand") and ssh_proxy_command(config, host, options, shell),
+        "serveraliveinterval": interval,
+        "serveralivecountmax": int(one("serveralivecountmax")),
+        "compression": one("compression") == "yes",
+    }
+    assert as_ssh_G(ours) == expected
+    return ours
 
 
 @pytest.mark.parametrize(("name", "host"), _cases())
 def test_data_file_resolves_as_openssh_does(configs, passwd_home, name, host):
-    assert_agrees_with_ssh(configs / name, host)
+    assert_agrees_with_ssh(configs / name, host, shell=configs / "probe-shell")
 
 
 @pytest.fixture
@@ -166,19 +278,33 @@ SSH_OPTIONS = [
     ["-o", "ControlMaster=auto", "-o", "ControlPath=~/.ssh/cm-%r@%h:%p", "-o",
      "ControlPersist=10m"],
     ["-T", "-x", "-q", "-4"],
+    ["-J", "jump.example.org"],
+    ["-J", "hop@first.example.org:2200,second.example.org"],
+    ["-o", "ProxyJump=ssh://hop@[192.0.2.9]:2201"],
+    ["-o", "ProxyJump=none"],
+    ["-o", "ProxyCommand=nc -w 10 %h %p"],
+    ["-J", "jump.example.org", "-o", "ProxyCommand=nc %h %p"],
+    ["-C"],
+    ["-o", "Compression=yes"],
+    ["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=1"],
+    ["-o", "CertificateFile=~/.ssh/cert-%h-%r.pub"],
+    ["-o", "IdentityAgent=~/.ssh/agent.%C"],
+    ["-o", "BatchMode=yes", "-o", "HashKnownHosts=yes"],
+    ["-o", "GlobalKnownHostsFile=/etc/k1 ~/k2"],
 ]
 
 
 @pytest.mark.parametrize("options", SSH_OPTIONS, ids=" ".join)
 @pytest.mark.parametrize("host", ["work", "unlisted.example.net"])
 def test_ssh_options_mean_what_they_mean_to_ssh(configs, passwd_home, options, host):
-    assert_agrees_with_ssh(configs / "01_laptop_aliases.conf", host, options)
+    assert_agrees_with_ssh(configs / "01_laptop_aliases.conf", host, options,
+                           shell=configs / "probe-shell")
 
 
 def test_identity_flags_mean_what_they_mean_to_ssh(configs, passwd_home, key_files):
     options = ["-i", key_files[0], f"-i{key_files[1]}"]
-    assert_agrees_with_ssh(configs / "01_laptop_aliases.conf", "work", options)
-    ours = resolve("work", config_file=configs / "01_laptop_aliases.conf", ssh_options=options)
+    ours = assert_agrees_with_ssh(configs / "01_laptop_aliases.conf", "work", options,
+                                  shell=configs / "probe-shell")
     assert ours.identity_files[:2] == tuple(key_files)
 
 
@@ -244,7 +370,8 @@ def test_include_loop_is_refused_with_the_file(home):
 @pytest.mark.parametrize(("pattern", "matching", "not_matching"), [
     ("* !bastion", ["web", "db.example.org"], ["bastion"]),
     ("*.example.org !*.dmz.example.org", ["a.example.org"], ["x.dmz.example.org", "a.org"]),
-    ("node?? !node00", ["node01", "NODE42"], ["node00", "node100", "node1"]),
+    # Host lines compare case-sensitively, as ssh's do.
+    ("node?? !node00", ["node01", "node42"], ["node00", "node100", "node1", "NODE42"]),
     ("!secret", [], ["secret", "anything"]),
 ])
 def test_negated_host_patterns(home, pattern, matching, not_matching):
