@@ -316,7 +316,8 @@ class _Evaluator:
                 # ssh has settled the name before this pass; HostName no longer changes it.
                 continue
             else:
-                self.ctx.resolution.set(key, raw if key in COMMANDS else join_words(args), where)
+                value = raw if key in COMMANDS else join_words(args)
+                self.ctx.resolution.set(keyword, value, where)
 
     def _include(self, pattern: str, *, base: Path, depth: int) -> None:
         expanded = os.path.expanduser(pattern)

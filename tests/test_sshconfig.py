@@ -12,6 +12,7 @@ directory; every other test here uses a throwaway ``$HOME``.
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -24,6 +25,7 @@ import test_target
 
 from fleche_ssh import sshconfig
 from fleche_ssh.errors import ConfigError
+from fleche_ssh.options import NOT_NEEDED, UNHONOURED, UNHONOURED_BY_KEYWORD
 from fleche_ssh.target import DEFAULT_ALIVE_INTERVAL, Target, resolve
 
 # A throwaway $HOME (local login name "ada") with the system file moved inside it.
@@ -281,6 +283,7 @@ SSH_OPTIONS = [
     ["-J", "jump.example.org"],
     ["-J", "hop@first.example.org:2200,second.example.org"],
     ["-o", "ProxyJump=ssh://hop@[192.0.2.9]:2201"],
+    ["-J", "[2001:db8::5]:2222"],
     ["-o", "ProxyJump=none"],
     ["-o", "ProxyCommand=nc -w 10 %h %p"],
     ["-J", "jump.example.org", "-o", "ProxyCommand=nc %h %p"],
@@ -315,6 +318,49 @@ def test_F_in_ssh_options_reads_that_file(configs, passwd_home):
     assert (ours.hostname, ours.port, ours.user) == (
         theirs["hostname"][0], int(theirs["port"][0]), theirs["user"][0])
     assert (ours.hostname, ours.port, ours.user) == ("db.internal", 5022, "everyone")
+
+
+def test_J_after_another_proxy_is_refused_as_ssh_refuses_it(configs, passwd_home):
+    config = configs / "01_laptop_aliases.conf"
+    for options, expected in [
+        (["-o", "ProxyCommand=none", "-J", "jump.example.org"], "cannot be combined"),
+        (["-o", "ProxyJump=a", "-J", "b"], "only one -J"),
+        (["-J", "a", "-J", "b"], "only one -J"),
+    ]:
+        assert _ssh(["-G", "-F", str(config), *options, "work"]).returncode == 255, options
+        with pytest.raises(ConfigError, match=expected):
+            resolve("work", config_file=config, ssh_options=options)
+
+
+@pytest.mark.parametrize(("line", "options", "ssh_says", "we_say"), [
+    ("HostName %d.example.org", [], "unknown key %d", "HostName: unknown token %d"),
+    ("ProxyCommand nc %h %u", [], "unknown key %u", "ProxyCommand: unknown token %u"),
+    ("IdentityFile ~/.ssh/id_%j", ["-o", "ProxyCommand=false"], "unknown key %j",
+     "IdentityFile: unknown token %j"),
+    ("CertificateFile ${FLECHE_SSH_UNSET}/c", ["-o", "ProxyCommand=false"],
+     "${FLECHE_SSH_UNSET}", "environment variable FLECHE_SSH_UNSET is not set"),
+])
+def test_what_ssh_refuses_is_refused_with_file_and_line(configs, passwd_home, tmp_path, line,
+                                                        options, ssh_says, we_say):
+    config = write(tmp_path / "config", f"Host h\n    {line}\n")
+    done = _ssh(["-v", "-F", str(config), *options, "-o", "BatchMode=yes", "h"],
+                env={**os.environ, "SHELL": str(configs / "probe-shell")})
+    assert done.returncode == 255 and ssh_says in done.stderr, done.stderr
+
+    with pytest.raises(ConfigError, match=re.escape(we_say)) as raised:
+        resolve("h", config_file=config)
+    assert f"{config}:2" in str(raised.value)
+
+
+def test_proxy_jump_tokens_expand_as_ssh_expands_them(configs, passwd_home, tmp_path):
+    config = write(tmp_path / "config",
+                   "Host *.inner\n    User alice\n    ProxyJump %r@jump-%n.example.org\n")
+    ran = ssh_proxy_command(config, "node.inner", [], configs / "probe-shell")
+    # ssh runs "ssh -l USER -F CONFIG -W '[%h]:%p' HOST" with the tokens expanded.
+    user, host = re.search(r"-l (\S+) .* (\S+)$", ran).groups()
+
+    jump = resolve("node.inner", config_file=config).jump
+    assert (jump.alias, jump.user) == (host, user) == ("jump-node.inner.example.org", "alice")
 
 
 # --- the file format on its own, with a throwaway $HOME --------------------------------
@@ -444,10 +490,91 @@ def test_invalid_value_in_a_block_that_does_not_apply_is_not_used(home):
     assert resolve("this").port == 22
 
 
-def test_unknown_keywords_in_a_file_are_ignored(home):
+def logged(caplog) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "fleche_ssh.options"]
+
+
+def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
+    config = write(home / ".ssh" / "config",
+                   "Host other\n"
+                   "    BindAddress 192.0.2.99\n"
+                   "Host box\n"
+                   "    HostName box.example.org\n"
+                   "    ControlMaster auto\n"
+                   "    HostKeyAlias cluster-login\n"
+                   "    KexAlgorithms +diffie-hellman-group14-sha1\n"
+                   "    AddressFamily any\n"
+                   "    UseKeychain yes\n"
+                   "Host *\n"
+                   "    ControlMaster no\n"
+                   "    HostKeyAlias second-value\n"
+                   "    Port 2022\n")
+    alias = UNHONOURED_BY_KEYWORD["hostkeyalias"].effect
+    algorithms = UNHONOURED_BY_KEYWORD["kexalgorithms"].effect
+    unsupported = "is not supported by fleche-ssh, ignored"
+
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        found = resolve("box")
+
+    assert (found.hostname, found.port) == ("box.example.org", 2022)
+    where = f"ssh config for box: {config}"
+    assert logged(caplog) == [
+        (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
+        (logging.WARNING, f"{where}:6: HostKeyAlias cluster-login {unsupported}; {alias}"),
+        (logging.INFO,
+         f"{where}:7: KexAlgorithms +diffie-hellman-group14-sha1 {unsupported}; {algorithms}"),
+        # "any" is what fleche-ssh does anyway.
+        (logging.DEBUG, f"{where}:8: AddressFamily {unsupported}"),
+        (logging.DEBUG, f"{where}:9: UseKeychain {unsupported}"),
+    ]
+
+
+def test_each_resolution_and_each_jump_host_logs_its_own_lines(home, caplog):
+    config = write(home / ".ssh" / "config",
+                   "Host inner\n    ProxyJump gw\nHost *\n    HostKeyAlias shared\n")
+    with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
+        resolve("inner")
+        resolve("inner")
+    assert [message.split(":")[0] for _, message in logged(caplog)] == [
+        "ssh config for inner", "ssh config for gw"] * 2
+    assert all(f"{config}:4: HostKeyAlias shared" in message for _, message in logged(caplog))
+
+
+@pytest.mark.parametrize("row", UNHONOURED, ids=lambda row: row.keyword)
+def test_keywords_that_change_the_connection_are_logged_at_their_level(home, caplog, row):
+    same = sorted(row.same)[:1]
     write(home / ".ssh" / "config",
-          "Host *\n    UseKeychain yes\n    ProxyJumpish x\n    User known\n")
-    assert resolve("anything").user == "known"
+          f"Host h\n    {row.keyword} something-else\nHost h2\n"
+          + "".join(f"    {row.keyword} {value}\n" for value in same))
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        resolve("h")
+        resolve("h2")
+    lines = logged(caplog)
+    assert row.level >= logging.INFO
+    assert lines[0] == (row.level, f"ssh config for h: {home}/.ssh/config:2: {row.keyword} "
+                                   f"something-else is not supported by fleche-ssh, ignored; "
+                                   f"{row.effect}")
+    # A value asking for what fleche-ssh does anyway is only a debug line.
+    assert [level for level, _ in lines[1:]] == [logging.DEBUG] * len(same)
+
+
+@pytest.mark.parametrize("keyword", sorted(NOT_NEEDED))
+def test_keywords_fleche_ssh_does_not_need_are_logged_as_such(home, caplog, keyword):
+    write(home / ".ssh" / "config", f"Host *\n    {keyword} whatever\n    User known\n")
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        assert resolve("anything").user == "known"
+    assert logged(caplog) == [
+        (logging.DEBUG, f"ssh config for anything: {home}/.ssh/config:2: {keyword} is not "
+                        "needed by fleche-ssh, ignored")]
+
+
+def test_honoured_keywords_and_inactive_blocks_log_nothing(home, caplog):
+    write(home / ".ssh" / "config",
+          "Host other\n    ProxyJumpish x\n    HostKeyAlias elsewhere\n"
+          "Host *\n    User known\n    Port 2022\n    Compression yes\n")
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        assert resolve("anything").user == "known"
+    assert logged(caplog) == []
 
 
 def test_tokens_and_tilde(home):
