@@ -10,8 +10,10 @@ whose copies of the parent's transports have no threads behind them.
 Connecting is where Paramiko's defaults cost the most, so the socket and
 transport are set up here: TCP_NODELAY (without it every small round trip
 waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
-lists it last, and the client's order wins), a large receive window, and
-host key algorithms ordered by what known_hosts holds for the host.
+lists it last, and the client's order wins), a large receive window,
+host key algorithms ordered by what known_hosts holds for the host, and a
+Transport that survives a channel closing while keys are renegotiated
+(:mod:`fleche_ssh.transport`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .liveness import Keepalive
 from .prompts import Prompter
 from .proxy import ProxyProcess, open_jump, start_proxy_command
 from .target import Target
+from .transport import Transport
 
 logger = logging.getLogger("fleche_ssh.session")
 # Paramiko logs every failed handshake with a traceback at ERROR.  Without a handler
@@ -217,7 +220,7 @@ def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> l
 def start_transport(target: Target, sock: Any) -> paramiko.Transport:
     """Run the SSH handshake on *sock*: key exchange only, no host key check yet."""
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    transport = paramiko.Transport(
+    transport = Transport(
         sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
     )
     transport.banner_timeout = timeout
