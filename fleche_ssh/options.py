@@ -166,15 +166,13 @@ BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 # Keywords that only matter to the ssh binary: connection sharing, which the
 # process-wide transport pool replaces, and terminal or forwarding settings
 # that a cache channel never uses.
-NOT_NEEDED = frozenset(
-    k.lower()
-    for k in (
-        "ControlMaster", "ControlPath", "ControlPersist", "RequestTTY", "ForwardX11",
-        "ForwardX11Trusted", "ForwardAgent", "LogLevel", "EscapeChar", "ExitOnForwardFailure",
-        "ClearAllForwardings", "VisualHostKey", "UpdateHostKeys", "SessionType", "StdinNull",
-        "ForkAfterAuthentication",
-    )
+NOT_NEEDED_KEYWORDS: tuple[str, ...] = (
+    "ControlMaster", "ControlPath", "ControlPersist", "RequestTTY", "ForwardX11",
+    "ForwardX11Trusted", "ForwardAgent", "LogLevel", "EscapeChar", "ExitOnForwardFailure",
+    "ClearAllForwardings", "VisualHostKey", "UpdateHostKeys", "SessionType", "StdinNull",
+    "ForkAfterAuthentication",
 )
+NOT_NEEDED = frozenset(k.lower() for k in NOT_NEEDED_KEYWORDS)
 
 @dataclass(frozen=True)
 class Unhonoured:

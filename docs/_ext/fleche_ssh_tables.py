@@ -2,10 +2,13 @@
 
 ``.. fleche-ssh-options::`` renders :data:`fleche_ssh.options.OPTIONS` (key,
 OpenSSH keyword, meaning), so the reference lists exactly the keywords the
-installed code honours.  ``.. fleche-ssh-not-needed::`` renders the keywords
-given in its content and warns (an error under ``sphinx -W``) when they are
-not exactly :data:`fleche_ssh.options.NOT_NEEDED`: the content only supplies
-OpenSSH's spelling of each keyword.
+installed code honours.  ``.. fleche-ssh-keywords::`` renders what happens
+to each keyword fleche-ssh knows of, in a config file and in ``ssh_options``
+(:data:`~fleche_ssh.options.OPTIONS`, :data:`~fleche_ssh.options.NOT_NEEDED`
+and :data:`~fleche_ssh.options.UNHONOURED`).  ``.. fleche-ssh-not-needed::``
+renders the keywords given in its content and warns (an error under
+``sphinx -W``) when they are not exactly :data:`fleche_ssh.options.NOT_NEEDED`:
+the content only supplies OpenSSH's spelling of each keyword.
 
 The hand-written key tables (``README.md`` and the ``* - ``key`` `` rows of
 ``configuration.rst``) are checked the same way when the build starts:
@@ -56,6 +59,38 @@ class OptionsTable(SphinxDirective):
         container = nodes.container()
         self.state.nested_parse(StringList(lines, source="fleche_ssh.options"), 0, container)
         return container.children
+
+
+class KeywordTable(OptionsTable):
+    """What fleche-ssh does with each OpenSSH keyword, in a config file and in ssh_options."""
+
+    def run(self) -> list[nodes.Node]:
+        import logging as std_logging
+
+        from fleche_ssh.options import NOT_NEEDED_KEYWORDS, OPTIONS, UNHONOURED
+
+        rows = [(o.keyword, "honoured", "honoured") for o in OPTIONS]
+        rows += [(k, "ignored, logged at debug level", "accepted, ignored")
+                 for k in NOT_NEEDED_KEYWORDS]
+        for row in UNHONOURED:
+            level = std_logging.getLevelName(row.level).lower()
+            same = ", ".join(f"``{v}``" for v in sorted(row.same))
+            logged = f"ignored, logged at {level} level" + (
+                f" (at debug level for {same})" if same else "")
+            rows.append((row.keyword, f"{logged}: {row.effect}", "refused"))
+        lines = [
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 25 50 25",
+            "",
+            "   * - OpenSSH keyword",
+            "     - in an ssh config file",
+            "     - in ``ssh_options``",
+        ]
+        for keyword, in_file, in_options in rows:
+            lines += [f"   * - ``{keyword}``", f"     - {in_file}", f"     - {in_options}"]
+        lines += ["   * - any other", "     - ignored, logged at debug level", "     - refused"]
+        return self._parse(lines)
 
 
 class NotNeededList(SphinxDirective):
@@ -122,4 +157,5 @@ def setup(app: Sphinx) -> dict[str, bool]:
     app.connect("builder-inited", check_key_tables)
     app.add_directive("fleche-ssh-options", OptionsTable)
     app.add_directive("fleche-ssh-not-needed", NotNeededList)
+    app.add_directive("fleche-ssh-keywords", KeywordTable)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
