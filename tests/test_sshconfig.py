@@ -84,21 +84,17 @@ def passwd_home(monkeypatch, client_key) -> Path:
     """``$HOME`` and the login name as ``ssh`` sees them (from the password database).
 
     Relative ``Include`` lines start in ``~/.ssh``, so it must exist for them
-    to reach the copies (``ssh -F`` does not create it): made here when
-    missing and removed again.  ``client_key`` is requested for its check
-    that the OpenSSH client is installed.
+    to reach the copies; ``ssh -F`` does not create it, so it is created
+    here when missing, as ``ssh`` itself does on first use (and left, since
+    test runs in parallel share it).  ``client_key`` is requested for its
+    check that the OpenSSH client is installed.
     """
     entry = pwd.getpwuid(os.getuid())
     monkeypatch.setenv("HOME", entry.pw_dir)
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         monkeypatch.delenv(name, raising=False)
-    dot_ssh = _dot_ssh()
-    made = not dot_ssh.exists()
-    if made:
-        dot_ssh.mkdir(mode=0o700)
-    yield Path(entry.pw_dir)
-    if made:
-        dot_ssh.rmdir()
+    _dot_ssh().mkdir(mode=0o700, exist_ok=True)
+    return Path(entry.pw_dir)
 
 
 def _ssh(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
