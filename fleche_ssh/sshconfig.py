@@ -22,6 +22,7 @@ import glob
 import ipaddress
 import os
 import re
+import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ UNIQUE = frozenset({"identityfile", "certificatefile"})
 COMMANDS = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand"})
 # CanonicalizeHostname values that make ssh read its files a second time.
 _CANONICALIZING = frozenset({"yes", "always", "true"})
+_MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
+                "localuser")
 
 
 def canonical_hostname(name: str) -> str:
@@ -57,8 +60,6 @@ def canonical_hostname(name: str) -> str:
         return str(ipaddress.ip_address(name))
     except ValueError:
         return name.lower()
-_MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
-                "localuser")
 
 
 def _pattern_match(pattern: str, text: str) -> bool:
@@ -195,7 +196,12 @@ class _Context:
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        size = info.st_size
+        # Opening a named pipe waits for a writer, forever if none comes.  A
+        # device is read (``-F /dev/null`` is common) but only up to the limit.
+        if stat.S_ISFIFO(info.st_mode) or stat.S_ISSOCK(info.st_mode):
+            raise ConfigError(f"{path}: ssh config file is a named pipe or socket, not a file")
         if size > MAX_CONFIG_BYTES:
             raise ConfigError(
                 f"{path}: ssh config file is {size} bytes, more than fleche-ssh reads "
