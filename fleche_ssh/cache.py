@@ -22,17 +22,26 @@ carry it into process-pool workers.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fleche.remote import SshCache
 
 from . import session as sessions
-from .channel import ChannelClosed, ExecChannel, server_command
+from .channel import (
+    EXIT_WAIT,
+    ChannelClosed,
+    ExecChannel,
+    Undecodable,
+    encode_frame,
+    keep_exit_signals,
+    server_command,
+)
 from .errors import ConfigError, ProtocolError, RemoteConnectionError
 from .options import BY_KEY, parse_ssh_options
 from .prompts import Handler, Prompter, resolve_handler
@@ -47,6 +56,60 @@ DEFAULT_AUTH_TIMEOUT = 300.0
 #: Keys that take one path or several.
 _PATH_LISTS = ("identity_file", "known_hosts_file", "global_known_hosts_file",
                "certificate_file")
+
+Check = tuple[Callable[[Any], bool], str]
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _path(v: Any) -> bool:
+    return isinstance(v, (str, os.PathLike))
+
+
+def _optional(check: Check) -> Check:
+    accepts, wanted = check
+    return (lambda v: v is None or accepts(v)), wanted
+
+
+def _list_of(accepts: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, (list, tuple)) and all(accepts(x) for x in v)
+
+
+# What each key may hold.  fleche.toml can put any TOML value in any key, and a
+# wrong type would otherwise surface as a TypeError deep inside connecting, or,
+# for setup_commands = "one string", as one command per character.
+_SCALAR: Check = (lambda v: isinstance(v, (str, int, float, os.PathLike)),
+                  "a single value (text, number or yes/no)")
+_KEY_TYPES: dict[str, Check] = {
+    "host": (_text, "a host name or ssh_config alias (text)"),
+    "python": (_text, "the remote interpreter's path or command name (text)"),
+    "cache_name": _optional((_text, "a cache name (text)")),
+    "workdir": _optional((_path, "a remote directory (text)")),
+    "config_file": _optional((_path, "an ssh_config file path (text)")),
+    "ssh_options": (_list_of(_text), "a list of strings, as on the ssh command line"),
+    "setup_commands": (_list_of(_text), "a list of shell commands, one string each"),
+    "prompt": ((lambda v: v is None or isinstance(v, str) or callable(v)),
+               "'auto', 'none', 'module:function' or a callable"),
+    "auth_timeout": ((lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                      and 0 < v < math.inf), "a number of seconds > 0"),
+    "channels": ((lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+                 "a whole number >= 1"),
+    **{key: _optional((lambda v: _path(v) or _list_of(_path)(v), "a path or a list of paths"))
+       for key in _PATH_LISTS},
+}
+
+
+def _check_types(cache: ParamikoCache) -> None:
+    """Refuse a key whose value has the wrong type, naming the key."""
+    for f in fields(cache):
+        if not f.init:
+            continue
+        value = getattr(cache, f.name)
+        accepts, wanted = _KEY_TYPES.get(f.name, _optional(_SCALAR))
+        if not accepts(value):
+            raise ConfigError(f"{f.name} = {value!r:.80}: expected {wanted}")
 
 
 @dataclass(frozen=True)
@@ -104,17 +167,19 @@ class ParamikoCache(SshCache):
     channels: int = 1
 
     def __post_init__(self) -> None:
+        _check_types(self)
         set_ = object.__setattr__
         set_(self, "ssh_options", tuple(self.ssh_options))
         set_(self, "setup_commands", tuple(self.setup_commands))
+        for key in ("workdir", "config_file"):
+            if getattr(self, key) is not None:
+                set_(self, key, os.fspath(getattr(self, key)))
         for key in _PATH_LISTS:
             value = getattr(self, key)
-            if isinstance(value, str):
-                set_(self, key, (value,))
+            if _path(value):
+                set_(self, key, (os.fspath(value),))
             elif value is not None:
-                set_(self, key, tuple(str(v) for v in value))
-        if not isinstance(self.channels, int) or self.channels < 1:
-            raise ConfigError(f"channels = {self.channels!r}: expected a whole number >= 1")
+                set_(self, key, tuple(os.fspath(v) for v in value))
         parse_ssh_options(self.ssh_options)
         resolve_handler(self.prompt)
         set_(self, "_conn", RemoteServer(self))
@@ -172,6 +237,11 @@ class RemoteServer:
         self._cond = threading.Condition()
         self._generation = 0
         _servers.add(self)
+        # A cache dropped without close() would leave its channels open until the
+        # transport closes, which for a pooled transport is the end of the process:
+        # each one a remote server process and a local stderr thread.  No wait for
+        # the exit status here, as a finalizer may run on any thread.
+        weakref.finalize(cache, self.close, 0.0)
 
     def _forget_after_fork(self) -> None:
         """In a forked child: drop the parent's channels without closing them.
@@ -186,15 +256,21 @@ class RemoteServer:
         self._generation += 1
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        # Pickled before a channel is borrowed: a value that cannot be sent fails
+        # here, nothing is sent, and the server keeps running.
+        frame = encode_frame((method, args, kwargs))
         channel, generation = self._borrow()
         reusable = False
         try:
             logger.debug("rpc → %s", method)
             try:
-                channel.send_frame((method, args, kwargs))
+                channel.send_frame(frame)
                 tag, payload = channel.recv_frame()
             except (ChannelClosed, EOFError, OSError, ProtocolError) as e:
                 raise channel.failure(method, e) from e
+            except Undecodable as e:
+                reusable = True  # the answer was read to its end
+                raise e.explained(method, self._host) from None
             reusable = True
         finally:
             self._give_back(channel, generation, reusable)
@@ -202,6 +278,9 @@ class RemoteServer:
         if tag == "ok":
             return payload
         if tag == "err":
+            if isinstance(payload, BaseException):
+                # "No space left on device" alone does not say on which machine.
+                payload.add_note(f"(raised by the remote cache on {self._host} in {method!r})")
             raise payload
         raise RemoteConnectionError(f"Unexpected response tag from the remote cache: {tag!r}")
 
@@ -236,6 +315,7 @@ class RemoteServer:
         cache = self._cache
         target = cache.target()
         session = sessions.get_session(target, cache.login(target))
+        keep_exit_signals(session.transport)
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
         logger.info("starting remote cache on %s: %s", target.label, command)
@@ -246,13 +326,14 @@ class RemoteServer:
         """Close this cache's channels; the next call opens a new one on the live transport."""
         self.close()
 
-    def close(self) -> None:
+    def close(self, wait: float = EXIT_WAIT) -> None:
+        """Close the idle channels, waiting up to *wait* s for each remote server to exit."""
         with self._cond:
             idle, self._pool = self._pool.idle, _Pool()
             self._generation += 1
             self._cond.notify_all()
         for channel in idle:
-            channel.close()
+            channel.close(wait)
 
 
 _servers: weakref.WeakSet[RemoteServer] = weakref.WeakSet()

@@ -9,6 +9,14 @@ come in through ``recv`` into a buffer allocated once from the header,
 which is unpickled in place: the client holds one copy of the bytes and
 the value, where the stock client holds three.
 
+A request is pickled before any channel is touched, so a value that cannot
+be sent (unpicklable, or over the 4 GiB a frame can describe) fails with
+nothing sent.  An answer is checked before it is trusted: a pickle starts
+with ``PROTO <n>`` and ends with ``STOP``, and bytes that do not (text a
+start-up file printed, a frame shifted by stray bytes) raise
+:class:`ProtocolError` quoting them instead of hanging on a bogus length
+or failing deep inside ``pickle``.
+
 stdout and stderr share the channel's window, so unread stderr would
 stall stdout: a daemon thread drains stderr into the per-host logger and
 a ring buffer that error messages quote.  Shutting down happens in one
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import pickle
 import shlex
 import struct
 import threading
@@ -29,8 +38,9 @@ from typing import Any
 
 import cloudpickle
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
 
-from .errors import ProtocolError, RemoteCommandError, RemoteConnectionError
+from .errors import ProtocolError, RemoteCommandError, RemoteConnectionError, ValueTooLarge
 
 HEADER = struct.Struct(">I")
 #: Largest body the 4-byte length header can describe.
@@ -42,8 +52,81 @@ SMALL_FRAME = 1 << 16
 STDERR_LINES = 50
 #: Bound on waiting for the remote exit status when closing or diagnosing.
 EXIT_WAIT = 2.0
-#: Pickle protocol 2+ bodies start with the PROTO opcode.
-_PICKLE_START = 0x80
+#: A body is a pickle of protocol 2 or later: PROTO <protocol> ... STOP.
+_PROTO, _STOP = pickle.PROTO[0], pickle.STOP[0]
+_PROTOCOLS = range(2, pickle.HIGHEST_PROTOCOL + 1)
+#: Bytes of a damaged answer quoted in the error.
+_QUOTED = 64
+#: Attribute of a paramiko.Channel holding the ``exit-signal`` its server sent.
+_EXIT_SIGNAL = "_fleche_ssh_exit_signal"
+
+#: One request, pickled: the 4-byte header and the body.
+Frame = tuple[bytes, bytes]
+
+
+def encode_frame(request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> Frame:
+    """Pickle a ``(method, args, kwargs)`` request, refusing one no header can describe."""
+    body = cloudpickle.dumps(request)
+    if len(body) > MAX_FRAME:
+        raise ValueTooLarge(
+            f"{request[0]}: the value pickles to {len(body):,} bytes, and fleche's wire format "
+            f"carries at most {MAX_FRAME:,} bytes (4 GiB) per request, so nothing was sent. "
+            f"Save it in parts smaller than 4 GiB."
+        )
+    return HEADER.pack(len(body)), body
+
+
+class Undecodable(Exception):
+    """A whole answer arrived, but this interpreter cannot rebuild what it holds.
+
+    Typically a class or module the remote has and this side lacks.  The
+    channel is still in step (the frame was read to its end), unlike after
+    a :class:`ProtocolError`.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+    def explained(self, during: str, host: str) -> Exception:
+        """The original error, with a note saying where the object came from.
+
+        Its type stays what unpickling raised (``ModuleNotFoundError`` ...),
+        as loading the same value from a local cache would raise.
+        """
+        self.error.add_note(
+            f"fleche-ssh: the remote cache on {host} answered {during!r} with an object this "
+            f"Python cannot unpickle: it needs a module or class the remote side has and this "
+            f"side lacks (or has in another version). Install the same packages here."
+        )
+        return self.error
+
+
+def _handle_request(channel: paramiko.Channel, message: paramiko.Message) -> None:
+    """Paramiko's channel-request handler, keeping the ``exit-signal`` it drops.
+
+    sshd reports a command killed by a signal (the out-of-memory killer's
+    KILL, a scheduler's TERM) with ``exit-signal`` instead of
+    ``exit-status``.  Paramiko ignores that request, so without this the
+    death of the remote server would read as a lost connection.
+    """
+    start = message.packet.tell()
+    if message.get_text() == "exit-signal":
+        message.get_boolean()  # want_reply
+        setattr(channel, _EXIT_SIGNAL, message.get_text())
+    message.packet.seek(start)
+    paramiko.Channel._handle_request(channel, message)
+
+
+def keep_exit_signals(transport: paramiko.Transport) -> None:
+    """Make *transport* record ``exit-signal`` on its channels (idempotent).
+
+    Paramiko dispatches channel messages through a class-level table, looked
+    up on the instance, so this changes only this transport.
+    """
+    table = transport._channel_handler_table
+    if table.get(MSG_CHANNEL_REQUEST) is not _handle_request:
+        transport._channel_handler_table = {**table, MSG_CHANNEL_REQUEST: _handle_request}
 
 
 def server_command(python: str, cache_name: str | None, setup_commands: Sequence[str],
@@ -99,14 +182,8 @@ class ExecChannel:
 
     # -- frames -----------------------------------------------------------
 
-    def send_frame(self, obj: Any) -> None:
-        body = cloudpickle.dumps(obj)
-        if len(body) > MAX_FRAME:
-            raise ValueError(
-                f"The pickled value is {len(body)} bytes; fleche's wire format cannot carry "
-                f"more than {MAX_FRAME} bytes (4 GiB) in one frame. Split the value."
-            )
-        header = HEADER.pack(len(body))
+    def send_frame(self, frame: Frame) -> None:
+        header, body = frame
         if len(body) <= SMALL_FRAME:
             self._send(memoryview(header + body))
             return
@@ -123,26 +200,41 @@ class ExecChannel:
             sent += n
 
     def recv_frame(self) -> Any:
+        """The next answer, unpickled.
+
+        Raises:
+            ProtocolError: the bytes are not a fleche frame.
+            Undecodable: the frame is whole but cannot be unpickled here.
+        """
         header = self._recv_exact(HEADER.size)
         (size,) = HEADER.unpack(header)
-        if not size:
-            raise ProtocolError("The remote side sent an empty fleche frame.")
-        # Check the first body byte before trusting the length: text on stdout
-        # reads as a length of a gigabyte or more, and waiting for that many
-        # bytes would hang (and allocating them could exhaust memory).
-        first = self._recv_exact(1)
-        if first[0] != _PICKLE_START:
-            raise self._not_a_frame(bytes(header + first))
+        if size < 3:
+            raise self._not_a_frame(bytes(header))
+        # Check the pickle's first two bytes before trusting the length: text on
+        # stdout reads as a length of a gigabyte or more, and waiting for that
+        # many bytes would hang (and allocating them could exhaust memory).
+        start = self._recv_exact(2)
+        if start[0] != _PROTO or start[1] not in _PROTOCOLS:
+            raise self._not_a_frame(bytes(header + start))
         body = bytearray(size)
-        body[0] = _PICKLE_START
-        self._recv_into(memoryview(body)[1:])
-        return cloudpickle.loads(body)
+        body[:2] = start
+        self._recv_into(memoryview(body)[2:])
+        # A few stray bytes before a frame shift it: the "body" then ends
+        # inside the real frame, not on STOP.
+        if body[-1] != _STOP:
+            raise self._not_a_frame(bytes(header + body[:_QUOTED]))
+        try:
+            return cloudpickle.loads(body)
+        except pickle.UnpicklingError as e:
+            raise self._not_a_frame(bytes(header + body[:_QUOTED])) from e
+        except Exception as e:
+            raise Undecodable(e) from e
 
     def _not_a_frame(self, seen: bytes) -> ProtocolError:
         """What was written to stdout instead of a frame, with whatever has arrived since."""
         channel = self._channel
-        while len(seen) < 64 and channel.recv_ready():
-            seen += channel.recv(64 - len(seen))
+        while len(seen) < _QUOTED and channel.recv_ready():
+            seen += channel.recv(_QUOTED - len(seen))
         return ProtocolError(
             f"The remote side wrote something that is not a fleche frame to stdout: "
             f"{seen!r}. Usually a shell start-up file (.bashrc) or a setup command "
@@ -203,6 +295,10 @@ class ExecChannel:
             return status if status >= 0 else None
         return None
 
+    def exit_signal(self) -> str | None:
+        """The signal that killed the remote command (``KILL``, ``TERM`` ...), if one did."""
+        return getattr(self._channel, _EXIT_SIGNAL, None)
+
     def failure(self, during: str, cause: BaseException) -> RemoteConnectionError:
         """An error saying why the remote server went away, with its last words."""
         if isinstance(cause, ProtocolError):
@@ -210,31 +306,45 @@ class ExecChannel:
         transport = self._channel.get_transport()
         alive = transport is not None and transport.is_active()
         status = self.exit_status() if alive else None
+        signal = self.exit_signal()
         self._stderr_thread.join(0.5 if alive else 0.05)
         tail = "\n".join(self.stderr_tail)
         said = f"\nremote stderr (last {len(self.stderr_tail)} lines):\n{tail}" if tail else ""
-        error_type: type[RemoteConnectionError] = RemoteConnectionError
-        if status is None:
+        error_type: type[RemoteConnectionError] = RemoteCommandError
+        if signal is not None:
+            what, advice = _explain_signal(signal)
+        elif status is None:
+            error_type = RemoteConnectionError
             why = self._lost_reason()
             what = (f"{why}; {during!r} failed." if why
                     else f"The connection was lost during {during!r} ({cause}).")
             advice = "Call reconnect() on the cache to connect again."
         else:
-            error_type = RemoteCommandError
             what, advice = _explain_exit(status, tail, self.command)
         return error_type(f"{what} {advice}\nremote command: {self.command}{said}")
 
-    def close(self) -> None:
+    def close(self, wait: float = EXIT_WAIT) -> None:
+        """EOF, up to *wait* seconds for the exit status, close; the stderr thread then ends."""
         channel = self._channel
         try:
             if not channel.closed:
                 channel.shutdown_write()
-                self.exit_status(EXIT_WAIT)
+                self.exit_status(wait)
         except Exception:
             pass
         finally:
             channel.close()
-            self._stderr_thread.join(0.5)
+            # A finalizer may run this on any thread, the stderr thread included.
+            if self._stderr_thread is not threading.current_thread():
+                self._stderr_thread.join(0.5)
+
+
+def _explain_signal(name: str) -> tuple[str, str]:
+    """(what happened, what to do) for a remote server killed by signal *name*."""
+    return (f"The remote fleche server was killed by signal SIG{name}.",
+            "Something on the remote host stopped it: the out-of-memory killer sends KILL, "
+            "a batch scheduler or an administrator TERM. Check its memory and time limits; "
+            "the next operation starts a new server.")
 
 
 def _explain_exit(status: int, stderr: str, command: str) -> tuple[str, str]:

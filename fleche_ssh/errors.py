@@ -9,6 +9,7 @@ classes only ever receive host names, paths, fingerprints and method names.
 
 from __future__ import annotations
 
+from fleche.caches import Rejected
 from fleche.remote import RemoteConnectionError
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "RemoteConnectionError",
     "UnknownHostKey",
     "UnsupportedByParamiko",
+    "ValueTooLarge",
 ]
 
 
@@ -78,3 +80,12 @@ class RemoteCommandError(RemoteConnectionError):
 
 class ProtocolError(RemoteConnectionError):
     """Bytes on the channel are not fleche frames (often a start-up file writing to stdout)."""
+
+
+class ValueTooLarge(Rejected, ValueError):
+    """A value pickles to more than one fleche frame can carry (4 GiB); nothing was sent.
+
+    A :class:`fleche.caches.Rejected`, so a ``@fleche`` function whose result
+    is too large still returns it, uncached, as for any cache that refuses a
+    value.
+    """

@@ -7,6 +7,8 @@ of its own, so that no test inherits an authenticated transport, or a
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 from fleche.remote import SshCache
@@ -37,3 +39,13 @@ class CacheFactory:
         for cache in self.made:
             cache.close()
         session.close_all()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
+    """Poll *predicate* until it holds or *timeout* seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

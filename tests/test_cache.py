@@ -24,7 +24,7 @@ from fleche.caches import Rejected
 from fleche.call import Call
 from fleche.digest import digest
 from fleche.remote import RemoteConnectionError, SshCache
-from remote_caches import CacheFactory
+from remote_caches import CacheFactory, wait_for
 
 from fleche_ssh import ParamikoCache, session
 
@@ -43,15 +43,6 @@ def remote_files(remote_dir) -> set[str]:
 
 def record(name: str, result, **arguments) -> Call:
     return Call(name=name, arguments=arguments, result=result)
-
-
-def wait_for(predicate, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # -- connecting lazily ----------------------------------------------------------
