@@ -23,7 +23,8 @@ import hmac
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -37,6 +38,8 @@ logger = logging.getLogger("fleche_ssh.hostkeys")
 
 #: known_hosts files beyond this size are read only this far.
 MAX_KNOWN_HOSTS_BYTES = 16 << 20
+#: Longest line read as one; no key OpenSSH writes comes near it.
+MAX_LINE_BYTES = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -51,13 +54,18 @@ class KnownKey:
     marker: str | None = None
 
     def matches(self, name: str) -> bool:
-        if self.names.startswith("|1|"):
-            return _hashed_match(self.names, name)
-        return match_pattern_list(self.names.split(","), name)
+        return _names_match(self.names, name)
 
     @property
     def where(self) -> str:
         return f"{self.path}:{self.line}"
+
+
+def _names_match(names: str, name: str) -> bool:
+    """Whether the names field of a known_hosts line covers host *name*."""
+    if names.startswith("|1|"):
+        return _hashed_match(names, name)
+    return match_pattern_list(names.split(","), name)
 
 
 def _hashed_match(entry: str, name: str) -> bool:
@@ -82,7 +90,8 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def _parse_line(text: str, path: str, number: int) -> KnownKey | None:
+def _parse_line(text: str, path: str, number: int, name: str | None = None) -> KnownKey | None:
+    """One line as a :class:`KnownKey`, or ``None``: a comment, junk, another host than *name*."""
     fields = text.split()
     if not fields or fields[0].startswith("#"):
         return None
@@ -93,6 +102,8 @@ def _parse_line(text: str, path: str, number: int) -> KnownKey | None:
         logger.debug("%s:%d: not a known_hosts entry, skipped", path, number)
         return None
     names, keytype, blob = fields[:3]
+    if name is not None and not _names_match(names, name):
+        return None
     try:
         base64.b64decode(blob, validate=True)
     except ValueError:
@@ -101,33 +112,71 @@ def _parse_line(text: str, path: str, number: int) -> KnownKey | None:
     return KnownKey(names, keytype, blob, path, number, marker)
 
 
-def read_known_hosts(paths: Iterable[str]) -> list[KnownKey]:
-    """Every usable entry of the existing files among *paths*, in order."""
+def read_known_hosts(paths: Iterable[str], name: str | None = None) -> list[KnownKey]:
+    """Every usable entry of the existing files among *paths*, in order.
+
+    With *name*, only the entries for that host: a large file then costs
+    time in proportion to its size but no memory.
+    """
     entries: list[KnownKey] = []
     for path in paths:
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_KNOWN_HOSTS_BYTES)
-        except FileNotFoundError:
-            continue
-        except OSError as e:
-            logger.warning("cannot read known_hosts file %s: %s", path, e.strerror or e)
-            continue
-        for number, raw in enumerate(data.split(b"\n"), 1):
-            text = raw.decode("utf-8", "replace")
-            entry = _parse_line(text, path, number)
+        for number, text in _lines(path):
+            entry = _parse_line(text, path, number, name)
             if entry is not None:
                 entries.append(entry)
     return entries
 
 
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """The numbered lines of one known_hosts file, read within fixed bounds.
+
+    A path that is not a regular file (a directory, a named pipe with no
+    writer, ``/dev/zero``) is skipped rather than read: opening a pipe would
+    wait forever and a device never ends.  ``/dev/null``, the usual way to
+    have no known_hosts, is skipped silently.  Reading stops after
+    :data:`MAX_KNOWN_HOSTS_BYTES`, and a line longer than
+    :data:`MAX_LINE_BYTES` is skipped, so a wrong path cannot stall or
+    exhaust a connect.
+    """
+    try:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise block until a writer comes.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        logger.warning("cannot read known_hosts file %s: %s", path, e.strerror or e)
+        return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        if path != os.devnull:
+            logger.warning("known_hosts file %s is not a regular file; skipped", path)
+        return
+    with os.fdopen(fd, "rb") as f:
+        read = number = 0
+        while read < MAX_KNOWN_HOSTS_BYTES:
+            raw = f.readline(MAX_LINE_BYTES)
+            if not raw:
+                return
+            read += len(raw)
+            number += 1
+            if len(raw) == MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                logger.debug("%s:%d: longer than %d bytes, skipped", path, number,
+                             MAX_LINE_BYTES)
+                while raw and not raw.endswith(b"\n") and read < MAX_KNOWN_HOSTS_BYTES:
+                    raw = f.readline(MAX_LINE_BYTES)
+                    read += len(raw)
+                continue
+            yield number, raw.decode("utf-8", "replace")
+        if f.read(1):
+            logger.warning("known_hosts file %s is larger than %d MiB; entries past that "
+                           "point are ignored", path, MAX_KNOWN_HOSTS_BYTES >> 20)
+
+
 def known_key_types(target: Target) -> list[str]:
     """Key types known_hosts holds for *target*, so the handshake asks for them first."""
     found: list[str] = []
-    for entry in read_known_hosts(_files(target)):
-        if entry.marker is None and entry.keytype not in found and entry.matches(
-            target.known_hosts_name
-        ):
+    for entry in read_known_hosts(_files(target), target.known_hosts_name):
+        if entry.marker is None and entry.keytype not in found:
             found.append(entry.keytype)
     return found
 
@@ -147,7 +196,7 @@ def verify(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
     """
     name = target.known_hosts_name
     keytype, blob = key.get_name(), key.get_base64()
-    entries = [e for e in read_known_hosts(_files(target)) if e.matches(name)]
+    entries = read_known_hosts(_files(target), name)
     for entry in entries:
         if entry.marker == "revoked" and entry.blob == blob:
             raise HostKeyError(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.metadata
 import types
 from collections.abc import Callable
+from dataclasses import MISSING
 from functools import cache
 from typing import Any
 
@@ -67,14 +68,19 @@ def build(config: dict[str, Any]) -> Any:
         raise ConfigError(f"fleche.toml: unknown cache type {kind!r}; installed types: {known}")
     cls = found.load()
     keys = {k: v for k, v in config.items() if k != "type"}
-    accepted = {f for f in getattr(cls, "__dataclass_fields__", {})
-                if cls.__dataclass_fields__[f].init}
+    init = [f for f in getattr(cls, "__dataclass_fields__", {}).values() if f.init]
+    accepted = {f.name for f in init}
     unknown = sorted(set(keys) - accepted) if accepted else []
     if unknown:
         raise ConfigError(
             f"fleche.toml: cache type {kind!r} has no key(s) {', '.join(unknown)}; "
             f"valid keys: {', '.join(sorted(accepted))}"
         )
+    missing = [f.name for f in init if f.name not in keys
+               and f.default is MISSING and f.default_factory is MISSING]
+    if missing:
+        raise ConfigError(f"fleche.toml: cache type {kind!r} needs the key(s) "
+                          f"{', '.join(missing)}")
     return cls(**keys)
 
 

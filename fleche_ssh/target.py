@@ -237,8 +237,11 @@ def resolve(
         ConfigError: an option value is invalid, naming where it was set, or
             the jump hosts form a loop.
     """
-    if not host or any(c.isspace() for c in host) or host.startswith("-"):
-        raise ConfigError(f"host {host!r} is not a valid SSH destination")
+    if not host or host.startswith("-") or any(_unsafe(c) for c in host):
+        raise ConfigError(
+            f"host {host!r} is not a valid SSH destination: blanks, control characters and "
+            f"the shell characters {_SHELL_CHARACTERS} are refused, as ssh refuses them."
+        )
     login_user, _, alias = host.rpartition("@")
     if not alias:
         raise ConfigError(f"host {host!r} has no host name after '@'")
@@ -287,6 +290,15 @@ def resolve(
     jumps = _expand(jumps, _tokens(alias, resolution, local_user, target.hostname),
                     resolution.sources.get("proxyjump", ""), "ProxyJump", _COMMAND_TOKENS)
     return replace(target, jump=_resolve_jump(jumps, config, (*_seen, host)))
+
+
+#: Refused in a destination, as OpenSSH 9.6+ refuses them on its command line: %h and
+#: %r put the name into ProxyCommand and Match exec, which a shell runs.
+_SHELL_CHARACTERS = "'`\"$\\;&<>|(){}"
+
+
+def _unsafe(c: str) -> bool:
+    return c in _SHELL_CHARACTERS or c.isspace() or ord(c) < 32 or ord(c) == 127
 
 
 def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,

@@ -1,0 +1,352 @@
+"""Careless and hostile input: configuration that is wrong, and files that are not what they seem.
+
+* Any ``fleche.toml`` entry, ``ssh_options`` list, ssh_config text (or
+  bytes) and host string either works or is refused with a
+  :class:`~fleche_ssh.errors.ConfigError` naming the key, option, file and
+  line, or value at fault; building a cache never connects (property-based,
+  with Hypothesis).
+* Values that are not documented as commands (``workdir``, ``python``,
+  ``cache_name``, ``host``) never run anything on either shell, whatever
+  quotes, ``;``, ``$()``, backticks or newlines they hold: proved with
+  marker files against the real sshd.
+* known_hosts and ssh_config paths that are huge, binary, a directory, a
+  named pipe without a writer, or a link to ``/dev/zero`` or
+  ``/dev/urandom`` cost bounded time and memory: an ssh_config is refused,
+  a known_hosts file is skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import socket
+import time
+import tracemalloc
+from dataclasses import fields
+from pathlib import Path
+
+import fleche.config
+import pytest
+from fleche.remote import RemoteConnectionError
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from remote_caches import CacheFactory
+
+from fleche_ssh import ParamikoCache, hostkeys, session
+from fleche_ssh.errors import ConfigError, UnknownHostKey
+from fleche_ssh.options import OPTIONS
+
+pytestmark = pytest.mark.timeout(120)
+
+# The fixtures these tests use hold for every example: a home nothing writes to but
+# the config file each example replaces, and a network that refuses.
+PROPERTY = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow,
+                                           HealthCheck.function_scoped_fixture])
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty ``$HOME``, and a network that fails any test that tries to connect."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"tried to connect: {args}")
+
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    session.close_all()
+    yield home
+    assert not session._pool
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+KEYS = [f.name for f in fields(ParamikoCache) if f.init]
+#: Words that mean something somewhere, so examples reach past the first check.
+WORDS = ["yes", "no", "ask", "accept-new", "none", "22", "0", "-1", "65536", "1m", "1h30m",
+         "2.5", "nan", "~", "~/.ssh/id_ed25519", "%h", "%p", "%r", "%z", "%", "a b", "'", '"',
+         "\\", "#", "=", "*", "!x", "user@host", "host:22", "ssh://u@h:2", "a,b", "", " "]
+words = st.one_of(st.sampled_from(WORDS), st.text(max_size=12))
+toml_scalars = st.one_of(words, st.integers(-(2**63), 2**63 - 1), st.floats(), st.booleans(),
+                         st.datetimes())
+toml_values = st.recursive(
+    toml_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6,
+)
+entries = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(min_size=1, max_size=10)),
+                          toml_values, max_size=6)
+hosts = st.one_of(st.sampled_from(["testhost", "user@host", "a@", "@b", "-oProxyCommand=x",
+                                   "h;id", "[::1]", "%h", "x$(id)", "a`b`", "é.example"]),
+                  st.text(max_size=30))
+
+FLAGS = ["-p", "-l", "-i", "-J", "-F", "-o", "-C", "-T", "-x", "-v", "-L", "-4", "--", "-",
+         "-oPort=22", "-p2222", "-lroot"]
+KEYWORDS = [*(o.keyword for o in OPTIONS), "ControlMaster", "LogLevel", "Bogus", ""]
+option_words = st.one_of(
+    st.sampled_from(FLAGS),
+    st.builds(lambda k, sep, v: f"{k}{sep}{v}", st.sampled_from(KEYWORDS),
+              st.sampled_from(["=", " ", "", " = "]), words),
+    st.text(max_size=12),
+)
+
+CONFIG_KEYWORDS = [*KEYWORDS, "Host", "Match", "Include", "SendEnv", "CanonicalizeHostname"]
+MATCH_WORDS = ["all", "host", "user", "originalhost", "localuser", "canonical", "final",
+               "!host", "bogus", "*", "testhost", "a,b", "'x"]  # never exec: it runs commands
+config_lines = st.one_of(
+    st.builds(lambda k, sep, v: f"{k}{sep}{v}", st.sampled_from(CONFIG_KEYWORDS),
+              st.sampled_from([" ", "=", "\t", " = ", ""]), words),
+    st.builds(lambda ws: "Match " + " ".join(ws), st.lists(st.sampled_from(MATCH_WORDS),
+                                                          max_size=4)),
+    st.text(max_size=40),
+)
+config_texts = st.lists(config_lines, max_size=12).map("\n".join)
+
+
+def runs_nothing(text: str) -> bool:
+    """Free text must not reach Match exec or Include a path outside the empty home."""
+    lowered = text.lower()
+    return "exec" not in lowered and not any(
+        line.strip().lower().startswith("include") and "/" in line
+        for line in lowered.splitlines())
+
+
+# -- any configuration is built or refused, never crashes, never connects -------------------
+
+
+@PROPERTY
+@given(entry=entries, host=st.one_of(st.none(), hosts))
+def test_any_fleche_toml_entry_builds_or_is_refused_naming_the_key(offline, entry, host):
+    entry = {**entry, "type": "paramiko"}
+    if host is not None:
+        entry["host"] = host
+    try:
+        cache = fleche.config.cache_from_config(entry)
+        assert cache.host == entry["host"]
+        cache.target()
+    except ConfigError as e:
+        message = str(e)
+        keys = [k for k in entry if k != "type"] + ["host"]
+        texts = [v.strip() for v in entry.values() if isinstance(v, str) and v.strip()]
+        assert any(k in message for k in keys) or any(t in message for t in texts), message
+
+
+@PROPERTY
+@given(options=st.lists(option_words, max_size=6))
+def test_any_ssh_options_are_taken_or_refused_naming_them(offline, options):
+    try:
+        ParamikoCache(host="testhost", ssh_options=options).target()
+    except ConfigError as e:
+        message = str(e)
+        assert ("ssh_options" in message or "ProxyJump" in message
+                or any(o.strip() and o.strip() in message for o in options)), message
+
+
+@PROPERTY
+@given(content=st.one_of(config_texts.filter(runs_nothing).map(str.encode),
+                         st.binary(max_size=300)),
+       host=st.sampled_from(["testhost", "other", "u@testhost", "1.2.3.4"]))
+def test_any_ssh_config_resolves_or_is_refused_naming_the_file(offline, content, host):
+    path = offline / "ssh_config"
+    path.write_bytes(content)
+    try:
+        ParamikoCache(host=host, config_file=str(path)).target()
+    except ConfigError as e:
+        assert str(path) in str(e), str(e)
+
+
+@PROPERTY
+@given(host=hosts)
+def test_any_host_string_resolves_or_is_refused_naming_it(offline, host):
+    assume(host)
+    try:
+        target = ParamikoCache(host=host, config_file="none").target()
+    except ConfigError as e:
+        assert repr(host) in str(e), str(e)
+    else:
+        assert target.alias == host.rpartition("@")[2]
+
+
+def test_a_wrong_type_names_the_key_and_what_it_takes(offline):
+    # A string where a list belongs would otherwise run one command per character.
+    with pytest.raises(ConfigError, match=r"setup_commands = 'module load python': expected "
+                                          r"a list of shell commands"):
+        fleche.config.cache_from_config(
+            {"type": "paramiko", "host": "testhost", "setup_commands": "module load python"})
+    with pytest.raises(ConfigError, match=r"port = \[22\]: expected a single value"):
+        fleche.config.cache_from_config({"type": "paramiko", "host": "testhost", "port": [22]})
+    with pytest.raises(ConfigError, match=r"'paramiko' needs the key\(s\) host"):
+        fleche.config.cache_from_config({"type": "paramiko", "port": 22})
+
+
+# -- values that are not commands never run ------------------------------------------------
+
+
+@pytest.fixture
+def make(client_home, remote_dir, remote_python):
+    with CacheFactory(client_home, remote_dir, remote_python) as build:
+        yield build
+
+
+def payloads(markers: Path) -> list[str]:
+    """Ways a value could escape its quoting; each would create its own marker file."""
+    return [
+        f"$(touch {markers}/dollar)",
+        f"`touch {markers}/backtick`",
+        f";touch {markers}/semicolon;",
+        f"'; touch {markers}/quote; '",
+        f'"; touch {markers}/double-quote; "',
+        f"\ntouch {markers}/newline\n",
+        f" && touch {markers}/and",
+        f" | touch {markers}/pipe",
+        f"' $(touch {markers}/quoted-dollar) '",
+    ]
+
+
+@pytest.mark.parametrize("key", ["workdir", "home-workdir", "python", "cache_name"])
+def test_values_that_are_not_commands_stay_inert(make, tmp_path, remote_dir, key):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    name = "workdir" if key == "home-workdir" else key
+    prefix = {"workdir": f"{remote_dir}/", "home-workdir": "~/", "python": f"{tmp_path}/py",
+              "cache_name": ""}[key]
+    # One value each where the command fails fast; all in one for cache_name, whose
+    # server starts (and serves an empty cache of that name, which shows it arrived whole).
+    values = ["".join(payloads(markers))] if key == "cache_name" else payloads(markers)
+    for value in values:
+        cache = make(**{name: prefix + value})
+        with contextlib.suppress(RemoteConnectionError):
+            assert cache.info()["cache_name"] == value
+    assert sorted(p.name for p in markers.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["workdir", "python"])
+def test_such_values_reach_the_remote_verbatim(make, tmp_path, remote_dir, remote_python, key):
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    hostile = Path(f"{remote_dir}/{''.join(payloads(markers))}")
+    if key == "workdir":
+        hostile.mkdir(parents=True)
+        (hostile / "fleche.toml").write_text((remote_dir / "fleche.toml").read_text())
+        assert make(workdir=str(hostile)).info()["cwd"] == str(hostile)
+    else:
+        hostile.parent.mkdir(parents=True, exist_ok=True)
+        hostile.symlink_to(remote_python)
+        assert make(python=str(hostile)).info()["python"] == str(hostile)
+    assert sorted(p.name for p in markers.iterdir()) == []
+
+
+def test_a_host_cannot_smuggle_a_command_into_proxy_command(make, tmp_path):
+    marker = tmp_path / "proxied"
+    cache = make(host=f"x$(touch {marker})", proxy_command="nc %h %p")
+    with pytest.raises(ConfigError, match="is not a valid SSH destination"):
+        cache.info()
+    assert not marker.exists()
+
+
+# -- files that are not what they seem ------------------------------------------------------
+
+HOSTILE_FILES = ["huge", "binary", "directory", "fifo", "dev-zero", "dev-urandom"]
+#: Bounds for reading one hostile file.
+QUICK = 3.0
+SMALL = 4 << 20
+
+
+@pytest.fixture(scope="module")
+def hostile_files(tmp_path_factory):
+    """One of each: 50 MB of known_hosts lines, binary junk, a directory, a named pipe
+    nobody writes to, and links to endless devices."""
+    root = tmp_path_factory.mktemp("hostile-files")
+    lines = "".join(f"{hostkeys.hash_name(f'node{i}.example')} ssh-ed25519 "
+                    f"{base64.b64encode(os.urandom(51)).decode()}\n" for i in range(4000))
+    with open(root / "huge", "w") as f:
+        while f.tell() < 50 << 20:
+            f.write(lines)
+    (root / "binary").write_bytes(os.urandom(256 << 10) + b"\0")
+    (root / "directory").mkdir()
+    os.mkfifo(root / "fifo")
+    (root / "dev-zero").symlink_to("/dev/zero")
+    (root / "dev-urandom").symlink_to("/dev/urandom")
+    return root
+
+
+@contextlib.contextmanager
+def measured():
+    """Elapsed seconds and peak traced bytes of the block, as a dict filled on exit."""
+    found: dict[str, float] = {}
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        yield found
+    finally:
+        found["seconds"] = time.monotonic() - started
+        found["peak"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", HOSTILE_FILES)
+def test_hostile_ssh_config_file_is_refused_quickly(offline, hostile_files, kind):
+    path = hostile_files / kind
+    with measured() as cost, pytest.raises(ConfigError) as refused:
+        ParamikoCache(host="testhost", config_file=str(path)).target()
+    assert cost["seconds"] < QUICK
+    assert cost["peak"] < SMALL
+    assert str(path) in str(refused.value)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_hostile_user_ssh_config_is_refused_quickly(offline, hostile_files, kind):
+    user_config = offline / ".ssh" / "config"
+    if kind == "fifo":
+        os.mkfifo(user_config)
+    else:
+        user_config.mkdir()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConfigError, match=str(user_config)):
+            ParamikoCache(host="testhost").target()
+        assert time.monotonic() - started < QUICK
+    finally:
+        (user_config.rmdir if kind == "directory" else user_config.unlink)()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", HOSTILE_FILES)
+def test_hostile_known_hosts_file_is_skipped(make, client_home, hostile_files, kind, caplog):
+    path = hostile_files / kind
+    cache = make(known_hosts_file=[str(path), str(client_home.known_hosts)])
+    target = cache.target()
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+        types = hostkeys.known_key_types(target)
+    assert time.monotonic() - started < QUICK
+    with measured() as cost:  # apart: tracing allocations slows reading several times
+        hostkeys.known_key_types(target)
+    assert cost["peak"] < SMALL
+    assert types  # the real file, listed after the hostile one, is still read
+    said = " ".join(r.getMessage() for r in caplog.records)
+    if kind == "huge":
+        assert f"{path} is larger than 16 MiB; entries past that point are ignored" in said
+    elif kind != "binary":
+        assert f"{path} is not a regular file; skipped" in said
+
+    started = time.monotonic()
+    assert cache.contains("0" * 64) is False  # connects: verified against the real file
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.timeout(30)
+def test_only_a_hostile_known_hosts_file_means_an_unknown_host(make, hostile_files):
+    cache = make(known_hosts_file=str(hostile_files / "fifo"))
+    started = time.monotonic()
+    with pytest.raises(UnknownHostKey) as unknown:
+        cache.info()
+    assert time.monotonic() - started < QUICK * 2
+    assert str(hostile_files / "fifo") in str(unknown.value)
