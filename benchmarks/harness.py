@@ -1,0 +1,139 @@
+"""The benchmark's world: a loopback sshd, a throwaway client home, a remote workdir.
+
+Both implementations reach the *same* sshd through the *same* ssh config
+(``ssh_options = ["-F", config, "-o", "BatchMode=yes"]``, which the stock
+``ssh`` binary and ``ParamikoCache`` both understand) and serve the *same*
+remote workdir, so a difference in the figures is a difference in the
+client.  The remote cache is the on-disk one ``tests/sshd.py`` writes
+(cloudpickle files): it is what users run, and every server process sees
+what another one saved, which the memory probe (a separate process) and
+multi-channel caches rely on.
+
+Host aliases: ``bench`` goes straight to sshd; ``bench-rtt<N>`` goes
+through a :class:`~relay.DelayRelay` that adds N ms to every round trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relay import DelayRelay
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+sys.path.insert(0, str(TESTS))
+
+import sshd as sshd_helpers  # noqa: E402  (tests/sshd.py, a plain module)
+
+HOST = "bench"
+
+
+def relay_host(rtt_ms: int) -> str:
+    return f"{HOST}-rtt{rtt_ms}"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """What a measurement needs to build either cache against the shared server."""
+
+    home: Path
+    config: Path
+    remote_dir: Path
+    python: str
+    sshd: sshd_helpers.Sshd
+
+    @property
+    def ssh_options(self) -> tuple[str, ...]:
+        return ("-F", str(self.config), "-o", "BatchMode=yes")
+
+    def cache_kwargs(self, host: str = HOST) -> dict[str, Any]:
+        """Keyword arguments both ``SshCache`` and ``ParamikoCache`` take."""
+        return {
+            "host": host,
+            "python": self.python,
+            "workdir": str(self.remote_dir),
+            "ssh_options": self.ssh_options,
+        }
+
+
+def _host_block(alias: str, port: int, ssh_dir: Path) -> str:
+    return (
+        f"Host {alias}\n"
+        "    HostName 127.0.0.1\n"
+        f"    Port {port}\n"
+        "    User root\n"
+        f"    IdentityFile {ssh_dir / 'id_ed25519'}\n"
+        "    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {ssh_dir / 'known_hosts'}\n"
+        "    StrictHostKeyChecking yes\n"
+    )
+
+
+def _client_home(root: Path, server: sshd_helpers.Sshd, key: Path,
+                 ports: dict[str, int]) -> Path:
+    """``root/home/.ssh`` with the key, known_hosts for every port, and one block per alias."""
+    ssh_dir = root / "home" / ".ssh"
+    ssh_dir.mkdir(parents=True)
+    ssh_dir.chmod(0o700)
+    shutil.copyfile(key, ssh_dir / "id_ed25519")
+    (ssh_dir / "id_ed25519").chmod(0o600)
+    lines = []
+    for port in ports.values():
+        entry = sshd_helpers.known_hosts_entry(server.host, port)
+        lines += [f"{sshd_helpers.hash_known_host(entry)} {pub}"
+                  for pub in server.host_public_keys.values()]
+    (ssh_dir / "known_hosts").write_text("".join(line + "\n" for line in lines))
+    config = ssh_dir / "config"
+    config.write_text("\n".join(_host_block(a, p, ssh_dir) for a, p in ports.items()))
+    config.chmod(0o600)
+    return config
+
+
+@contextlib.contextmanager
+def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
+    """Start sshd and one relay per added RTT; point ``$HOME`` at a throwaway home.
+
+    ``$HOME`` is set for the whole process (and the memory probes it starts),
+    and ``SSH_AUTH_SOCK`` removed, so the developer's own keys and agent never
+    take part.
+    """
+    missing = sshd_helpers.missing_sshd_tools()
+    if missing:
+        raise SystemExit(f"The benchmark needs Debian package(s): {', '.join(missing)}")
+    root = Path(tempfile.mkdtemp(prefix="fleche-bench-"))
+    saved_env = {k: os.environ.get(k) for k in ("HOME", "SSH_AUTH_SOCK", "SSH_AGENT_PID")}
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        stack.callback(_restore_env, saved_env)
+        key = root / "key" / "id_ed25519"
+        public = sshd_helpers.make_client_key(key)
+        server = sshd_helpers.start_sshd(root / "sshd", authorized_keys=[public])
+        stack.callback(server.stop)
+        ports = {HOST: server.port}
+        for rtt in rtts_ms:
+            relay = stack.enter_context(DelayRelay(server.port, rtt / 2000))
+            ports[relay_host(rtt)] = relay.port
+        config = _client_home(root, server, key, ports)
+        os.environ["HOME"] = str(config.parent.parent)
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        os.environ.pop("SSH_AGENT_PID", None)
+        yield Bench(
+            home=config.parent.parent, config=config,
+            remote_dir=sshd_helpers.write_remote_workdir(root / "remote"),
+            python=sys.executable, sshd=server,
+        )
+
+
+def _restore_env(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -1,0 +1,162 @@
+"""One measurement each: the functions time exactly one thing and return seconds or a count.
+
+Repetition, alternation and medians are the caller's business (``run.py``);
+everything here is a single sample, so that what is inside the timed
+region is visible in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from impls import Impl
+
+#: A call digest no cache holds: ``contains`` answers False after a real lookup.
+MISSING_KEY = "f" * 64
+MIB = 1 << 20
+PROBE = Path(__file__).resolve().parent / "memprobe.py"
+#: Bound on one memory-probe subprocess (it connects, loads one value, exits).
+PROBE_TIMEOUT = 300.0
+
+
+def make_value(size: int, tag: int) -> Any:
+    """A *size*-byte value (a numpy array if numpy is there), unique per *tag*.
+
+    Unique values make every ``save_value`` really store something, instead
+    of finding the digest already on the remote disk.
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        return tag.to_bytes(8, "big") + bytes(size - 8)
+    value = np.zeros(size, dtype=np.uint8)
+    value[:8] = np.frombuffer(tag.to_bytes(8, "big"), dtype=np.uint8)
+    value[8::4096] = 7  # not all zeros, so no layer can cheat on an empty page
+    return value
+
+
+def same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, bytes):
+        return a == b
+    import numpy as np
+
+    return isinstance(b, np.ndarray) and a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def import_seconds(impl: Impl) -> float:
+    """Seconds a fresh interpreter takes to import what building the cache needs."""
+    code = (f"import time; t = time.perf_counter(); import {impl.module}; "
+            f"print(time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=PROBE_TIMEOUT, stdin=subprocess.DEVNULL, check=True)
+    return float(proc.stdout.strip())
+
+
+def first_answer(impl: Impl, kwargs: dict[str, Any]) -> float:
+    """Construct a cache and get its ``info()``: connect, authenticate, start the server."""
+    started = time.perf_counter()
+    cache = impl.make(kwargs)
+    cache.info()
+    elapsed = time.perf_counter() - started
+    cache.close()
+    impl.reset()
+    return elapsed
+
+
+def round_trips(cache: Any, calls: int) -> float:
+    """Seconds per ``contains`` over *calls* calls in a row on this thread."""
+    contains = cache.contains
+    started = time.perf_counter()
+    for _ in range(calls):
+        contains(MISSING_KEY)
+    return (time.perf_counter() - started) / calls
+
+
+@dataclass(frozen=True)
+class Bulk:
+    save: float
+    load: float
+    digest: str
+
+
+def bulk(cache: Any, value: Any) -> Bulk:
+    """Seconds to ``save_value`` then ``load_value`` *value*; the loaded copy is checked."""
+    started = time.perf_counter()
+    digest = cache._rpc("save_value", value)
+    saved = time.perf_counter()
+    loaded = cache.load_value(digest)
+    done = time.perf_counter()
+    if not same_value(value, loaded):
+        raise RuntimeError(f"load_value({digest}) returned a different value than was saved")
+    return Bulk(save=saved - started, load=done - saved, digest=str(digest))
+
+
+def ops_per_second(cache: Any, threads: int, seconds: float) -> float:
+    """``contains`` calls per second completed by *threads* threads sharing *cache*.
+
+    Every thread first makes one call while all the others do too, which
+    opens as many channels as the cache allows; then they all start the
+    timed phase together and stop after *seconds*.
+    """
+    counts = [0] * threads
+    errors: list[BaseException] = []
+    warm = threading.Barrier(threads + 1)
+    go = threading.Barrier(threads + 1)
+    deadline = [0.0]
+
+    def work(i: int) -> None:
+        try:
+            cache.contains(MISSING_KEY)
+            warm.wait(60)
+            go.wait(60)
+            while time.perf_counter() < deadline[0]:
+                cache.contains(MISSING_KEY)
+                counts[i] += 1
+        except BaseException as e:
+            errors.append(e)
+            warm.abort()
+            go.abort()
+
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(threads)]
+    for w in workers:
+        w.start()
+    warm.wait(120)
+    started = time.perf_counter()
+    deadline[0] = started + seconds
+    go.wait(60)
+    for w in workers:
+        w.join(seconds + 60)
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"a worker thread failed: {errors[0]!r}") from errors[0]
+    return sum(counts) / elapsed
+
+
+def peak_memory(impl: Impl, kwargs: dict[str, Any], digest: str, size: int) -> dict[str, float]:
+    """Run ``memprobe.py`` in a fresh interpreter: load one value, report its memory growth."""
+    argv = [sys.executable, str(PROBE), impl.name, json.dumps(_jsonable(kwargs)), digest,
+            str(size)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+                          env=os.environ.copy(), stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory probe for {impl.name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _jsonable(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+
+
+def median_of(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+

@@ -1,0 +1,290 @@
+"""Benchmark fleche's stock ``SshCache`` against ``fleche_ssh.ParamikoCache``, side by side.
+
+    python benchmarks/run.py            # full run, a few minutes
+    python benchmarks/run.py --smoke    # seconds: tiny sizes, one repetition (CI)
+
+Starts its own loopback sshd (and delaying relays for the latency
+figures), builds a throwaway ``$HOME``, and measures both clients in the
+same run against the same server and the same on-disk remote cache,
+alternating which one goes first on every repetition so that drift on a
+busy machine hits both.  Figures are medians over the repetitions.
+
+Prints ``metric | unit | stock | fleche-ssh | ratio | target | pass/fail``
+and writes ``results/<mode>.json`` (every sample, the environment, the
+negotiated ciphers) and ``results/<mode>.png``.  Targets are reported, not
+enforced: the exit status is 0 unless the benchmark itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import measure
+import report
+from harness import HOST, Bench, bench_world, relay_host
+from impls import OURS, STOCK, Impl, alternating
+from measure import MIB, median_of
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything to measure."""
+
+    name: str
+    import_reps: int
+    first_answer_reps: int
+    reps: int
+    round_trip_calls: int
+    bulk_mib: tuple[int, ...]
+    scaling_mib: tuple[int, ...]
+    #: Small sizes are repeated within a repetition until about this much has
+    #: moved (at most 8 times): they are quick, and noisier than big ones.
+    bulk_batch_mib: int
+    memory_mib: int
+    memory_reps: int
+    rtts_ms: tuple[int, ...]
+    channels: tuple[int, ...]
+    threads: int
+    concurrency_seconds: float
+    concurrency_reps: int
+
+
+FULL = Plan(name="full", import_reps=3, first_answer_reps=7, reps=5, round_trip_calls=2000,
+            bulk_mib=(64, 256), scaling_mib=(1, 16, 64, 256), bulk_batch_mib=64,
+            memory_mib=256, memory_reps=3, rtts_ms=(10, 50), channels=(1, 2, 4, 8), threads=8,
+            concurrency_seconds=2.0, concurrency_reps=2)
+SMOKE = Plan(name="smoke", import_reps=1, first_answer_reps=1, reps=1, round_trip_calls=50,
+             bulk_mib=(2,), scaling_mib=(1, 2), bulk_batch_mib=1, memory_mib=2, memory_reps=1,
+             rtts_ms=(10,), channels=(1, 4), threads=8, concurrency_seconds=0.3,
+             concurrency_reps=1)
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def open_cache(impl: Impl, kwargs: dict[str, Any], channels: int = 1) -> Any:
+    cache = impl.make(kwargs, channels)
+    cache.info()
+    return cache
+
+
+def finish(impl: Impl, cache: Any) -> None:
+    cache.close()
+    impl.reset()
+
+
+def by_impl(fill: Callable[[], Any]) -> dict[str, Any]:
+    return {impl.name: fill() for impl in (STOCK, OURS)}
+
+
+def pair(samples: dict[str, list[float]]) -> tuple[float, float]:
+    return median_of(samples[STOCK.name]), median_of(samples[OURS.name])
+
+
+def measure_imports(plan: Plan, samples: dict) -> None:
+    for rep in range(plan.import_reps):
+        for impl in alternating(rep):
+            samples["import"][impl.name].append(measure.import_seconds(impl))
+    progress(f"client import: {pair(samples['import'])}")
+
+
+def measure_first_answer(bench: Bench, plan: Plan, samples: dict) -> None:
+    kwargs = bench.cache_kwargs()
+    for impl in (STOCK, OURS):  # untimed: imports, page cache, sshd's first fork
+        measure.first_answer(impl, kwargs)
+    for rep in range(plan.first_answer_reps):
+        for impl in alternating(rep):
+            samples["first_answer"][impl.name].append(measure.first_answer(impl, kwargs))
+    progress(f"first answer: {pair(samples['first_answer'])}")
+
+
+def measure_round_trips_and_bulk(bench: Bench, plan: Plan, samples: dict) -> dict[str, str]:
+    """Both clients open side by side, taking turns at every step.
+
+    Load on a shared machine drifts within seconds, so the clients alternate
+    at the finest grain that still measures one thing: a run of round trips
+    (in the order stock, ours, ours, stock, or the reverse), one value saved
+    and loaded.
+    """
+    kwargs = bench.cache_kwargs()
+    digests: dict[str, str] = {}
+    turn = tag = 0
+    for rep in range(plan.reps):
+        caches: dict[str, Any] = {}
+        try:
+            for impl in alternating(rep):
+                caches[impl.name] = open_cache(impl, kwargs)
+                measure.round_trips(caches[impl.name], 20)
+            for impl in (*alternating(rep), *alternating(rep + 1)):
+                samples["round_trip"][impl.name].append(
+                    measure.round_trips(caches[impl.name], plan.round_trip_calls))
+            for mib in plan.scaling_mib:
+                for _ in range(min(8, max(1, plan.bulk_batch_mib // mib))):
+                    turn += 1
+                    for impl in alternating(turn):
+                        tag += 1
+                        result = measure.bulk(caches[impl.name], measure.make_value(mib * MIB, tag))
+                        bulk = samples["bulk"][impl.name]
+                        bulk["save"].setdefault(mib, []).append(result.save)
+                        bulk["load"].setdefault(mib, []).append(result.load)
+                        digests[f"{impl.name} {mib}"] = result.digest
+        finally:
+            for impl in (STOCK, OURS):
+                if impl.name in caches:
+                    finish(impl, caches[impl.name])
+        progress(f"round trips and bulk: repetition {rep + 1}/{plan.reps} done")
+    return {impl.name: digests[f"{impl.name} {plan.memory_mib}"] for impl in (STOCK, OURS)}
+
+
+def measure_memory(bench: Bench, plan: Plan, samples: dict, digests: dict[str, str]) -> None:
+    kwargs = bench.cache_kwargs()
+    for rep in range(plan.memory_reps):
+        for impl in alternating(rep):
+            probe = measure.peak_memory(impl, kwargs, digests[impl.name], plan.memory_mib * MIB)
+            samples["memory"][impl.name].append(probe["multiple"])
+    progress(f"peak memory: {pair(samples['memory'])}")
+
+
+def measure_concurrency(bench: Bench, plan: Plan, samples: dict) -> None:
+    """Per added RTT: stock, then ParamikoCache with each channel count, ``threads`` threads."""
+    configs = [(STOCK, 1)] + [(OURS, n) for n in plan.channels]
+    for rtt in plan.rtts_ms:
+        kwargs = bench.cache_kwargs(relay_host(rtt))
+        for rep in range(plan.concurrency_reps):
+            for impl, channels in configs if rep % 2 == 0 else configs[::-1]:
+                cache = open_cache(impl, kwargs, channels)
+                try:
+                    ops = measure.ops_per_second(cache, plan.threads, plan.concurrency_seconds)
+                finally:
+                    finish(impl, cache)
+                key = "stock" if impl is STOCK else channels
+                samples["concurrency"][rtt].setdefault(key, []).append(ops)
+        progress(f"concurrency RTT +{rtt} ms: "
+                 f"{ {k: round(median_of(v)) for k, v in samples['concurrency'][rtt].items()} }")
+
+
+def medians(samples: dict, plan: Plan) -> dict[str, Any]:
+    return {
+        "import": pair(samples["import"]),
+        "first_answer": pair(samples["first_answer"]),
+        "round_trip": pair(samples["round_trip"]),
+        "memory": pair(samples["memory"]),
+        "bulk": {impl: {op: {mib: median_of(s) for mib, s in per_size.items()}
+                        for op, per_size in ops.items()}
+                 for impl, ops in samples["bulk"].items()},
+        "concurrency": {
+            rtt: {"stock": median_of(per["stock"]),
+                  OURS.name: {n: median_of(per[n]) for n in plan.channels}}
+            for rtt, per in samples["concurrency"].items()
+        },
+    }
+
+
+def environment(bench: Bench) -> dict[str, Any]:
+    """Versions, CPU count and the ciphers each client actually negotiated."""
+    import fleche
+    import paramiko
+
+    from fleche_ssh import session
+
+    cache = open_cache(OURS, bench.cache_kwargs())
+    try:
+        target = cache.target()
+        transport = session.get_session(target, cache.login(target)).transport
+        ours = {"cipher_out": transport.local_cipher, "cipher_in": transport.remote_cipher,
+                "mac_out": transport.local_mac, "compression": transport.local_compression}
+    finally:
+        finish(OURS, cache)
+    verbose = subprocess.run(["ssh", *bench.ssh_options, "-v", HOST, "true"],
+                             capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL).stderr
+    stock = dict(re.findall(r"kex: (server->client|client->server) cipher: (\S+)", verbose))
+    return {
+        "python": sys.version.split()[0], "platform": platform.platform(),
+        "cpus": _cpu_count(), "paramiko": paramiko.__version__,
+        "fleche": getattr(fleche, "__version__", "?"), "sshd": bench.sshd.banner,
+        "ssh": subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip(),
+        "fleche_ssh_transport": ours, "stock_ssh_ciphers": stock,
+        "remote_cache": "on-disk cloudpickle (tests/sshd.py write_remote_workdir)",
+        "memory_metric": "peak RSS (VmHWM) growth across one load_value, fresh process per client",
+        "commit": _git_head(),
+    }
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _git_head() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).parent)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repetition: checks the benchmark runs (seconds)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help=f"directory for the JSON and PNG results (default {RESULTS})")
+    parser.add_argument("--reps", type=int, help="override the repetitions of every metric")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    if args.reps:
+        plan = replace(plan, first_answer_reps=args.reps, reps=args.reps,
+                       memory_reps=args.reps, concurrency_reps=args.reps)
+    samples: dict[str, Any] = {
+        **{metric: by_impl(list) for metric in ("import", "first_answer", "round_trip", "memory")},
+        "bulk": by_impl(lambda: {"save": {}, "load": {}}),
+        "concurrency": {rtt: {} for rtt in plan.rtts_ms},
+    }
+    started = time.monotonic()
+    with bench_world(plan.rtts_ms) as bench:
+        progress(f"sshd on port {bench.sshd.port}; plan {plan.name}")
+        env = environment(bench)
+        progress(f"ciphers: fleche-ssh {env['fleche_ssh_transport']}, "
+                 f"stock {env['stock_ssh_ciphers']}")
+        measure_imports(plan, samples)
+        measure_first_answer(bench, plan, samples)
+        digests = measure_round_trips_and_bulk(bench, plan, samples)
+        measure_memory(bench, plan, samples, digests)
+        measure_concurrency(bench, plan, samples)
+    med = medians(samples, plan)
+    rows = report.rows(med, plan)
+    print(report.table(rows))
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"{plan.name}.json"
+    report.write_json(json_path, {"plan": asdict(plan), "environment": env,
+                                  "seconds": time.monotonic() - started,
+                                  "samples": samples, "medians": med}, rows)
+    png_path = args.out / f"{plan.name}.png"
+    plotted = report.write_plot(png_path, med, plan)
+    print(f"\nwrote {json_path}" + (f" and {png_path}" if plotted else
+                                     " (no plot: pip install matplotlib)"))
+    print(f"total {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Download speed and sshd's CPU time against the channel receive window.
+
+    python benchmarks/window.py                    # 2, 4, 8, 16, 64 MiB windows, 128 MiB each
+    python benchmarks/window.py --mib 64 --rtt 50  # through a relay adding 50 ms per round trip
+
+Why ``fleche_ssh.session.WINDOW_SIZE`` is what it is: each window size
+downloads ``head -c N /dev/zero`` over a fresh connection to a loopback
+sshd (raw channel I/O, no fleche server, so only the transport is timed)
+and reports MB/s and the CPU seconds sshd's session processes used.  A
+download cannot run faster than window / round-trip time, which argues for
+a large window; sshd, given a large window, queues the remote output and
+spends more CPU per byte, which argues against.  Linux only (reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from harness import HOST, bench_world, relay_host
+from measure import MIB, median_of
+
+from fleche_ssh import ParamikoCache, session
+from fleche_ssh.channel import ExecChannel
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> tuple[int, float]:
+    """(parent pid, CPU seconds) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def sshd_cpu(listener: int) -> float:
+    """CPU seconds used so far by the processes sshd forked for its sessions."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = _stat(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {listener}, True
+    while grew:
+        kids = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
+        tree |= kids
+        grew = bool(kids)
+    return sum(cpu for pid, (_, cpu) in stats.items() if pid in tree and pid != listener)
+
+
+def download(cache: ParamikoCache, size: int, listener: int) -> tuple[float, float]:
+    """(MB/s, sshd CPU seconds) for one download of *size* bytes on a new connection."""
+    session.close_all()
+    target = cache.target()
+    opened = session.get_session(target, cache.login(target)).open_exec(
+        f"sleep 0.2; head -c {size} /dev/zero")
+    channel = ExecChannel(opened, host=target.alias, command="head")
+    try:
+        rest = size - len(channel._recv_at_least(b"", 1))  # timing starts once data flows
+        cpu, started = sshd_cpu(listener), time.perf_counter()
+        channel._recv_into(memoryview(bytearray(rest)))
+        elapsed = time.perf_counter() - started
+        return rest / elapsed / 1e6, sshd_cpu(listener) - cpu
+    finally:
+        channel.close()
+        session.close_all()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mib", type=int, default=128, help="bytes per download (MiB)")
+    parser.add_argument("--windows", type=int, nargs="+", default=[2, 4, 8, 16, 64],
+                        help="window sizes to try (MiB)")
+    parser.add_argument("--rtt", type=int, default=0, help="added round-trip time (ms)")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    rtts = [args.rtt] if args.rtt else []
+    with bench_world(rtts) as bench:
+        cache = ParamikoCache(**bench.cache_kwargs(relay_host(args.rtt) if args.rtt else HOST))
+        results: dict[int, list[tuple[float, float]]] = {w: [] for w in args.windows}
+        for rep in range(args.reps):
+            order = args.windows if rep % 2 == 0 else args.windows[::-1]
+            for window in order:
+                session.WINDOW_SIZE = window * MIB
+                results[window].append(download(cache, args.mib * MIB, bench.sshd.process.pid))
+    print(f"download of {args.mib} MiB, RTT +{args.rtt} ms, medians of {args.reps}")
+    print("window MiB | MB/s | sshd CPU s")
+    for window, samples in results.items():
+        speed = median_of([s for s, _ in samples])
+        cpu = median_of([c for _, c in samples])
+        print(f"{window:10d} | {speed:4.0f} | {cpu:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

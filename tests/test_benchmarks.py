@@ -1,0 +1,85 @@
+"""The benchmark runs end to end (``benchmarks/run.py --smoke``); no timing is asserted.
+
+Timings on a shared CI machine say nothing; what is checked is what a user
+running the benchmark relies on: it finishes, exits 0, prints the table
+with every metric and a verdict column, and writes the JSON it announces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sshd as sshd_helpers
+
+RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+HEADER = ["metric", "unit", "stock", "fleche-ssh", "ratio", "target", "pass/fail"]
+#: One table row per metric the benchmark promises (smoke sizes: 2 MiB bulk, RTT +10 ms),
+#: and whether it has a target; the others are context for the targeted ones.
+METRICS = {
+    "client import (fresh interpreter)": False,
+    "first answer (construct + info)": True,
+    "small round trip (50 x contains)": True,
+    "bulk save_value 2 MiB": True,
+    "bulk load_value 2 MiB": True,
+    "peak memory loading 2 MiB": True,
+    "time/MiB spread, save 1, 2 MiB": True,
+    "time/MiB spread, load 1, 2 MiB": True,
+    "8 threads contains, RTT +10 ms, 1 channel(s)": False,
+    "8 threads contains, RTT +10 ms, 4 channel(s)": True,
+}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    missing = sshd_helpers.missing_sshd_tools()
+    if missing:
+        if os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
+            pytest.fail(f"CI is set, so not skipping: the benchmark needs {missing}")
+        pytest.skip(f"the benchmark needs Debian package(s) {', '.join(missing)}")
+    out = tmp_path_factory.mktemp("bench-results")
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--smoke", "--out", str(out)],
+        capture_output=True, text=True, timeout=240, stdin=subprocess.DEVNULL,
+    )
+    return proc, out
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.split(" | ")]
+        if len(cells) == len(HEADER):
+            rows[cells[0]] = cells
+    return rows
+
+
+def test_smoke_run_completes_and_prints_every_metric(smoke):
+    proc, _ = smoke
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _table(proc.stdout)
+    assert rows.pop("metric") == HEADER
+    assert len(rows) == len(METRICS)
+    for metric, targeted in METRICS.items():
+        matching = [cells for name, cells in rows.items() if name.startswith(metric)]
+        assert len(matching) == 1, f"no table row for {metric!r} in:\n{proc.stdout}"
+        cells = matching[0]
+        assert cells[2] != "-" and cells[3] != "-", f"{metric}: a figure is missing"
+        if targeted:
+            assert cells[5] != "-" and cells[6] in ("pass", "FAIL"), cells
+        else:
+            assert cells[5] == "-" and cells[6] == "-", cells
+
+
+def test_smoke_run_writes_json_with_the_same_table(smoke):
+    proc, out = smoke
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((out / "smoke.json").read_text())
+    assert [row["metric"] for row in record["table"]] == list(_table(proc.stdout))[1:]
+    transport = record["environment"]["fleche_ssh_transport"]
+    assert transport["cipher_in"] == transport["cipher_out"] == "aes128-gcm@openssh.com"
+    assert record["samples"]["first_answer"]["fleche-ssh"]
