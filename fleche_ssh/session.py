@@ -10,10 +10,10 @@ whose copies of the parent's transports have no threads behind them.
 Connecting is where Paramiko's defaults cost the most, so the socket and
 transport are set up here: TCP_NODELAY (without it every small round trip
 waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
-lists it last, and the client's order wins), a large receive window,
-host key algorithms ordered by what known_hosts holds for the host, and a
-Transport that survives a channel closing while keys are renegotiated
-(:mod:`fleche_ssh.transport`).
+lists it last, and the client's order wins), a receive window sized for
+links up to ~50 ms, host key algorithms ordered by what known_hosts holds
+for the host, and a Transport that survives a channel closing while keys
+are renegotiated (:mod:`fleche_ssh.transport`).
 """
 
 from __future__ import annotations
@@ -54,9 +54,13 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: Bound on TCP connect and the SSH handshake when ConnectTimeout is not set.
 DEFAULT_CONNECT_TIMEOUT = 30.0
-#: Receive window and packet size: large enough that a bulk download is not
-#: throttled by window adjustments on a high-latency link.
-WINDOW_SIZE = 64 << 20
+#: Receive window: how much the server may send before we acknowledge.  A
+#: download runs at most at window / round-trip time: 4 MiB allows ~400 MB/s
+#: at 10 ms and ~80 MB/s at 50 ms.  Larger is not better: sshd reads the remote
+#: command's output as fast as the window allows, and with tens of MiB queued
+#: it spends far more CPU per byte; on loopback a 64 MiB window cost sshd over
+#: 20x the CPU and made downloads 4-8x slower (see benchmarks/run.py).
+WINDOW_SIZE = 4 << 20
 MAX_PACKET_SIZE = 32768
 #: Bound on opening a channel on an established transport.
 CHANNEL_OPEN_TIMEOUT = 30.0
