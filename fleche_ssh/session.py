@@ -58,8 +58,8 @@ DEFAULT_CONNECT_TIMEOUT = 30.0
 #: download runs at most at window / round-trip time: 4 MiB allows ~400 MB/s
 #: at 10 ms and ~80 MB/s at 50 ms.  Larger is not better: sshd reads the remote
 #: command's output as fast as the window allows, and with tens of MiB queued
-#: it spends far more CPU per byte; on loopback a 64 MiB window cost sshd over
-#: 20x the CPU and made downloads 4-8x slower (see benchmarks/run.py).
+#: it spends far more CPU per byte; on loopback a 64 MiB window cost sshd
+#: 14-23x the CPU and made downloads 4x slower (see benchmarks/window.py).
 WINDOW_SIZE = 4 << 20
 MAX_PACKET_SIZE = 32768
 #: Bound on opening a channel on an established transport.
