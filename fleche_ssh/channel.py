@@ -49,6 +49,9 @@ MAX_FRAME = (1 << 32) - 1
 CHUNK = 1 << 20
 #: A frame this small goes out as one packet, header and body together.
 SMALL_FRAME = 1 << 16
+#: Asked of the channel for the start of an answer, so that a small answer
+#: (most of them) arrives in one read, header and body together.
+FIRST_READ = 1 << 16
 STDERR_LINES = 50
 #: Bound on waiting for the remote exit status when closing or diagnosing.
 EXIT_WAIT = 2.0
@@ -173,6 +176,8 @@ class ExecChannel:
         self._channel = channel
         self.command = command
         self._lost_reason = lost_reason
+        #: Bytes read past the end of the last answer (none, unless the server misbehaves).
+        self._pending = b""
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._log = logging.getLogger(host_logger_name(host))
         self._stderr_thread = threading.Thread(
@@ -206,27 +211,33 @@ class ExecChannel:
             ProtocolError: the bytes are not a fleche frame.
             Undecodable: the frame is whole but cannot be unpickled here.
         """
-        header = self._recv_exact(HEADER.size)
-        (size,) = HEADER.unpack(header)
+        head = self._recv_at_least(b"", HEADER.size)
+        (size,) = HEADER.unpack_from(head)
         if size < 3:
-            raise self._not_a_frame(bytes(header))
+            raise self._not_a_frame(head[:_QUOTED])
         # Check the pickle's first two bytes before trusting the length: text on
         # stdout reads as a length of a gigabyte or more, and waiting for that
         # many bytes would hang (and allocating them could exhaust memory).
-        start = self._recv_exact(2)
-        if start[0] != _PROTO or start[1] not in _PROTOCOLS:
-            raise self._not_a_frame(bytes(header + start))
-        body = bytearray(size)
-        body[:2] = start
-        self._recv_into(memoryview(body)[2:])
+        head = self._recv_at_least(head, HEADER.size + 2)
+        if head[4] != _PROTO or head[5] not in _PROTOCOLS:
+            raise self._not_a_frame(head[:_QUOTED])
+        end = HEADER.size + size
+        body: bytearray | memoryview
+        if len(head) >= end:
+            self._pending = head[end:]
+            body = memoryview(head)[HEADER.size : end]
+        else:
+            body = bytearray(size)
+            body[: len(head) - HEADER.size] = head[HEADER.size :]
+            self._recv_into(memoryview(body)[len(head) - HEADER.size :])
         # A few stray bytes before a frame shift it: the "body" then ends
         # inside the real frame, not on STOP.
         if body[-1] != _STOP:
-            raise self._not_a_frame(bytes(header + body[:_QUOTED]))
+            raise self._not_a_frame(head[: HEADER.size] + bytes(body[: _QUOTED]))
         try:
             return cloudpickle.loads(body)
         except pickle.UnpicklingError as e:
-            raise self._not_a_frame(bytes(header + body[:_QUOTED])) from e
+            raise self._not_a_frame(head[: HEADER.size] + bytes(body[: _QUOTED])) from e
         except Exception as e:
             raise Undecodable(e) from e
 
@@ -241,10 +252,23 @@ class ExecChannel:
             f"prints text; send that output to stderr or remove it."
         )
 
-    def _recv_exact(self, size: int) -> bytearray:
-        buffer = bytearray(size)
-        self._recv_into(memoryview(buffer))
-        return buffer
+    def _recv_at_least(self, head: bytes, size: int) -> bytes:
+        """*head* and what follows it, at least *size* bytes: whatever has arrived, in one read.
+
+        Taking what has arrived, rather than exactly the header and then the
+        body, reads a small answer in one call instead of three (each a lock
+        round trip on Paramiko's buffer); anything read past the answer is kept
+        for the next one.
+        """
+        while len(head) < size:
+            if self._pending:
+                chunk, self._pending = self._pending, b""
+            else:
+                chunk = self._channel.recv(FIRST_READ)
+            if not chunk:
+                raise ChannelClosed(f"the channel closed after {len(head)} of {size} bytes")
+            head += chunk
+        return head
 
     def _recv_into(self, view: memoryview) -> None:
         got, size = 0, len(view)
