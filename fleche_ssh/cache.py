@@ -162,7 +162,8 @@ class ParamikoCache(SshCache):
     server_alive_count_max: int | None = None
     compression: bool | None = None
     config_file: str | None = None
-    prompt: Any = "auto"
+    # Left out of repr: a handler (a partial, an object) may hold the answers it gives.
+    prompt: Any = field(default="auto", repr=False)
     auth_timeout: float = DEFAULT_AUTH_TIMEOUT
     channels: int = 1
 
@@ -185,10 +186,9 @@ class ParamikoCache(SshCache):
         set_(self, "_conn", RemoteServer(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self.config()))
+        return (_rebuild, (type(self), self._keys()))
 
-    def config(self) -> dict[str, Any]:
-        """The keys this cache was built with, those that differ from their defaults."""
+    def _keys(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in fields(self):
             if not f.init:
@@ -196,6 +196,17 @@ class ParamikoCache(SshCache):
             value = getattr(self, f.name)
             if value != f.default:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """The keys this cache was built with, those that differ from their defaults.
+
+        A callable ``prompt`` shows as its ``"module:name"``, which is what
+        fleche.toml would say, and never as the object: it may hold answers.
+        """
+        out = self._keys()
+        if callable(out.get("prompt")):
+            out["prompt"] = _name_of(out["prompt"])
         return out
 
     def target(self) -> Target:
@@ -214,6 +225,12 @@ class ParamikoCache(SshCache):
 
 def _rebuild(cls: type[ParamikoCache], config: dict[str, Any]) -> ParamikoCache:
     return cls(**config)
+
+
+def _name_of(handler: Any) -> str:
+    """``module:qualname`` of a function, or of the class of any other callable."""
+    named = handler if hasattr(handler, "__qualname__") else type(handler)
+    return f"{getattr(named, '__module__', None)}:{named.__qualname__}"
 
 
 @dataclass
