@@ -229,7 +229,8 @@ def _paramiko_layers(cache: Any) -> list[Any]:
 
 def _host_keys(args: argparse.Namespace) -> dict[str, Any]:
     """The cache keys ``check HOST`` takes from its options."""
-    return {"python": args.python, "workdir": args.workdir, "cache_name": args.cache_name}
+    return {"python": args.python, "workdir": args.workdir, "cache_name": args.cache_name,
+            "prompt": args.prompt}
 
 
 def _caches_to_check(args: argparse.Namespace) -> list[Any]:
@@ -257,6 +258,14 @@ def _caches_to_check(args: argparse.Namespace) -> list[Any]:
 
 def check(args: argparse.Namespace) -> int:
     """``fleche-ssh check``: every step of reaching a remote cache, with timings."""
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO if args.verbose == 1 else logging.DEBUG,
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # As under ``python -m``: a prompt = "module:function" may name a module of this directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         caches = _caches_to_check(args)
     except Exception as error:
@@ -504,6 +513,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--python", help="remote python (default: python3)")
     sub.add_argument("--workdir", help="remote directory to start the server in")
     sub.add_argument("--cache-name", help="named cache of the remote fleche.toml")
+    sub.add_argument("-v", "--verbose", action="count", default=0,
+                     help="log to stderr: -v connections, logins and the remote server's "
+                          "stderr; -vv everything, Paramiko's protocol messages included")
+    sub.add_argument("--prompt", metavar="HANDLER",
+                     help="who answers login questions: auto (the default: this terminal), "
+                          "none, or module:function, as the prompt key of the cache")
     for flag, meta in (("-o", "KEYWORD=VALUE"), ("-p", "PORT"), ("-l", "USER"),
                        ("-i", "IDENTITY_FILE"), ("-F", "CONFIG_FILE")):
         sub.add_argument(flag, dest="ssh_options", action=_SshOption, metavar=meta,

@@ -225,3 +225,41 @@ def test_check_without_paramiko_cache_in_fleche_toml_fails(client_home, tmp_path
     result = run_cli("check", "--cache", "local", cwd=tmp_path)
     assert result.returncode == 1
     assert "has no type = \"paramiko\" layer to check" in result.stdout
+
+
+def test_check_changed_host_key_says_how_to_remove_the_old_one(client_home, remote_dir,
+                                                               remote_python):
+    # known_hosts pins another server's key for testhost's address.
+    other_key = client_home.sshd_totp.server.host_public_keys["ssh-ed25519"]
+    client_home.known_hosts.write_text(f"[127.0.0.1]:{client_home.sshd.port} {other_key}\n")
+    result = run_cli("check", "testhost", "--python", remote_python,
+                     "--workdir", str(remote_dir))
+    _assert_failed_at(result, 2, r"ChangedHostKey: HOST KEY CHANGED for \[127\.0\.0\.1\]:\d+"
+                                 r'.*ssh-keygen -R "\[127\.0\.0\.1\]:\d+" -f ')
+
+
+_WRONG_CODE_MODULE = '''\
+import os
+
+
+def answer(title, instructions, prompts):
+    return [os.environ["WRONG_CODE"] for _ in prompts]
+'''
+
+
+def test_check_wrong_one_time_code_says_to_retry_with_a_fresh_one(
+        client_home, remote_dir, remote_python, tmp_path):
+    # The prompt module lives in the current directory, as a user's would; the
+    # installed console script (not python -m) must find it there.
+    (tmp_path / "wrong_code.py").write_text(_WRONG_CODE_MODULE)
+    script = Path(sys.executable).with_name("fleche-ssh")
+    assert script.exists(), "the package is not installed (pip install -e .)"
+    result = subprocess.run(
+        [str(script), "check", "totphost", "--python", remote_python,
+         "--workdir", str(remote_dir), "--prompt", "wrong_code:answer"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT,
+        cwd=tmp_path, env={**os.environ, "WRONG_CODE": client_home.sshd_totp.wrong_code()},
+    )
+    _assert_failed_at(result, 2, r"AuthenticationError: Authentication to root@127\.0\.0\.1:\d+ "
+                                 r"failed\. .*the answers given to its questions were refused\. "
+                                 r"Check the one-time code")
