@@ -5,9 +5,9 @@
 
 Starts its own loopback sshd (and delaying relays for the latency
 figures), builds a throwaway ``$HOME``, and measures both clients in the
-same run against the same server and the same on-disk remote cache,
-alternating which one goes first on every repetition so that drift on a
-busy machine hits both.  Figures are medians over the repetitions.
+same run against the same server and the same on-disk remote cache.  The
+clients take turns at every step, each going first half of the time, so
+that drift on a busy machine hits both.  Figures are medians.
 
 Prints ``metric | unit | stock | fleche-ssh | ratio | target | pass/fail``
 and writes ``results/<mode>.json`` (every sample, the environment, the
