@@ -34,7 +34,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -548,6 +548,18 @@ def start_sshd(
         if pam_service is not None:
             pam_service.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def pinned_sshd(workdir: Path, known_hosts: Path, **options) -> Iterator[Sshd]:
+    """:func:`start_sshd` with *options*, its host keys appended to *known_hosts*; stopped after."""
+    server = start_sshd(workdir, **options)
+    try:
+        with open(known_hosts, "a") as f:
+            f.writelines(line + "\n" for line in server.known_hosts_lines())
+        yield server
+    finally:
+        server.stop()
 
 
 # ---------------------------------------------------------------------------

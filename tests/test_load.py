@@ -240,13 +240,9 @@ def test_many_small_calls_leave_nothing_behind(client_home, remote_dir, remote_p
 @pytest.fixture
 def second_sshd(tmp_path, client_key, client_home):
     """Another real sshd, pinned in the client's known_hosts."""
-    server = sshd_helpers.start_sshd(tmp_path / "sshd-2", authorized_keys=[client_key.public_line])
-    try:
-        with client_home.known_hosts.open("a") as known_hosts:
-            known_hosts.writelines(line + "\n" for line in server.known_hosts_lines())
+    with sshd_helpers.pinned_sshd(tmp_path / "sshd-2", client_home.known_hosts,
+                                  authorized_keys=[client_key.public_line]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass

@@ -36,7 +36,6 @@ import fleche.config
 import pytest
 import sshd as sshd_helpers
 
-import fleche_ssh.auth
 from fleche_ssh import ParamikoCache, plugin, session
 from fleche_ssh.errors import AuthenticationError
 
@@ -48,12 +47,10 @@ RUN_TIMEOUT = 60
 
 @pytest.fixture(autouse=True)
 def fresh():
-    """No transport or decrypted key carried over: every test logs in from scratch."""
+    """Every test logs in from scratch (its key file is its own), and leaves no connection."""
     session.close_all()
-    fleche_ssh.auth._decrypted.clear()
     yield
     session.close_all()
-    fleche_ssh.auth._decrypted.clear()
 
 
 @pytest.fixture
@@ -260,15 +257,10 @@ def password_user() -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def password_sshd(tmp_path, client_home):
     """An sshd that accepts passwords only, pinned in the client's known_hosts."""
-    server = sshd_helpers.start_sshd(tmp_path / "sshd-password", authorized_keys=[],
-                                     auth_methods="password",
-                                     extra_config=["PasswordAuthentication yes"])
-    try:
-        with client_home.known_hosts.open("a") as known_hosts:
-            known_hosts.writelines(line + "\n" for line in server.known_hosts_lines())
+    with sshd_helpers.pinned_sshd(tmp_path / "sshd-password", client_home.known_hosts,
+                                  authorized_keys=[], auth_methods="password",
+                                  extra_config=["PasswordAuthentication yes"]) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_password_login_keeps_the_password(client_home, password_user, password_sshd,
