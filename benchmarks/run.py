@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -250,6 +251,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # sshd runs in a session of its own: on SIGTERM, unwind so that it is stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     plan = SMOKE if args.smoke else FULL
     if args.reps:
         plan = replace(plan, first_answer_reps=args.reps, reps=args.reps,
