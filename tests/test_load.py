@@ -13,7 +13,7 @@ The issue asks for 1,000 cycles, 100,000 calls and 60 s of hammering.  CI
 runs a fraction of that, ``FLECHE_SSH_LOAD_SCALE`` (default 0.02: 20
 cycles, 10 dropped caches, 2,000 calls, and the hammer's floor of 10 s;
 about 60 s in all).
-The full form, with the figures printed (about 25 minutes)::
+The full form, with the figures printed (about 20 minutes)::
 
     FLECHE_SSH_LOAD_SCALE=1 python -m pytest tests/test_load.py -p no:cacheprovider -s
 
