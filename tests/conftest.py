@@ -214,3 +214,19 @@ def remote_dir(tmp_path) -> Path:
 def remote_python() -> str:
     """Interpreter for the remote side: this venv's (sshd's PATH python3 lacks fleche)."""
     return sys.executable
+
+
+@pytest.fixture
+def fresh_pool():
+    """Each test logs in from scratch (no pooled transport, no remembered key) and leaves none.
+
+    Use it as ``pytestmark = pytest.mark.usefixtures("fresh_pool")`` in modules whose
+    tests count logins or prompts.
+    """
+    from fleche_ssh import auth, session
+
+    session.close_all()
+    auth._decrypted.clear()
+    yield
+    session.close_all()
+    auth._decrypted.clear()

@@ -9,21 +9,10 @@ import time
 
 import pytest
 
-import fleche_ssh.auth
 from fleche_ssh import ParamikoCache, session
 from fleche_ssh.errors import AuthenticationError, PromptUnavailable
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool():
-    """Each test authenticates from scratch: no transport or decrypted key carried over."""
-    session.close_all()
-    fleche_ssh.auth._decrypted.clear()
-    yield
-    session.close_all()
-    fleche_ssh.auth._decrypted.clear()
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
 
 class Answers:

@@ -10,14 +10,7 @@ import pytest
 from fleche_ssh import ParamikoCache, session
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey, UnsupportedByParamiko
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool():
-    session.close_all()
-    yield
-    session.close_all()
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
 
 def cache(client_home, remote_dir, remote_python, **keys) -> ParamikoCache:

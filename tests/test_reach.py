@@ -22,7 +22,7 @@ import sshd as sshd_helpers
 from fleche_ssh import ParamikoCache, session
 from fleche_ssh.errors import AuthenticationError, ConfigError, RemoteConnectionError
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +47,6 @@ def closed_bastion(tmp_path_factory, client_key):
     )
     yield server
     server.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh_pool():
-    session.close_all()
-    yield
-    session.close_all()
 
 
 def host_block(alias: str, port: int, identity: Path, *extra: str) -> str:

@@ -39,18 +39,10 @@ import sshd as sshd_helpers
 from fleche_ssh import ParamikoCache, plugin, session
 from fleche_ssh.errors import AuthenticationError
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
 CLI = (sys.executable, "-m", "fleche_ssh.cli")
 RUN_TIMEOUT = 60
-
-
-@pytest.fixture(autouse=True)
-def fresh():
-    """Every test logs in from scratch (its key file is its own), and leaves no connection."""
-    session.close_all()
-    yield
-    session.close_all()
 
 
 @pytest.fixture
