@@ -181,6 +181,13 @@ class ParamikoCache(SshCache):
                 set_(self, key, (os.fspath(value),))
             elif value is not None:
                 set_(self, key, tuple(os.fspath(v) for v in value))
+        routes = [k for k in ("proxy_jump", "proxy_command")
+                  if getattr(self, k) not in (None, "none")]
+        if len(routes) == 2:
+            raise ConfigError(
+                "proxy_jump and proxy_command both say how to reach the host; keep one of them "
+                "(ssh refuses -J together with a ProxyCommand for the same reason)."
+            )
         parse_ssh_options(self.ssh_options)
         resolve_handler(self.prompt)
         set_(self, "_conn", RemoteServer(self))

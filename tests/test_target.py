@@ -339,3 +339,11 @@ def test_describe_shows_identity_agent_and_omits_unset_timeout(home):
     assert "connecttimeout" not in rows
     assert dict(resolve("h", explicit={"connect_timeout": 2.5}).describe())[
         "connecttimeout"] == "2.5"
+
+
+def test_proxy_jump_and_proxy_command_keys_together_are_refused():
+    from fleche_ssh import ParamikoCache
+
+    with pytest.raises(ConfigError, match="proxy_jump and proxy_command"):
+        ParamikoCache(host="h", proxy_jump="bastion", proxy_command="nc %h %p")
+    assert ParamikoCache(host="h", proxy_jump="none", proxy_command="nc %h %p").proxy_command
