@@ -246,7 +246,7 @@ def start_transport(target: Target, sock: Any) -> paramiko.Transport:
             ) from e
         raise ConnectTimeout(
             f"SSH handshake with {target.label} failed: {text}. Is an SSH server listening "
-            f"on that port?"
+            f"on that port? On a slow link, raise connect_timeout (now {timeout:g} s)."
         ) from e
     except EOFError as e:
         transport.close()
