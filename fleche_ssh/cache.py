@@ -39,7 +39,6 @@ from .channel import (
     ExecChannel,
     Undecodable,
     encode_frame,
-    keep_exit_signals,
     server_command,
 )
 from .errors import ConfigError, ProtocolError, RemoteConnectionError
@@ -339,7 +338,6 @@ class RemoteServer:
         cache = self._cache
         target = cache.target()
         session = sessions.get_session(target, cache.login(target))
-        keep_exit_signals(session.transport)
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
         logger.info("starting remote cache on %s: %s", target.label, command)

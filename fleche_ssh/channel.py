@@ -38,9 +38,9 @@ from typing import Any
 
 import cloudpickle
 import paramiko
-from paramiko.common import MSG_CHANNEL_REQUEST
 
 from .errors import ProtocolError, RemoteCommandError, RemoteConnectionError, ValueTooLarge
+from .transport import EXIT_SIGNAL
 
 HEADER = struct.Struct(">I")
 #: Largest body the 4-byte length header can describe.
@@ -60,8 +60,6 @@ _PROTO, _STOP = pickle.PROTO[0], pickle.STOP[0]
 _PROTOCOLS = range(2, pickle.HIGHEST_PROTOCOL + 1)
 #: Bytes of a damaged answer quoted in the error.
 _QUOTED = 64
-#: Attribute of a paramiko.Channel holding the ``exit-signal`` its server sent.
-_EXIT_SIGNAL = "_fleche_ssh_exit_signal"
 
 #: One request, pickled: the 4-byte header and the body.
 Frame = tuple[bytes, bytes]
@@ -103,33 +101,6 @@ class Undecodable(Exception):
             f"side lacks (or has in another version). Install the same packages here."
         )
         return self.error
-
-
-def _handle_request(channel: paramiko.Channel, message: paramiko.Message) -> None:
-    """Paramiko's channel-request handler, keeping the ``exit-signal`` it drops.
-
-    sshd reports a command killed by a signal (the out-of-memory killer's
-    KILL, a scheduler's TERM) with ``exit-signal`` instead of
-    ``exit-status``.  Paramiko ignores that request, so without this the
-    death of the remote server would read as a lost connection.
-    """
-    start = message.packet.tell()
-    if message.get_text() == "exit-signal":
-        message.get_boolean()  # want_reply
-        setattr(channel, _EXIT_SIGNAL, message.get_text())
-    message.packet.seek(start)
-    paramiko.Channel._handle_request(channel, message)
-
-
-def keep_exit_signals(transport: paramiko.Transport) -> None:
-    """Make *transport* record ``exit-signal`` on its channels (idempotent).
-
-    Paramiko dispatches channel messages through a class-level table, looked
-    up on the instance, so this changes only this transport.
-    """
-    table = transport._channel_handler_table
-    if table.get(MSG_CHANNEL_REQUEST) is not _handle_request:
-        transport._channel_handler_table = {**table, MSG_CHANNEL_REQUEST: _handle_request}
 
 
 def server_command(python: str, cache_name: str | None, setup_commands: Sequence[str],
@@ -321,7 +292,7 @@ class ExecChannel:
 
     def exit_signal(self) -> str | None:
         """The signal that killed the remote command (``KILL``, ``TERM`` ...), if one did."""
-        return getattr(self._channel, _EXIT_SIGNAL, None)
+        return getattr(self._channel, EXIT_SIGNAL, None)
 
     def failure(self, during: str, cause: BaseException) -> RemoteConnectionError:
         """An error saying why the remote server went away, with its last words."""

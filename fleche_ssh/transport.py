@@ -1,4 +1,8 @@
-"""Paramiko's ``Transport``, without its self-deadlock during re-keying.
+"""Paramiko's ``Transport`` with two fixes: no self-deadlock during re-keying, and
+the ``exit-signal`` of a killed remote command kept.
+
+Re-keying
+---------
 
 After 512 MiB in either direction Paramiko negotiates new keys.  Until they
 are in use, no other message may be sent, so ``_send_user_message`` waits for
@@ -15,6 +19,14 @@ and closing a cache is enough to hit it.
 Here the transport thread never waits: a message it would have to wait for
 is held and sent as soon as the new keys are in use, which is also what the
 protocol asks for (no connection messages during a key exchange).
+
+Exit signals
+------------
+sshd reports a command killed by a signal (the out-of-memory killer's KILL,
+a scheduler's TERM) with ``exit-signal`` instead of ``exit-status``.
+Paramiko ignores that request, so without this the death of the remote
+server would read as a lost connection.  The signal's name is kept on the
+channel, as the attribute named by :data:`EXIT_SIGNAL`.
 """
 
 from __future__ import annotations
@@ -23,14 +35,34 @@ import threading
 from typing import Any
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_REQUEST
+
+#: Attribute of a ``paramiko.Channel`` holding the ``exit-signal`` its server sent.
+EXIT_SIGNAL = "_fleche_ssh_exit_signal"
+
+
+def _handle_request(channel: paramiko.Channel, message: paramiko.Message) -> None:
+    """Paramiko's channel-request handler, keeping the ``exit-signal`` it drops."""
+    start = message.packet.tell()
+    if message.get_text() == "exit-signal":
+        message.get_boolean()  # want_reply
+        setattr(channel, EXIT_SIGNAL, message.get_text())
+    message.packet.seek(start)
+    paramiko.Channel._handle_request(channel, message)
 
 
 class Transport(paramiko.Transport):
-    """A ``paramiko.Transport`` whose own thread holds back replies during a key exchange."""
+    """A ``paramiko.Transport`` that holds back replies during a key exchange and keeps
+    exit signals."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held: list[Any] = []
         super().__init__(*args, **kwargs)
+        # Paramiko dispatches channel messages through a class-level table looked up
+        # on the instance: an instance copy changes only this transport.
+        table: dict[int, Any] = dict(paramiko.Transport._channel_handler_table)
+        table[MSG_CHANNEL_REQUEST] = _handle_request
+        self._channel_handler_table = table
 
     def _send_user_message(self, data: Any) -> None:
         if threading.current_thread() is not self:
