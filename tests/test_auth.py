@@ -219,3 +219,25 @@ def test_one_destination_spelled_two_ways_asks_once(client_home, remote_dir, rem
     assert by_alias.info()["cwd"] == spelled_out.info()["cwd"] == str(remote_dir)
     assert len(handler.questions) == 1
     assert len(session._pool) == 1
+
+
+def test_gssapi_only_server_is_explained(client_home, client_key, remote_python, tmp_path):
+    import sshd as sshd_helpers
+
+    from fleche_ssh.errors import UnsupportedByParamiko
+
+    server = sshd_helpers.start_sshd(
+        tmp_path / "sshd-gssapi", authorized_keys=[client_key.public_line],
+        extra_config=["GSSAPIAuthentication yes", "AuthenticationMethods gssapi-with-mic"],
+    )
+    try:
+        cache = ParamikoCache(host="127.0.0.1", port=server.port, user="root",
+                              identity_file=str(client_home.identity), python=remote_python,
+                              strict_host_key_checking="no", prompt="none")
+        with pytest.raises(UnsupportedByParamiko) as refused:
+            cache.info()
+        message = str(refused.value)
+        assert "gssapi-with-mic" in message and "GSSAPI" in message
+        assert 'type = "ssh"' in message
+    finally:
+        server.stop()
