@@ -172,31 +172,39 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                            "point are ignored", path, MAX_KNOWN_HOSTS_BYTES >> 20)
 
 
-def known_key_types(target: Target) -> list[str]:
+def known_entries(target: Target) -> list[KnownKey]:
+    """The known_hosts entries for *target*, from its user and global files.
+
+    Connecting reads them once and uses them twice: to order the host key
+    algorithms (:func:`known_key_types`) and to check the key (:func:`verify`).
+    """
+    files = target.known_hosts_files + target.global_known_hosts_files
+    return read_known_hosts(files, target.known_hosts_name)
+
+
+def known_key_types(target: Target, entries: list[KnownKey] | None = None) -> list[str]:
     """Key types known_hosts holds for *target*, so the handshake asks for them first."""
     found: list[str] = []
-    for entry in read_known_hosts(_files(target), target.known_hosts_name):
+    for entry in known_entries(target) if entries is None else entries:
         if entry.marker is None and entry.keytype not in found:
             found.append(entry.keytype)
     return found
 
 
-def _files(target: Target) -> tuple[str, ...]:
-    return target.known_hosts_files + target.global_known_hosts_files
-
-
 Ask = Callable[[str], bool]
 
 
-def verify(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
+def verify(target: Target, key: paramiko.PKey, ask: Ask | None,
+           entries: list[KnownKey] | None = None) -> str:
     """Accept or refuse the server's *key*; return how it was verified.
 
     *ask* poses a yes/no question to a human (``None`` when nobody can be
-    asked).  Raises a :class:`HostKeyError` subclass on refusal.
+    asked); *entries* are :func:`known_entries` when the caller has them
+    already.  Raises a :class:`HostKeyError` subclass on refusal.
     """
     name = target.known_hosts_name
     keytype, blob = key.get_name(), key.get_base64()
-    entries = read_known_hosts(_files(target), name)
+    entries = known_entries(target) if entries is None else entries
     for entry in entries:
         if entry.marker == "revoked" and entry.blob == blob:
             raise HostKeyError(

@@ -221,8 +221,12 @@ def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> l
     return chosen + [name for name in available if name not in chosen]
 
 
-def start_transport(target: Target, sock: Any) -> paramiko.Transport:
-    """Run the SSH handshake on *sock*: key exchange only, no host key check yet."""
+def start_transport(target: Target, sock: Any, key_types: list[str]) -> paramiko.Transport:
+    """Run the SSH handshake on *sock*: key exchange only, no host key check yet.
+
+    *key_types* are the host key types known_hosts holds for the target, asked
+    for first so that a host offering several keys sends the one on record.
+    """
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
     transport = Transport(
         sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
@@ -231,7 +235,7 @@ def start_transport(target: Target, sock: Any) -> paramiko.Transport:
     transport.handshake_timeout = timeout
     options = transport.get_security_options()
     options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
-    options.key_types = _prefer(options.key_types, hostkeys.known_key_types(target))
+    options.key_types = _prefer(options.key_types, key_types)
     transport.use_compression(target.compression)
     try:
         transport.start_client(timeout=timeout)
@@ -270,9 +274,10 @@ def connect(target: Target, login: Login, via: Session | None = None) -> Session
     *via* is the live session of the jump host to go through, if any.
     """
     started = time.monotonic()
+    known = hostkeys.known_entries(target)
     sock, proxy = _open_route(target, via)
     try:
-        transport = start_transport(target, sock)
+        transport = start_transport(target, sock, hostkeys.known_key_types(target, known))
     except RemoteConnectionError as e:
         if proxy is None:
             raise
@@ -283,7 +288,7 @@ def connect(target: Target, login: Login, via: Session | None = None) -> Session
     try:
         key = transport.get_remote_server_key()
         ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
-        verified = hostkeys.verify(target, key, ask)
+        verified = hostkeys.verify(target, key, ask, known)
         report = authenticate(transport, target, login.prompter, timeout=login.auth_timeout,
                               can_ask=login.can_ask)
     except BaseException:
