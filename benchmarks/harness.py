@@ -30,7 +30,7 @@ from relay import DelayRelay
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-import sshd as sshd_helpers  # noqa: E402  (tests/sshd.py, a plain module)
+from support import sshd as sshd_helpers  # noqa: E402  (tests/support/sshd.py)
 
 HOST = "bench"
 

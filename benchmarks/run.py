@@ -198,7 +198,7 @@ def environment(bench: Bench) -> dict[str, Any]:
     import fleche
     import paramiko
 
-    from fleche_ssh import session
+    from fleche_ssh.ssh import session
 
     cache = open_cache(OURS, bench.cache_kwargs())
     try:

@@ -3,7 +3,7 @@
     python benchmarks/window.py                    # 2, 4, 8, 16, 64 MiB windows, 128 MiB each
     python benchmarks/window.py --mib 64 --rtt 50  # through a relay adding 50 ms per round trip
 
-Why ``fleche_ssh.session.WINDOW_SIZE`` is what it is: each window size
+Why ``fleche_ssh.ssh.session.WINDOW_SIZE`` is what it is: each window size
 downloads ``head -c N /dev/zero`` over a fresh connection to a loopback
 sshd (raw channel I/O, no fleche server, so only the transport is timed)
 and reports MB/s and the CPU seconds sshd's session processes used.  A
@@ -22,8 +22,9 @@ from pathlib import Path
 from harness import HOST, bench_world, relay_host
 from measure import MIB, median_of
 
-from fleche_ssh import ParamikoCache, session
-from fleche_ssh.channel import ExecChannel
+from fleche_ssh import ParamikoCache
+from fleche_ssh.ssh import session
+from fleche_ssh.wire.channel import ExecChannel
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

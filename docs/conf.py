@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent.parent
-# The configuration tables are rendered from fleche_ssh.options (docs/_ext).
+# The configuration tables are rendered from fleche_ssh.config.options (docs/_ext).
 sys.path[:0] = [str(_ROOT / "docs" / "_ext"), str(_ROOT)]
 _VERSION = re.search(
     r'__version__\s*=\s*"([^"]+)"', (_ROOT / "fleche_ssh" / "_version.py").read_text()
@@ -40,7 +40,7 @@ autoapi_options = [
 ]
 # Internal machinery with no user-facing API: the interpreter start-up hook
 # and the throwaway demo server.
-autoapi_ignore = ["*/_startup.py", "*/loopback.py"]
+autoapi_ignore = ["*/_startup.py", "*/demo/*"]
 
 # fleche_ssh.errors re-exports fleche.remote.RemoteConnectionError, which lives
 # outside the documented source tree; AutoAPI reports every module importing

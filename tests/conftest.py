@@ -24,7 +24,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import sshd as sshd_helpers
+from support import sshd as sshd_helpers
+from support.caches import CacheFactory
 
 TEST_HOST = "testhost"
 TOTP_HOST = "totphost"
@@ -223,10 +224,17 @@ def fresh_pool():
     Use it as ``pytestmark = pytest.mark.usefixtures("fresh_pool")`` in modules whose
     tests count logins or prompts.
     """
-    from fleche_ssh import auth, session
+    from fleche_ssh.ssh import auth, session
 
     session.close_all()
     auth._decrypted.clear()
     yield
     session.close_all()
     auth._decrypted.clear()
+
+
+@pytest.fixture
+def make(client_home, remote_dir, remote_python):
+    """``make(**keys)``: a cache on ``testhost``; all closed, pool emptied, after the test."""
+    with CacheFactory(client_home, remote_dir, remote_python) as build:
+        yield build

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import AuthenticationError, PromptUnavailable
+from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 

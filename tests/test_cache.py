@@ -19,22 +19,17 @@ import fleche
 import fleche.remote
 import numpy as np
 import pytest
-import sshd as sshd_helpers
 from fleche.caches import Rejected
 from fleche.call import Call
 from fleche.digest import digest
 from fleche.remote import RemoteConnectionError, SshCache
-from remote_caches import CacheFactory, wait_for
+from support import sshd as sshd_helpers
+from support.caches import wait_for
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
+from fleche_ssh.ssh import session
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def make(client_home, remote_dir, remote_python):
-    with CacheFactory(client_home, remote_dir, remote_python) as build:
-        yield build
 
 
 def remote_files(remote_dir) -> set[str]:

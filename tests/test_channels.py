@@ -15,7 +15,8 @@ import threading
 import fleche
 import pytest
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
+from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("fresh_pool")]
 

@@ -15,9 +15,8 @@ import subprocess
 import time
 
 import pytest
-import sshd as sshd_helpers
 from fleche.remote import RemoteConnectionError, SshCache
-from remote_caches import CacheFactory
+from support import sshd as sshd_helpers
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import (
@@ -34,12 +33,6 @@ from fleche_ssh.errors import (
 pytestmark = pytest.mark.timeout(60)
 
 FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
-
-
-@pytest.fixture
-def cache_for(client_home, remote_dir, remote_python):
-    with CacheFactory(client_home, remote_dir, remote_python) as build:
-        yield build
 
 
 def failure(cache: ParamikoCache, expected: type[BaseException]) -> str:
@@ -63,24 +56,24 @@ def silent_listener():
 # -- reaching the server ----------------------------------------------------------------
 
 
-def test_unresolvable_host(cache_for):
-    message = failure(cache_for(hostname="nonexistent.invalid"), HostNotFound)
+def test_unresolvable_host(make):
+    message = failure(make(hostname="nonexistent.invalid"), HostNotFound)
     assert "'nonexistent.invalid'" in message
     assert "'testhost'" in message
     assert "HostName" in message and "spelling" in message
 
 
-def test_refused_port(cache_for):
+def test_refused_port(make):
     port = sshd_helpers.free_port()
-    message = failure(cache_for(port=port), ConnectionRefused)
+    message = failure(make(port=port), ConnectionRefused)
     assert f"127.0.0.1 port {port}" in message
     assert "refused" in message
     assert "Check the port" in message
 
 
-def test_silent_server_times_out(cache_for):
+def test_silent_server_times_out(make):
     with silent_listener() as port:
-        cache = cache_for(port=port, connect_timeout=1)
+        cache = make(port=port, connect_timeout=1)
         started = time.monotonic()
         message = failure(cache, ConnectTimeout)
         elapsed = time.monotonic() - started
@@ -92,10 +85,10 @@ def test_silent_server_times_out(cache_for):
 # -- host keys ----------------------------------------------------------------------------
 
 
-def test_unknown_host_key(cache_for, client_home, sshd):
+def test_unknown_host_key(make, client_home, sshd):
     empty = client_home.ssh_dir / "empty_known_hosts"
     empty.write_text("")
-    message = failure(cache_for(known_hosts_file=str(empty)), UnknownHostKey)
+    message = failure(make(known_hosts_file=str(empty)), UnknownHostKey)
     assert f"[127.0.0.1]:{sshd.port}" in message
     assert FINGERPRINT.search(message)
     assert str(empty) in message
@@ -103,14 +96,14 @@ def test_unknown_host_key(cache_for, client_home, sshd):
     assert empty.read_text() == ""
 
 
-def test_changed_host_key(cache_for, client_home, sshd, tmp_path):
+def test_changed_host_key(make, client_home, sshd, tmp_path):
     other = tmp_path / "other_host_key"
     public = sshd_helpers.make_client_key(other).split()
     assert public[0] == "ssh-ed25519"
     changed = client_home.ssh_dir / "changed_known_hosts"
     changed.write_text(f"[127.0.0.1]:{sshd.port} {public[0]} {public[1]}\n")
 
-    message = failure(cache_for(known_hosts_file=str(changed)), ChangedHostKey)
+    message = failure(make(known_hosts_file=str(changed)), ChangedHostKey)
     assert f"[127.0.0.1]:{sshd.port}" in message
     assert FINGERPRINT.search(message)
     assert f"{changed}:1" in message
@@ -121,13 +114,13 @@ def test_changed_host_key(cache_for, client_home, sshd, tmp_path):
 # -- authentication -----------------------------------------------------------------------
 
 
-def test_unknown_identity_is_refused(cache_for, client_home, sshd, tmp_path):
+def test_unknown_identity_is_refused(make, client_home, sshd, tmp_path):
     stranger = tmp_path / "stranger_key"
     sshd_helpers.make_client_key(stranger)
     # A config of its own: ~/.ssh/config would add the authorised key (IdentityFile adds up).
     bare_config = tmp_path / "ssh_config"
     bare_config.write_text("")
-    cache = cache_for(
+    cache = make(
         config_file=str(bare_config), hostname="127.0.0.1", port=sshd.port, user="root",
         identity_file=str(stranger), identities_only=True,
         known_hosts_file=str(client_home.known_hosts),
@@ -142,8 +135,8 @@ def test_unknown_identity_is_refused(cache_for, client_home, sshd, tmp_path):
 # -- the remote command --------------------------------------------------------------------
 
 
-def test_missing_remote_python(cache_for):
-    message = failure(cache_for(python="/nonexistent/python3"), RemoteCommandError)
+def test_missing_remote_python(make):
+    message = failure(make(python="/nonexistent/python3"), RemoteCommandError)
     assert "not found" in message
     assert "exit status 127" in message
     assert "/nonexistent/python3" in message
@@ -151,7 +144,7 @@ def test_missing_remote_python(cache_for):
     assert "python=" in message
 
 
-def test_remote_python_without_fleche(cache_for):
+def test_remote_python_without_fleche(make):
     system_python = shutil.which("python3", path="/usr/bin")
     if system_python is None:
         pytest.skip("no /usr/bin/python3 on this machine")
@@ -159,7 +152,7 @@ def test_remote_python_without_fleche(cache_for):
                            timeout=30)
     if probe.returncode == 0:
         pytest.skip(f"{system_python} has fleche installed")
-    message = failure(cache_for(python=system_python), RemoteCommandError)
+    message = failure(make(python=system_python), RemoteCommandError)
     assert "fleche is not installed" in message
     assert "No module named fleche" in message
     assert "pip install fleche" in message
@@ -173,8 +166,8 @@ def test_remote_python_without_fleche(cache_for):
     ],
     ids=["false", "missing-workdir"],
 )
-def test_failing_setup(cache_for, keys, said):
-    cache = cache_for(**keys)
+def test_failing_setup(make, keys, said):
+    cache = make(**keys)
     message = failure(cache, RemoteCommandError)
     assert said in message
     assert "setup command or the cd into workdir failed" in message
@@ -189,19 +182,19 @@ def test_failing_setup(cache_for, keys, said):
     assert time.monotonic() - started < 10
 
 
-def test_stdout_pollution(cache_for):
+def test_stdout_pollution(make):
     started = time.monotonic()
-    message = failure(cache_for(setup_commands=["echo hello"]), ProtocolError)
+    message = failure(make(setup_commands=["echo hello"]), ProtocolError)
     assert time.monotonic() - started < 10
     assert "stdout" in message
     assert "b'hello" in message
     assert ".bashrc" in message
 
 
-def test_broken_remote_cache_config_shows_the_remote_traceback(cache_for, remote_dir):
+def test_broken_remote_cache_config_shows_the_remote_traceback(make, remote_dir):
     with (remote_dir / "fleche.toml").open("a") as config:
         config.write('\n[broken]\ntype = "no-such-type"\n')
-    message = failure(cache_for(cache_name="broken"), RemoteCommandError)
+    message = failure(make(cache_name="broken"), RemoteCommandError)
     assert "exited with status 1" in message
     assert "--cache broken" in message
     stderr = message.split("remote stderr", 1)[1]
@@ -209,9 +202,9 @@ def test_broken_remote_cache_config_shows_the_remote_traceback(cache_for, remote
     assert "unknown cache type 'no-such-type'" in stderr.strip().splitlines()[-1]
 
 
-def test_unknown_cache_name_is_served_as_stock_serves_it(cache_for):
+def test_unknown_cache_name_is_served_as_stock_serves_it(make):
     # fleche itself serves an in-memory cache for a name its fleche.toml lacks.
-    mine = cache_for(cache_name="no_such_cache")
-    stock = cache_for(SshCache, cache_name="no_such_cache")
+    mine = make(cache_name="no_such_cache")
+    stock = make(SshCache, cache_name="no_such_cache")
     assert mine.info()["cache"] == stock.info()["cache"]
     assert mine.info()["cache_name"] == "no_such_cache"

@@ -31,17 +31,17 @@ import cloudpickle
 import fleche
 import numpy as np
 import pytest
-import sshd as sshd_helpers
 from fleche.caches import Rejected
 from fleche.call import Call
 from fleche.config import storage_from_config
 from fleche.digest import digest
 from fleche.remote import RemoteConnectionError
-from remote_caches import CacheFactory, wait_for
+from support import sshd as sshd_helpers
+from support.caches import wait_for
 
-from fleche_ssh import channel as channel_module
-from fleche_ssh import session
 from fleche_ssh.errors import ConnectionRefused, ProtocolError, RemoteCommandError, ValueTooLarge
+from fleche_ssh.ssh import session
+from fleche_ssh.wire import channel as channel_module
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,12 +54,6 @@ ANNOUNCE = 'echo "fleche server starting in $PWD" >&2'
 ANNOUNCED = "fleche server starting in "
 #: Bound on any single failing operation.
 PROMPT = 10.0
-
-
-@pytest.fixture
-def make(client_home, remote_dir, remote_python):
-    with CacheFactory(client_home, remote_dir, remote_python) as build:
-        yield build
 
 
 def logins(server) -> int:

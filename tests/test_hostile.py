@@ -32,11 +32,11 @@ import pytest
 from fleche.remote import RemoteConnectionError
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from remote_caches import CacheFactory
 
-from fleche_ssh import ParamikoCache, hostkeys, session
+from fleche_ssh import ParamikoCache
+from fleche_ssh.config.options import OPTIONS
 from fleche_ssh.errors import ConfigError, UnknownHostKey
-from fleche_ssh.options import OPTIONS
+from fleche_ssh.ssh import hostkeys, session
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -185,12 +185,6 @@ def test_a_wrong_type_names_the_key_and_what_it_takes(offline):
 
 
 # -- values that are not commands never run ------------------------------------------------
-
-
-@pytest.fixture
-def make(client_home, remote_dir, remote_python):
-    with CacheFactory(client_home, remote_dir, remote_python) as build:
-        yield build
 
 
 def payloads(markers: Path) -> list[str]:

@@ -7,8 +7,9 @@ import subprocess
 
 import pytest
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey, UnsupportedByParamiko
+from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import paramiko
 import pytest
-import sshd as sshd_helpers
+from support import sshd as sshd_helpers
 
-from fleche_ssh import hostkeys
+from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
-from fleche_ssh.target import Target, resolve
+from fleche_ssh.ssh import hostkeys
 
 HOST = "server.example.org"
 POLICIES = ("yes", "ask", "accept-new", "no")

@@ -8,8 +8,8 @@ import sys
 
 import fleche
 import paramiko
-import sshd as sshd_helpers
 from fleche.remote import SshCache
+from support import sshd as sshd_helpers
 
 
 def test_sshd_banner_and_host_keys(sshd):

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import sshd as sshd_helpers
+from support import sshd as sshd_helpers
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
+from fleche_ssh.ssh import session
 
 SCALE = float(os.environ.get("FLECHE_SSH_LOAD_SCALE", "0.02"))
 CYCLES = max(10, round(1000 * SCALE))

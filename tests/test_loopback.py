@@ -15,7 +15,7 @@ import cloudpickle
 import paramiko
 import pytest
 
-from fleche_ssh.loopback import LoopbackServer
+from fleche_ssh.demo.server import LoopbackServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -15,19 +15,13 @@ from concurrent.futures import ProcessPoolExecutor
 import fleche
 import pytest
 from fleche.call import Call
-from remote_caches import CacheFactory
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
+from fleche_ssh.ssh import session
 
 pytestmark = pytest.mark.timeout(90)
 
 MISSING = "0" * 64
-
-
-@pytest.fixture
-def make(client_home, remote_dir, remote_python):
-    with CacheFactory(client_home, remote_dir, remote_python) as build:
-        yield build
 
 
 @pytest.fixture

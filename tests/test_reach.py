@@ -17,10 +17,11 @@ from pathlib import Path
 
 import paramiko
 import pytest
-import sshd as sshd_helpers
+from support import sshd as sshd_helpers
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import AuthenticationError, ConfigError, RemoteConnectionError
+from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 

@@ -11,20 +11,13 @@ import time
 
 import numpy as np
 import pytest
-from remote_caches import CacheFactory
 
-from fleche_ssh import session
+from fleche_ssh.ssh import session
 
 pytestmark = pytest.mark.timeout(60)
 PARAMIKO_REKEY_BYTES = 1 << 29
 #: A call on a live connection takes well under a second; a stalled one waits 30 s.
 PROMPT = 10.0
-
-
-@pytest.fixture
-def make(client_home, remote_dir, remote_python):
-    with CacheFactory(client_home, remote_dir, remote_python) as build:
-        yield build
 
 
 def pooled_transport(cache):

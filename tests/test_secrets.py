@@ -34,10 +34,11 @@ from pathlib import Path
 
 import fleche.config
 import pytest
-import sshd as sshd_helpers
+from support import sshd as sshd_helpers
 
-from fleche_ssh import ParamikoCache, plugin, session
+from fleche_ssh import ParamikoCache, plugin
 from fleche_ssh.errors import AuthenticationError
+from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 import test_target
 
-from fleche_ssh import sshconfig
+from fleche_ssh.config import sshconfig
+from fleche_ssh.config.options import NOT_NEEDED, UNHONOURED, UNHONOURED_BY_KEYWORD
+from fleche_ssh.config.target import DEFAULT_ALIVE_INTERVAL, Target, resolve
 from fleche_ssh.errors import ConfigError
-from fleche_ssh.options import NOT_NEEDED, UNHONOURED, UNHONOURED_BY_KEYWORD
-from fleche_ssh.target import DEFAULT_ALIVE_INTERVAL, Target, resolve
 
 # A throwaway $HOME (local login name "ada") with the system file moved inside it.
 home = test_target.home

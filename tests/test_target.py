@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from fleche_ssh import target
+from fleche_ssh.config import target
+from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ConfigError
-from fleche_ssh.target import Target, resolve
 
 LOCAL_USER = "ada"
 

@@ -1,13 +1,13 @@
 """Tables of the configuration reference, taken from the code they describe.
 
-``.. fleche-ssh-options::`` renders :data:`fleche_ssh.options.OPTIONS` (key,
+``.. fleche-ssh-options::`` renders :data:`fleche_ssh.config.options.OPTIONS` (key,
 OpenSSH keyword, meaning), so the reference lists exactly the keywords the
 installed code honours.  ``.. fleche-ssh-keywords::`` renders what happens
 to each keyword fleche-ssh knows of, in a config file and in ``ssh_options``
-(:data:`~fleche_ssh.options.OPTIONS`, :data:`~fleche_ssh.options.NOT_NEEDED`
-and :data:`~fleche_ssh.options.UNHONOURED`).  ``.. fleche-ssh-not-needed::``
+(:data:`~fleche_ssh.config.options.OPTIONS`, :data:`~fleche_ssh.config.options.NOT_NEEDED`
+and :data:`~fleche_ssh.config.options.UNHONOURED`).  ``.. fleche-ssh-not-needed::``
 renders the keywords given in its content and warns (an error under
-``sphinx -W``) when they are not exactly :data:`fleche_ssh.options.NOT_NEEDED`:
+``sphinx -W``) when they are not exactly :data:`fleche_ssh.config.options.NOT_NEEDED`:
 the content only supplies OpenSSH's spelling of each keyword.
 
 The hand-written key tables (``README.md`` and the ``* - ``key`` `` rows of
@@ -34,7 +34,7 @@ class OptionsTable(SphinxDirective):
     """A list-table of every OpenSSH keyword fleche-ssh acts on."""
 
     def run(self) -> list[nodes.Node]:
-        from fleche_ssh.options import OPTIONS
+        from fleche_ssh.config.options import OPTIONS
 
         lines = [
             ".. list-table::",
@@ -57,7 +57,7 @@ class OptionsTable(SphinxDirective):
 
     def _parse(self, lines: list[str]) -> list[nodes.Node]:
         container = nodes.container()
-        self.state.nested_parse(StringList(lines, source="fleche_ssh.options"), 0, container)
+        self.state.nested_parse(StringList(lines, source="fleche_ssh.config.options"), 0, container)
         return container.children
 
 
@@ -67,7 +67,7 @@ class KeywordTable(OptionsTable):
     def run(self) -> list[nodes.Node]:
         import logging as std_logging
 
-        from fleche_ssh.options import NOT_NEEDED_KEYWORDS, OPTIONS, UNHONOURED
+        from fleche_ssh.config.options import NOT_NEEDED_KEYWORDS, OPTIONS, UNHONOURED
 
         rows = [(o.keyword, "honoured", "honoured") for o in OPTIONS]
         rows += [(k, "ignored, logged at debug level", "accepted, ignored")
@@ -99,7 +99,7 @@ class NotNeededList(SphinxDirective):
     has_content = True
 
     def run(self) -> list[nodes.Node]:
-        from fleche_ssh.options import NOT_NEEDED
+        from fleche_ssh.config.options import NOT_NEEDED
 
         words = [w.strip() for w in " ".join(self.content).split(",") if w.strip()]
         given = {w.lower() for w in words}
@@ -107,7 +107,7 @@ class NotNeededList(SphinxDirective):
         extra = sorted(given - NOT_NEEDED)
         if missing or extra:
             logger.warning(
-                "fleche-ssh-not-needed disagrees with fleche_ssh.options.NOT_NEEDED: "
+                "fleche-ssh-not-needed disagrees with fleche_ssh.config.options.NOT_NEEDED: "
                 "missing %s, not in the code %s", missing or "none", extra or "none",
                 location=self.get_location(),
             )
@@ -139,7 +139,7 @@ def _compare(where: str, documented: set[str], expected: set[str]) -> None:
 
 
 def check_key_tables(app: Sphinx) -> None:
-    from fleche_ssh.options import BY_KEY
+    from fleche_ssh.config.options import BY_KEY
 
     every, stock = _cache_keys()
     docs = Path(app.srcdir)

@@ -14,18 +14,17 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
 import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paramiko
 
-from .errors import ConnectionRefused, ConnectTimeout
+from ..errors import ConnectionRefused, ConnectTimeout
+from ..wire.pump import End, drain_lines, splice
 
 logger = logging.getLogger("fleche_ssh.proxy")
 
@@ -99,46 +98,21 @@ def start_proxy_command(command: str, label: str) -> ProxyProcess:
     log = logging.getLogger(f"fleche_ssh.proxy.{label}")
     stdin, stdout, stderr = process.stdin, process.stdout, process.stderr
     assert stdin is not None and stdout is not None and stderr is not None
-    pumps_left = [2]
-    pumps_lock = threading.Lock()
+    command_end = End(read=lambda n: os.read(stdout.fileno(), n),
+                      write=lambda view: os.write(stdin.fileno(), view),
+                      shutdown_write=stdin.close)
+    socket_end = End(read=theirs.recv, write=theirs.send,
+                     shutdown_write=lambda: theirs.shutdown(socket.SHUT_WR))
+    splice(command_end, socket_end, name=f"fleche-ssh-proxy-{label}", chunk=_PUMP_CHUNK,
+           done=theirs.close)
 
-    def pump_done() -> None:
-        with pumps_lock:
-            pumps_left[0] -= 1
-            if pumps_left[0] == 0:
-                theirs.close()
+    def stderr_line(text: str) -> None:
+        proxy.stderr_tail.append(text.rstrip())
+        log.info("%s", text.rstrip())
 
-    def to_command() -> None:
-        try:
-            while data := theirs.recv(_PUMP_CHUNK):
-                stdin.write(data)
-        except OSError:
-            pass
-        finally:
-            _quietly(stdin.close)
-            pump_done()
+    def read_stderr(n: int) -> bytes:
+        return os.read(stderr.fileno(), n)
 
-    def from_command() -> None:
-        try:
-            while data := os.read(stdout.fileno(), _PUMP_CHUNK):
-                theirs.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _quietly(lambda: theirs.shutdown(socket.SHUT_WR))
-            pump_done()
-
-    def drain_stderr() -> None:
-        for raw in iter(stderr.readline, b""):
-            text = raw.decode("utf-8", "replace").rstrip()
-            proxy.stderr_tail.append(text)
-            log.info("%s", text)
-
-    for target in (to_command, from_command, drain_stderr):
-        threading.Thread(target=target, name=f"fleche-ssh-proxy-{label}", daemon=True).start()
+    threading.Thread(target=drain_lines, args=(read_stderr, stderr_line),
+                     name=f"fleche-ssh-proxy-{label}", daemon=True).start()
     return proxy
-
-
-def _quietly(action: Callable[[], object]) -> None:
-    with contextlib.suppress(OSError):
-        action()

@@ -38,6 +38,8 @@ from typing import IO, Any, cast
 
 import paramiko
 
+from ..wire.pump import copy
+
 __all__ = ["LoopbackServer"]
 
 logger = logging.getLogger(__name__)
@@ -74,22 +76,6 @@ def _generate_host_key() -> paramiko.PKey:
     except Exception:  # pragma: no cover - depends on installed crypto backends
         logger.debug("Ed25519 host key generation failed; using ECDSA", exc_info=True)
         return paramiko.ECDSAKey.generate()
-
-
-def _send_all(send: Callable[[memoryview], int], data: bytes) -> bool:
-    """Send *data* through ``channel.send``/``send_stderr`` without copying.
-
-    ``Channel.sendall(bytes)`` re-slices the remaining bytes after every packet,
-    which is quadratic for large buffers; slicing a memoryview is free.
-    Returns False if the channel stopped accepting data (closed / EOF).
-    """
-    view = memoryview(data)
-    while view:
-        n = send(view)
-        if n <= 0:
-            return False
-        view = view[n:]
-    return True
 
 
 class _Session:
@@ -137,31 +123,22 @@ class _Session:
         stdin = cast(IO[bytes], self.proc.stdin)  # never None: Popen(stdin=PIPE)
         fd = stdin.fileno()
         try:
-            while True:
-                data = self.channel.recv(_RECV_CHUNK)
-                if not data:  # client sent EOF or closed the channel
-                    break
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-        except OSError:
-            pass  # child closed its stdin (BrokenPipe) or we are shutting down
+            # Ends when the client sends EOF or closes, or the child closes its stdin.
+            copy(self.channel.recv, lambda view: os.write(fd, view), _RECV_CHUNK)
         finally:
             with contextlib.suppress(OSError):
                 stdin.close()
 
     def _pump_output(self, pipe: IO[bytes], send: Callable[[memoryview], int]) -> None:
         fd = pipe.fileno()
+
+        def read(n: int) -> bytes:
+            data = os.read(fd, n)
+            self.replied.wait(_REPLY_WAIT)
+            return data
+
         try:
-            while True:
-                data = os.read(fd, _READ_CHUNK)
-                if not data:
-                    break
-                self.replied.wait(_REPLY_WAIT)
-                if not _send_all(send, data):
-                    break
-        except OSError:
-            pass  # channel closed under us, or pipe closed by stop()
+            copy(read, send, _READ_CHUNK)  # ends with the pipe, or the channel closing
         finally:
             with contextlib.suppress(OSError):
                 pipe.close()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .sshconfig import COMMANDS, Resolution, join_words, split_words
 
 logger = logging.getLogger("fleche_ssh.options")

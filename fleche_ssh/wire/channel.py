@@ -39,14 +39,13 @@ from typing import Any
 import cloudpickle
 import paramiko
 
-from .errors import ProtocolError, RemoteCommandError, RemoteConnectionError, ValueTooLarge
-from .transport import EXIT_SIGNAL
+from ..errors import ProtocolError, RemoteCommandError, RemoteConnectionError, ValueTooLarge
+from ..ssh.transport import EXIT_SIGNAL
+from .pump import CHUNK, drain_lines, send_all
 
 HEADER = struct.Struct(">I")
 #: Largest body the 4-byte length header can describe.
 MAX_FRAME = (1 << 32) - 1
-#: Bytes handed to ``Channel.send`` / asked of ``Channel.recv`` per call.
-CHUNK = 1 << 20
 #: A frame this small goes out as one packet, header and body together.
 SMALL_FRAME = 1 << 16
 #: Asked of the channel for the start of an answer, so that a small answer
@@ -167,13 +166,8 @@ class ExecChannel:
         self._send(memoryview(body)[CHUNK - HEADER.size :])
 
     def _send(self, view: memoryview) -> None:
-        send = self._channel.send
-        sent, total = 0, len(view)
-        while sent < total:
-            n = send(view[sent : sent + CHUNK])
-            if n <= 0:
-                raise ChannelClosed("the channel closed while sending")
-            sent += n
+        if not send_all(self._channel.send, view):
+            raise ChannelClosed("the channel closed while sending")
 
     def recv_frame(self) -> Any:
         """The next answer, unpickled.
@@ -254,24 +248,9 @@ class ExecChannel:
     # -- stderr and shutdown ---------------------------------------------------
 
     def _drain_stderr(self) -> None:
-        pending = b""
-        channel = self._channel
-        try:
-            while True:
-                data = channel.recv_stderr(65536)
-                if not data:
-                    break
-                pending += data
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    self._stderr_line(line)
-        except Exception:
-            self._log.debug("stderr drain stopped", exc_info=True)
-        if pending:
-            self._stderr_line(pending)
+        drain_lines(self._channel.recv_stderr, self._stderr_line)
 
-    def _stderr_line(self, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")
+    def _stderr_line(self, text: str) -> None:
         self.stderr_tail.append(text)
         self._log.info("%s", text)
 

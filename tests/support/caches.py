@@ -13,7 +13,8 @@ from typing import Any
 
 from fleche.remote import SshCache
 
-from fleche_ssh import ParamikoCache, session
+from fleche_ssh import ParamikoCache
+from fleche_ssh.ssh import session
 
 
 class CacheFactory:

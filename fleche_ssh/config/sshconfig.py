@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: Largest ssh_config file read; a larger one is refused rather than slurped.
 MAX_CONFIG_BYTES = 1 << 20

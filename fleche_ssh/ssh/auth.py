@@ -27,9 +27,9 @@ from typing import Any
 
 import paramiko
 
-from .errors import AuthenticationError, UnsupportedByParamiko
-from .prompts import Handler, Prompter, answer_while
-from .target import Target
+from ..config.target import Target
+from ..errors import AuthenticationError, UnsupportedByParamiko
+from ..prompts import Handler, Prompter, answer_while
 
 logger = logging.getLogger("fleche_ssh.auth")
 

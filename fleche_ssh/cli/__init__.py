@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._version import __version__
+from .._version import __version__
 
 Rows = list[tuple[str, str]]
 
@@ -64,7 +64,7 @@ def _own_error(error: BaseException) -> bool:
     """True for errors that carry their own advice: fleche-ssh's and fleche's connection errors."""
     from fleche.remote import RemoteConnectionError
 
-    from .errors import ConfigError
+    from ..errors import ConfigError
 
     return isinstance(error, (RemoteConnectionError, ConfigError))
 
@@ -107,7 +107,7 @@ def _session_rows(session: Any) -> Rows:
 
 def _connect(state: Any) -> Rows:
     """Handshake, host key and login, pooled: the cache's own calls reuse this transport."""
-    from . import session as sessions
+    from ..ssh import session as sessions
 
     state.session = sessions.get_session(state.target, state.cache.login(state.target))
     return _session_rows(state.session)
@@ -165,7 +165,7 @@ def _resolve(state: CheckState) -> Rows:
 
 
 def _tcp(state: CheckState) -> Rows:
-    from . import session as sessions
+    from ..ssh import session as sessions
 
     with contextlib.closing(sessions.open_socket(state.target)) as sock:
         peer = sock.getpeername()
@@ -219,7 +219,7 @@ CHECK_STEPS: tuple[Step, ...] = (
 
 def _paramiko_layers(cache: Any) -> list[Any]:
     """The ParamikoCache layers of *cache*: itself, or the members of a stack or pool."""
-    from .cache import ParamikoCache
+    from ..cache import ParamikoCache
 
     if isinstance(cache, ParamikoCache):
         return [cache]
@@ -234,15 +234,15 @@ def _host_keys(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _caches_to_check(args: argparse.Namespace) -> list[Any]:
-    from .cache import ParamikoCache
+    from ..cache import ParamikoCache
 
     if args.host is not None:
         given = {key: value for key, value in _host_keys(args).items() if value is not None}
         return [ParamikoCache(host=args.host, ssh_options=args.ssh_options, **given)]
     import fleche.config
 
-    from . import plugin
-    from .errors import ConfigError
+    from .. import plugin
+    from ..errors import ConfigError
 
     plugin.install(fleche.config)
     cache = fleche.config.load_cache_config(args.config_cache)
@@ -342,7 +342,7 @@ def _show_code(interactive: bool, code: str) -> None:
 
 def _code_handler(state: DemoState) -> Any:
     """``auto`` at a terminal (the user types the code, unechoed); else answer it ourselves."""
-    from .prompts import auto
+    from ..prompts import auto
 
     if state.interactive:
         return lambda title, instructions, prompts: auto(
@@ -367,10 +367,10 @@ def _set_up(state: DemoState) -> Rows:
     import secrets
     import tempfile
 
-    from . import session as sessions
-    from .cache import ParamikoCache
-    from .hostkeys import fingerprint
-    from .loopback import LoopbackServer
+    from ..cache import ParamikoCache
+    from ..demo.server import LoopbackServer
+    from ..ssh import session as sessions
+    from ..ssh.hostkeys import fingerprint
 
     tmp = state.resources.enter_context(tempfile.TemporaryDirectory(prefix="fleche-ssh-demo-"))
     paths = {name: os.path.join(tmp, name)

@@ -30,9 +30,9 @@ from typing import BinaryIO
 
 import paramiko
 
-from .errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
-from .sshconfig import match_pattern_list
-from .target import Target
+from ..config.sshconfig import match_pattern_list
+from ..config.target import Target
+from ..errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
 
 logger = logging.getLogger("fleche_ssh.hostkeys")
 

@@ -30,9 +30,8 @@ from typing import Any
 
 import paramiko
 
-from . import hostkeys
-from .auth import AuthReport, authenticate
-from .errors import (
+from ..config.target import Target
+from ..errors import (
     ConnectionRefused,
     ConnectTimeout,
     HostKeyError,
@@ -40,10 +39,11 @@ from .errors import (
     RemoteConnectionError,
     UnsupportedByParamiko,
 )
+from ..prompts import Prompter
+from . import hostkeys
+from .auth import AuthReport, authenticate
 from .liveness import Keepalive
-from .prompts import Prompter
 from .proxy import ProxyProcess, open_jump, start_proxy_command
-from .target import Target
 from .transport import Transport
 
 logger = logging.getLogger("fleche_ssh.session")

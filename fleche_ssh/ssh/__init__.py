@@ -1,0 +1,1 @@
+"""One authenticated SSH transport per destination, and the pool that shares them."""

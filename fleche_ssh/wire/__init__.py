@@ -1,0 +1,1 @@
+"""Bytes to the remote fleche server, over the remote-process seam."""

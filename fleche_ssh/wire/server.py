@@ -1,0 +1,163 @@
+"""The remote fleche server(s) of one cache: a small pool of exec channels.
+
+A call borrows an idle channel (opening one if fewer than ``channels`` are
+open, else waiting), so calls from several threads run in parallel where
+the stock cache serialises them.  Every channel runs its own ``python -m
+fleche remote --serve`` on the cache's one shared, authenticated transport.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ProtocolError, RemoteConnectionError
+from ..ssh import session as sessions
+from .channel import (
+    EXIT_WAIT,
+    ChannelClosed,
+    ExecChannel,
+    Undecodable,
+    encode_frame,
+    server_command,
+)
+
+if TYPE_CHECKING:
+    from ..cache import ParamikoCache
+
+logger = logging.getLogger("fleche_ssh")
+
+
+@dataclass
+class _Pool:
+    idle: list[ExecChannel] = field(default_factory=list)
+    open: int = 0
+
+
+class RemoteServer:
+    """The remote fleche server(s) of one cache: a small pool of exec channels.
+
+    Duck-types the stock ``_Connection`` (``call``, ``reconnect``,
+    ``close``), which is all ``SshCache`` uses of its connection.
+    """
+
+    def __init__(self, cache: ParamikoCache) -> None:
+        self._cache = weakref.proxy(cache)
+        self._host = cache.host
+        self._limit = cache.channels
+        self._pool = _Pool()
+        self._cond = threading.Condition()
+        self._generation = 0
+        _servers.add(self)
+        # A cache dropped without close() would leave its channels open until the
+        # transport closes, which for a pooled transport is the end of the process:
+        # each one a remote server process and a local stderr thread.  No wait for
+        # the exit status here, as a finalizer may run on any thread.
+        weakref.finalize(cache, self.close, 0.0)
+
+    def _forget_after_fork(self) -> None:
+        """In a forked child: drop the parent's channels without closing them.
+
+        They belong to the parent's transport, which has no thread here;
+        using them would interleave this process's packets with the
+        parent's on the one socket.  The next call opens a channel on a
+        transport of this process's own.
+        """
+        self._pool = _Pool()
+        self._cond = threading.Condition()
+        self._generation += 1
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        # Pickled before a channel is borrowed: a value that cannot be sent fails
+        # here, nothing is sent, and the server keeps running.
+        frame = encode_frame((method, args, kwargs))
+        channel, generation = self._borrow()
+        reusable = False
+        try:
+            logger.debug("rpc → %s", method)
+            try:
+                channel.send_frame(frame)
+                tag, payload = channel.recv_frame()
+            except (ChannelClosed, EOFError, OSError, ProtocolError) as e:
+                raise channel.failure(method, e) from e
+            except Undecodable as e:
+                reusable = True  # the answer was read to its end
+                raise e.explained(method, self._host) from None
+            reusable = True
+        finally:
+            self._give_back(channel, generation, reusable)
+        logger.debug("rpc ← %s %s", method, tag)
+        if tag == "ok":
+            return payload
+        if tag == "err":
+            if isinstance(payload, BaseException):
+                # "No space left on device" alone does not say on which machine.
+                payload.add_note(f"(raised by the remote cache on {self._host} in {method!r})")
+            raise payload
+        raise RemoteConnectionError(f"Unexpected response tag from the remote cache: {tag!r}")
+
+    def _borrow(self) -> tuple[ExecChannel, int]:
+        with self._cond:
+            while not self._pool.idle and self._pool.open >= self._limit:
+                self._cond.wait()
+            if self._pool.idle:
+                return self._pool.idle.pop(), self._generation
+            self._pool.open += 1
+            generation = self._generation
+        try:
+            return self._open(), generation
+        except BaseException:
+            with self._cond:
+                self._pool.open -= generation == self._generation
+                self._cond.notify()
+            raise
+
+    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool) -> None:
+        with self._cond:
+            keep = reusable and generation == self._generation
+            if keep:
+                self._pool.idle.append(channel)
+            else:
+                self._pool.open -= generation == self._generation
+            self._cond.notify()
+        if not keep:
+            channel.close()
+
+    def _open(self) -> ExecChannel:
+        cache = self._cache
+        target = cache.target()
+        session = sessions.get_session(target, cache.login(target))
+        command = server_command(cache.python, cache.cache_name, cache.setup_commands,
+                                 cache.workdir)
+        logger.info("starting remote cache on %s: %s", target.label, command)
+        return ExecChannel(session.open_exec(command), host=self._host, command=command,
+                           lost_reason=session.lost_reason)
+
+    def reconnect(self) -> None:
+        """Close this cache's channels; the next call opens a new one on the live transport."""
+        self.close()
+
+    def close(self, wait: float = EXIT_WAIT) -> None:
+        """Close the idle channels, waiting up to *wait* s for each remote server to exit."""
+        with self._cond:
+            idle, self._pool = self._pool.idle, _Pool()
+            self._generation += 1
+            self._cond.notify_all()
+        for channel in idle:
+            channel.close(wait)
+
+
+_servers: weakref.WeakSet[RemoteServer] = weakref.WeakSet()
+
+
+def _forget_channels_after_fork() -> None:
+    for server in list(_servers):
+        server._forget_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_channels_after_fork)
