@@ -139,7 +139,7 @@ def test_revoked_key_is_refused(client_home, remote_dir, remote_python):
 
 def test_ssh_rsa_only_server_is_explained(client_home, remote_dir, remote_python, tmp_path,
                                           client_key):
-    import sshd as sshd_helpers
+    from support import sshd as sshd_helpers
 
     rsa = tmp_path / "rsa_host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(rsa)],
