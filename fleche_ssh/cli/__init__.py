@@ -21,13 +21,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._version import __version__
-from .check import check, host_keys
+from . import check
 from .steps import say
 
 
 def demo(args: argparse.Namespace) -> int:
     """``fleche-ssh demo``: a cache behind a throwaway SSH server on this machine."""
-    # Imported here: the demo imports the step runner, which would import this module.
+    # Imported when run: demo.run imports cli.steps, so a top-level import would be circular.
     from ..demo.run import demo as run_demo
 
     return run_demo(args)
@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
         description="Resolve, connect, log in, start the remote fleche server and time it. "
                     "Exits 0 only if every step passed.",
     )
-    sub.set_defaults(func=check, ssh_options=[])
+    sub.set_defaults(func=check.check, ssh_options=[])
     sub.add_argument("host", nargs="?", help="host name, user@host or ~/.ssh/config alias")
     sub.add_argument("--cache", dest="config_cache", metavar="NAME",
                      help="check cache NAME of the nearest fleche.toml instead of a HOST")
@@ -79,10 +79,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     ssh = parser()
     args = ssh.parse_args(argv)
-    if args.func is check and (args.host is None) == (args.config_cache is None):
+    if args.func is check.check and (args.host is None) == (args.config_cache is None):
         ssh.error("check needs either HOST or --cache NAME")
-    if args.func is check and args.config_cache and (
-        args.ssh_options or any(value is not None for value in host_keys(args).values())
+    if args.func is check.check and args.config_cache and (
+        args.ssh_options or any(value is not None for value in check.host_keys(args).values())
     ):
         ssh.error("with --cache, the settings come from fleche.toml: drop the HOST options")
     try:
