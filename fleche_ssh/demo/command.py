@@ -29,6 +29,7 @@ import shlex
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +38,15 @@ from ..wire.channel import server_command
 logger = logging.getLogger(__name__)
 
 SHELL = "/bin/sh"
-#: The exit status a child reports when it had to be killed: 128 + SIGKILL, as a shell says.
+#: The exit status sent for a child that had to be killed: 128 + SIGKILL, as a shell says it.
 KILLED = 128 + 9
 
 #: What makes a child the first of a process group of its own.
-_OWN_GROUP: dict[str, Any] = {"start_new_session": True}
+_OWN_GROUP: Mapping[str, Any] = {"start_new_session": True}
 if sys.platform == "win32":
     _OWN_GROUP = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
 
-_SERVE = ["-m", "fleche", "remote", "--serve"]
+_SERVE = ("-m", "fleche", "remote", "--serve")
 
 
 @dataclass(frozen=True)
@@ -69,9 +70,12 @@ def parse(command: str) -> Direct | None:
     workdir = None
     if words[:1] == ["cd"] and words[2:4] == ["&&", "exec"]:
         workdir, words = words[1], words[4:]
-    if len(words) not in (5, 7) or words[1:5] != _SERVE or words[5:6] not in ([], ["--cache"]):
+    if len(words) < 5 or tuple(words[1:5]) != _SERVE:
         return None
-    cache_name = words[6] if len(words) == 7 else None
+    options = words[5:]
+    if options and (len(options) != 2 or options[0] != "--cache"):
+        return None
+    cache_name = options[1] if options else None
     if server_command(words[0], cache_name, (), workdir) != command:
         return None
     return Direct(tuple(_home(word) for word in words),
