@@ -4,7 +4,7 @@ Both implementations reach the *same* sshd through the *same* ssh config
 (``ssh_options = ["-F", config, "-o", "BatchMode=yes"]``, which the stock
 ``ssh`` binary and ``ParamikoCache`` both understand) and serve the *same*
 remote workdir, so a difference in the figures is a difference in the
-client.  The remote cache is the on-disk one ``tests/sshd.py`` writes
+client.  The remote cache is the on-disk one ``tests/support/remote.py`` writes
 (cloudpickle files): it is what users run, and every server process sees
 what another one saved, which the memory probe (a separate process) and
 multi-channel caches rely on.
@@ -30,7 +30,10 @@ from relay import DelayRelay
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
-from support import sshd as sshd_helpers  # noqa: E402  (tests/support/sshd.py)
+from support.keys import hash_known_host, known_hosts_entry, make_client_key  # noqa: E402
+from support.remote import write_remote_workdir  # noqa: E402
+from support.sshd import Sshd, start_sshd  # noqa: E402
+from support.tools import missing_sshd_tools  # noqa: E402
 
 HOST = "bench"
 
@@ -47,7 +50,7 @@ class Bench:
     config: Path
     remote_dir: Path
     python: str
-    sshd: sshd_helpers.Sshd
+    sshd: Sshd
 
     @property
     def ssh_options(self) -> tuple[str, ...]:
@@ -76,7 +79,7 @@ def _host_block(alias: str, port: int, ssh_dir: Path) -> str:
     )
 
 
-def _client_home(root: Path, server: sshd_helpers.Sshd, key: Path,
+def _client_home(root: Path, server: Sshd, key: Path,
                  ports: dict[str, int]) -> Path:
     """``root/home/.ssh`` with the key, known_hosts for every port, and one block per alias."""
     ssh_dir = root / "home" / ".ssh"
@@ -86,8 +89,8 @@ def _client_home(root: Path, server: sshd_helpers.Sshd, key: Path,
     (ssh_dir / "id_ed25519").chmod(0o600)
     lines = []
     for port in ports.values():
-        entry = sshd_helpers.known_hosts_entry(server.host, port)
-        lines += [f"{sshd_helpers.hash_known_host(entry)} {pub}"
+        entry = known_hosts_entry(server.host, port)
+        lines += [f"{hash_known_host(entry)} {pub}"
                   for pub in server.host_public_keys.values()]
     (ssh_dir / "known_hosts").write_text("".join(line + "\n" for line in lines))
     config = ssh_dir / "config"
@@ -104,7 +107,7 @@ def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
     and ``SSH_AUTH_SOCK`` removed, so the developer's own keys and agent never
     take part.
     """
-    missing = sshd_helpers.missing_sshd_tools()
+    missing = missing_sshd_tools()
     if missing:
         raise SystemExit(f"The benchmark needs Debian package(s): {', '.join(missing)}")
     root = Path(tempfile.mkdtemp(prefix="fleche-bench-"))
@@ -113,8 +116,8 @@ def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
         stack.callback(shutil.rmtree, root, ignore_errors=True)
         stack.callback(_restore_env, saved_env)
         key = root / "key" / "id_ed25519"
-        public = sshd_helpers.make_client_key(key)
-        server = sshd_helpers.start_sshd(root / "sshd", authorized_keys=[public])
+        public = make_client_key(key)
+        server = start_sshd(root / "sshd", authorized_keys=[public])
         stack.callback(server.stop)
         ports = {HOST: server.port}
         for rtt in rtts_ms:
@@ -126,7 +129,7 @@ def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
         os.environ.pop("SSH_AGENT_PID", None)
         yield Bench(
             home=config.parent.parent, config=config,
-            remote_dir=sshd_helpers.write_remote_workdir(root / "remote"),
+            remote_dir=write_remote_workdir(root / "remote"),
             python=sys.executable, sshd=server,
         )
 

@@ -24,7 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import sshd as sshd_helpers
+import support as sshd_helpers
 from support.caches import CacheFactory
 
 TEST_HOST = "testhost"

@@ -176,7 +176,7 @@ def test_encrypted_key_skipped_without_prompting(client_home, remote_dir, remote
 
 def test_agent_key_used_when_the_file_is_gone(client_home, remote_dir, remote_python, tmp_path,
                                               monkeypatch):
-    from support import sshd as sshd_helpers
+    import support as sshd_helpers
 
     agent = sshd_helpers.start_agent(tmp_path / "agent")
     try:
@@ -223,7 +223,7 @@ def test_one_destination_spelled_two_ways_asks_once(client_home, remote_dir, rem
 
 
 def test_gssapi_only_server_is_explained(client_home, client_key, remote_python, tmp_path):
-    from support import sshd as sshd_helpers
+    import support as sshd_helpers
 
     from fleche_ssh.errors import UnsupportedByParamiko
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import sshd as sshd_helpers
+import support as sshd_helpers
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 HEADER = ["metric", "unit", "stock", "fleche-ssh", "ratio", "target", "pass/fail"]

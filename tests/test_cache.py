@@ -19,11 +19,11 @@ import fleche
 import fleche.remote
 import numpy as np
 import pytest
+import support as sshd_helpers
 from fleche.caches import Rejected
 from fleche.call import Call
 from fleche.digest import digest
 from fleche.remote import RemoteConnectionError, SshCache
-from support import sshd as sshd_helpers
 from support.caches import wait_for
 
 from fleche_ssh import ParamikoCache

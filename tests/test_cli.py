@@ -12,6 +12,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -206,7 +207,7 @@ def test_check_unknown_host_key_says_how_to_add_it(client_home, remote_dir, remo
 def test_check_remote_without_fleche_says_to_install_it(client_home, remote_dir, tmp_path):
     # A python that cannot see site-packages, where fleche is installed.
     python = tmp_path / "python-without-fleche"
-    python.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
     python.chmod(0o755)
     result = run_cli("check", "testhost", "--python", str(python), "--workdir", str(remote_dir))
     _assert_failed_at(result, 3, r"RemoteCommandError: fleche is not installed for the remote "

@@ -15,8 +15,8 @@ import subprocess
 import time
 
 import pytest
+import support as sshd_helpers
 from fleche.remote import RemoteConnectionError, SshCache
-from support import sshd as sshd_helpers
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import (

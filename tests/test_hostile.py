@@ -21,6 +21,7 @@ import base64
 import contextlib
 import logging
 import os
+import shlex
 import socket
 import time
 import tracemalloc
@@ -229,9 +230,16 @@ def test_such_values_reach_the_remote_verbatim(make, tmp_path, remote_dir, remot
         (hostile / "fleche.toml").write_text((remote_dir / "fleche.toml").read_text())
         assert make(workdir=str(hostile)).info()["cwd"] == str(hostile)
     else:
+        # A script, not a symlink: started through a link outside its venv, Python
+        # would miss the venv's pyvenv.cfg and run as the base interpreter.  The script
+        # writes down the name the remote shell ran it by, then runs the real one.
+        invoked_as = tmp_path / "invoked-as"
         hostile.parent.mkdir(parents=True, exist_ok=True)
-        hostile.symlink_to(remote_python)
-        assert make(python=str(hostile)).info()["python"] == str(hostile)
+        hostile.write_text(f"#!/bin/sh\nprintf '%s' \"$0\" > {shlex.quote(str(invoked_as))}\n"
+                           f'exec {shlex.quote(remote_python)} "$@"\n')
+        hostile.chmod(0o700)
+        assert make(python=str(hostile)).info()["python"] == remote_python
+        assert invoked_as.read_text() == str(hostile)
     assert sorted(p.name for p in markers.iterdir()) == []
 
 

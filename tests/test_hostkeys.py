@@ -17,7 +17,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from support import sshd as sshd_helpers
+import support as sshd_helpers
 
 from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey

@@ -9,7 +9,9 @@ import sys
 import fleche
 import paramiko
 from fleche.remote import SshCache
-from support import sshd as sshd_helpers
+from support.agent import start_agent
+from support.keys import make_client_key
+from support.sshd import start_sshd
 
 
 def test_sshd_banner_and_host_keys(sshd):
@@ -138,7 +140,7 @@ def test_totp_pam_service_is_private(sshd_totp):
 
 def test_stop_removes_pam_file_and_process(tmp_path, client_key, sshd_totp):
     # (sshd_totp requested only for its fail-in-CI / skip-locally tool check)
-    server = sshd_helpers.start_sshd(
+    server = start_sshd(
         tmp_path / "s", authorized_keys=[client_key.public_line], totp_secret_hex="00" * 20
     )
     pam = server.pam_service
@@ -150,8 +152,8 @@ def test_stop_removes_pam_file_and_process(tmp_path, client_key, sshd_totp):
 
 def test_agent_holds_key(tmp_path):
     key = tmp_path / "k"
-    pub = sshd_helpers.make_client_key(key, passphrase="s3cret")
-    agent = sshd_helpers.start_agent(tmp_path / "agent")
+    pub = make_client_key(key, passphrase="s3cret")
+    agent = start_agent(tmp_path / "agent")
     try:
         agent.add(key, passphrase="s3cret")
         assert [ln.split()[1] for ln in agent.list_keys()] == [pub.split()[1]]

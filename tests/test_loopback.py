@@ -1,4 +1,8 @@
-"""Tests for fleche_ssh.loopback against the real server (no mocks)."""
+"""The demo's SSH server (``fleche_ssh.demo``), driven by a real Paramiko client (no mocks).
+
+Beside it, how the server reads the command of an exec request: fleche's own
+server command runs without a shell, anything else through ``/bin/sh -c``.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,15 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import cloudpickle
 import paramiko
 import pytest
 
+from fleche_ssh.demo import command
 from fleche_ssh.demo.server import LoopbackServer
+from fleche_ssh.wire.channel import server_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -233,25 +240,105 @@ def test_32mib_cat_roundtrip(server, client_key):
         t.close()
 
 
+def _info(t: paramiko.Transport, text: str,
+          while_serving: Callable[[dict], object] = lambda info: None) -> dict:
+    """``info()`` of the fleche server *text* starts; the server must end at EOF with status 0.
+
+    *while_serving* is called with the answer before the server is told to end.
+    """
+    chan = t.open_session(timeout=10)
+    chan.settimeout(30)
+    chan.exec_command(text)
+    request = cloudpickle.dumps(("info", (), {}))
+    chan.sendall(_HEADER.pack(len(request)) + request)
+    stream = chan.makefile("rb")
+    (length,) = _HEADER.unpack(stream.read(_HEADER.size))
+    status, info = cloudpickle.loads(stream.read(length))
+    assert status == "ok"
+    while_serving(info)
+    chan.shutdown_write()  # EOF ends the serve loop
+    assert chan.recv_exit_status() == 0
+    return info
+
+
 def test_fleche_remote_serve_info(server, client_key, tmp_path):
     t = _connect(server, client_key)
     try:
-        chan = t.open_session(timeout=10)
-        chan.settimeout(30)
-        chan.exec_command(
-            f"cd {shlex.quote(str(tmp_path))} && "
-            f"exec {shlex.quote(sys.executable)} -m fleche remote --serve"
-        )
-        request = cloudpickle.dumps(("info", (), {}))
-        chan.sendall(_HEADER.pack(len(request)) + request)
-        stream = chan.makefile("rb")
-        (length,) = _HEADER.unpack(stream.read(_HEADER.size))
-        status, info = cloudpickle.loads(stream.read(length))
-        assert status == "ok"
+        info = _info(t, f"cd {shlex.quote(str(tmp_path))} && "
+                        f"exec {shlex.quote(sys.executable)} -m fleche remote --serve")
         assert info["cwd"] == str(tmp_path)
         assert info["cache"]["values"]["type"] == "memory"
-        chan.shutdown_write()  # EOF ends the serve loop
-        assert chan.recv_exit_status() == 0
+    finally:
+        t.close()
+
+
+# -- the command of an exec request: directly when fleche's own, else through a shell --------
+
+HOME = os.path.expanduser("~")
+HOSTILE = "a b'c\"d $(touch x) `y`; z\n&& w"
+
+
+@pytest.mark.parametrize(("python", "cache_name", "workdir", "argv", "cwd"), [
+    ("/v/bin/python", None, None,
+     ("/v/bin/python", "-m", "fleche", "remote", "--serve"), None),
+    ("python3", "shared", "/srv/work dir",
+     ("python3", "-m", "fleche", "remote", "--serve", "--cache", "shared"), "/srv/work dir"),
+    ("/v/bin/python", None, "~", ("/v/bin/python", "-m", "fleche", "remote", "--serve"), HOME),
+    ("~/v/bin/python", "~/c", "~/my project",
+     (f"{HOME}/v/bin/python", "-m", "fleche", "remote", "--serve", "--cache", f"{HOME}/c"),
+     f"{HOME}/my project"),
+    (f"/v/{HOSTILE}", HOSTILE, f"/w/{HOSTILE}",
+     (f"/v/{HOSTILE}", "-m", "fleche", "remote", "--serve", "--cache", HOSTILE), f"/w/{HOSTILE}"),
+    ("/v/bin/python", "&&", "~user", ("/v/bin/python", "-m", "fleche", "remote", "--serve",
+                                      "--cache", "&&"), "~user"),
+])
+def test_fleche_server_commands_run_without_a_shell(python, cache_name, workdir, argv, cwd):
+    text = server_command(python, cache_name, (), workdir)
+    assert command.parse(text) == command.Direct(argv, cwd)
+
+
+@pytest.mark.parametrize("text", [
+    server_command("/v/bin/python", None, ["module load python"], "/w"),  # setup commands
+    "echo hi; exit 3",
+    "cat",
+    "cd /w && exec /v/bin/python -m fleche remote --serve; touch x",
+    "cd /w && exec /v/bin/python -m fleche remote --serve --cache",
+    "/v/bin/python  -m fleche remote --serve",  # two spaces: not server_command's text
+    "cd '~/w' && exec /v/bin/python -m fleche remote --serve",  # a literal ~: shell's business
+    "cd $HOME && exec /v/bin/python -m fleche remote --serve",
+    "/v/bin/python -m fleche remote --serve '",
+    "",
+])
+def test_other_commands_need_the_shell(text):
+    assert command.parse(text) is None
+
+
+def test_fleche_server_runs_where_there_is_no_shell(client_key, tmp_path, monkeypatch):
+    workdir = tmp_path / "a work dir"
+    workdir.mkdir()
+    monkeypatch.setattr(command, "SHELL", str(tmp_path / "no-such-shell"))
+    with LoopbackServer(authorized_key=client_key) as srv:
+        t = _connect(srv, client_key)
+        try:
+            groups = []
+            info = _info(t, server_command(sys.executable, None, (), str(workdir)),
+                         lambda info: groups.append(os.getpgid(info["pid"])))
+            assert info["cwd"] == str(workdir)
+            assert groups == [info["pid"]]  # its own process group, to stop what it starts
+            chan = t.open_session(timeout=10)
+            with pytest.raises(paramiko.SSHException):  # shell syntax, and no shell
+                chan.exec_command("echo hi; exit 3")
+        finally:
+            t.close()
+
+
+def test_a_fleche_server_that_cannot_start_reports_as_a_shell_would(server, client_key, tmp_path):
+    t = _connect(server, client_key)
+    try:
+        missing = tmp_path / "no such python"
+        out, err, rc = _run(t, server_command(str(missing), None, (), str(tmp_path)))
+        assert (out, rc) == (b"", 127)
+        assert b"not found" in err
     finally:
         t.close()
 

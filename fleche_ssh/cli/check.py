@@ -1,0 +1,172 @@
+"""``fleche-ssh check``: every step of reaching a remote cache, with timings.
+
+It checks either one host given on the command line (with ``ssh``-like
+options) or every ``type = "paramiko"`` layer of a cache in the nearest
+``fleche.toml``, so that what is checked is what the user's code will use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .steps import (
+    INFO_LABELS,
+    SERVER_HINT,
+    Rows,
+    Step,
+    ask_server,
+    connect,
+    duration,
+    run_steps,
+    say,
+)
+
+#: ``contains`` calls timed for the round-trip figure.
+ROUND_TRIPS = 20
+#: Bytes saved and loaded back for the throughput figure.
+PAYLOAD_BYTES = 8 << 20
+
+
+@dataclass
+class CheckState:
+    """What ``check`` learns, step by step (mutable: each step fills in a field)."""
+
+    cache: Any
+    target: Any = None
+    session: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _resolve(state: CheckState) -> Rows:
+    state.target = state.cache.target()
+    return state.target.describe()
+
+
+def _tcp(state: CheckState) -> Rows:
+    from ..ssh import session as sessions
+
+    with contextlib.closing(sessions.open_socket(state.target)) as sock:
+        peer = sock.getpeername()
+    return [("connected to", f"{peer[0]} port {peer[1]}")]
+
+
+def _round_trip(state: CheckState) -> Rows:
+    key = "0" * 64
+    times = []
+    for _ in range(ROUND_TRIPS):
+        started = time.perf_counter()
+        state.cache.contains(key)
+        times.append(time.perf_counter() - started)
+    return [
+        (f"median of {ROUND_TRIPS} contains()", duration(statistics.median(times))),
+        ("fastest, slowest", f"{duration(min(times))}, {duration(max(times))}"),
+    ]
+
+
+def _rate(seconds: float) -> str:
+    return f"{PAYLOAD_BYTES / seconds / 1e6:.1f} MB/s ({duration(seconds)})"
+
+
+def _throughput(state: CheckState) -> Rows:
+    if state.info.get("read_only"):
+        return [("skipped", "the remote cache is read-only: nothing can be saved to time")]
+    # Always the same bytes: the remote stores them once, however often check runs.
+    payload = bytes(range(256)) * (PAYLOAD_BYTES // 256)
+    started = time.perf_counter()
+    digest = state.cache._rpc("save_value", payload)
+    up = time.perf_counter() - started
+    started = time.perf_counter()
+    back = state.cache.load_value(digest)
+    down = time.perf_counter() - started
+    if back != payload:
+        raise ValueError(f"the value loaded back differs from the {PAYLOAD_BYTES} bytes saved")
+    size = f"{PAYLOAD_BYTES >> 20} MiB"
+    return [(f"upload {size}", _rate(up)), (f"download {size}", _rate(down))]
+
+
+CHECK_STEPS: tuple[Step, ...] = (
+    Step("resolve the host", _resolve,
+         "check the host name and your ssh config (~/.ssh/config, or -F FILE)."),
+    Step("TCP connect", _tcp),
+    Step("SSH handshake, host key and login", connect),
+    Step("start the remote fleche server", ask_server(list(INFO_LABELS)), SERVER_HINT),
+    Step("round trip", _round_trip, "the remote cache failed; see its error above."),
+    Step("throughput", _throughput, "the remote cache failed; see its error above."),
+)
+
+
+def _paramiko_layers(cache: Any) -> list[Any]:
+    """The ParamikoCache layers of *cache*: itself, or the members of a stack or pool."""
+    from ..cache import ParamikoCache
+
+    if isinstance(cache, ParamikoCache):
+        return [cache]
+    members = getattr(cache, "stack", None) or getattr(cache, "caches", None) or ()
+    return [layer for member in members for layer in _paramiko_layers(member)]
+
+
+def host_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """The cache keys ``check HOST`` takes from its options."""
+    return {"python": args.python, "workdir": args.workdir, "cache_name": args.cache_name,
+            "prompt": args.prompt}
+
+
+def _caches_to_check(args: argparse.Namespace) -> list[Any]:
+    from ..cache import ParamikoCache
+
+    if args.host is not None:
+        given = {key: value for key, value in host_keys(args).items() if value is not None}
+        return [ParamikoCache(host=args.host, ssh_options=args.ssh_options, **given)]
+    import fleche.config
+
+    from .. import plugin
+    from ..errors import ConfigError
+
+    plugin.install(fleche.config)
+    cache = fleche.config.load_cache_config(args.config_cache)
+    layers = _paramiko_layers(cache)
+    if not layers:
+        raise ConfigError(
+            f"cache {args.config_cache!r} ({type(cache).__name__}) has no type = \"paramiko\" "
+            f"layer to check. Is {args.config_cache!r} defined in the fleche.toml nearest to "
+            f"{os.getcwd()}?"
+        )
+    return layers
+
+
+def check(args: argparse.Namespace) -> int:
+    """``fleche-ssh check``: every step of reaching a remote cache, with timings."""
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.INFO if args.verbose == 1 else logging.DEBUG,
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # As under ``python -m``: a prompt = "module:function" may name a module of this directory.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        caches = _caches_to_check(args)
+    except Exception as error:
+        say(f"FAILED: {type(error).__name__}: {error}")
+        return 1
+    passed = 0
+    for number, cache in enumerate(caches, 1):
+        layer = f" (layer {number} of {len(caches)})" if len(caches) > 1 else ""
+        say(f"fleche-ssh check {cache.host}{layer}")
+        try:
+            passed += run_steps(CHECK_STEPS, CheckState(cache))
+        finally:
+            cache.close()
+        say()
+    if passed == len(caches):
+        say(f"All checks passed for {', '.join(c.host for c in caches)}.")
+        return 0
+    say(f"{len(caches) - passed} of {len(caches)} checked cache(s) failed; see above.")
+    return 1
