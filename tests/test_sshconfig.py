@@ -24,8 +24,13 @@ import pytest
 import test_target
 
 from fleche_ssh.config import sshconfig
-from fleche_ssh.config.options import NOT_NEEDED, UNHONOURED, UNHONOURED_BY_KEYWORD
-from fleche_ssh.config.target import DEFAULT_ALIVE_INTERVAL, Target, resolve
+from fleche_ssh.config.options import (
+    DEFAULT_ALIVE_INTERVAL,
+    NOT_NEEDED,
+    UNHONOURED,
+    UNHONOURED_BY_KEYWORD,
+)
+from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ConfigError
 
 # A throwaway $HOME (local login name "ada") with the system file moved inside it.

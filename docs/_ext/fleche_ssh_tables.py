@@ -47,9 +47,9 @@ class OptionsTable(SphinxDirective):
         ]
         for option in OPTIONS:
             meaning = option.doc
-            if option.many:
+            if option.values.collects:
                 meaning += " A list; the values of every source are combined."
-            elif option.split:
+            elif option.values.is_list:
                 meaning += " A list, or several names separated by spaces."
             lines += [f"   * - ``{option.key}``", f"     - ``{option.keyword}``",
                       f"     - {meaning}"]

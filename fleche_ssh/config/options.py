@@ -1,167 +1,189 @@
-"""The OpenSSH keywords fleche-ssh understands, as one table.
+"""Every key and OpenSSH keyword fleche-ssh understands, one row each.
 
 Every way of setting an option ends up here: a line of ``~/.ssh/config``,
 an ``-o Keyword=value`` (or ``-p``, ``-l``, ``-i`` ...) in ``ssh_options``,
-and a snake_case key of :class:`~fleche_ssh.ParamikoCache`.  The table says,
-for each OpenSSH keyword, which key mirrors it, how its text is parsed and
-whether it takes one value or collects several.  Nothing else in the package
-spells out a keyword, so adding one is adding a row.
+and a snake_case key of :class:`~fleche_ssh.ParamikoCache`.  A row of
+:data:`OPTIONS` says everything about one OpenSSH keyword: the cache key
+that mirrors it, how its lines are read (:class:`Values`), how its text is
+parsed, what a fleche.toml value of the key may be, its default, the
+:class:`~fleche_ssh.config.target.Target` field it fills and how it is
+expanded there, its ssh command-line flag, and its documentation.  The
+keys that are no OpenSSH keyword (the stock cache's and fleche-ssh's own)
+are rows of :data:`STOCK_KEYS` and :data:`OWN_KEYS`.
+
+Nothing else lists keys or keywords.  The ssh_config evaluator, the
+``ssh_options`` translator, the cache's type checks, the dataclass fields
+of ``ParamikoCache`` and ``Target`` (:mod:`fleche_ssh.config.fields`),
+``Target.describe()`` and the configuration reference all read these rows,
+so adding a keyword is adding a row, and the behaviour behind it.  Code
+names a keyword only where it acts on that one (``%p`` is the Port, a
+ProxyJump is followed hop by hop).  What a row's fields mean is in
+:mod:`fleche_ssh.config.rows`.
 
 Keywords OpenSSH knows but fleche-ssh need not act on (connection sharing,
 terminal and forwarding settings) are listed in :data:`NOT_NEEDED`: they are
 accepted and logged at debug level.  Any other keyword in ``ssh_options``
 is refused with an error naming it.  In an ssh_config file it is ignored,
 so that files shared with ``ssh`` and other programs keep working, with a
-log line naming it and its file and line (:func:`log_ignored`): at debug
-level, or, for the keywords of :data:`UNHONOURED` that make ``ssh`` connect
-elsewhere, trust other host keys or negotiate differently, at warning or
-info level, saying what ``ssh`` would have done.
+log line naming it and its file and line
+(:func:`~fleche_ssh.config.ignored.log_ignored`): at debug level, or, for
+the keywords of :data:`UNHONOURED` that make ``ssh`` connect elsewhere,
+trust other host keys or negotiate differently, at warning or info level,
+saying what ``ssh`` would have done.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from ..errors import ConfigError
-from .sshconfig import COMMANDS, Resolution, join_words, split_words
-
-logger = logging.getLogger("fleche_ssh.options")
-
-_TRUE = frozenset({"yes", "true", "on", "1"})
-_FALSE = frozenset({"no", "false", "off", "0"})
-
-
-def _flag(text: str) -> bool:
-    word = text.strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise ValueError(f"expected yes or no, got {text!r}")
-
-
-_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_TIME = re.compile(r"(\d+)([smhdw]?)")
-
-
-def _seconds(text: str) -> float | None:
-    """A time as OpenSSH writes it (``30``, ``1m``, ``1h30m``, ``none``), or a decimal.
-
-    ``none`` means "no value", so the default applies.  Decimals are
-    accepted too, because Python callers pass ``connect_timeout=2.5``.
-    """
-    word = text.strip().lower()
-    if word == "none":
-        return None
-    parts = _TIME.findall(word)
-    if parts and "".join(n + u for n, u in parts) == word:
-        return float(sum(int(n) * _TIME_UNITS[u] for n, u in parts))
-    try:
-        value = float(word)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"expected seconds (as 30, 1m or 1h30m) or none, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 < value < 65536:
-        raise ValueError(f"expected a port between 1 and 65535, got {text!r}")
-    return value
-
-
-def _choice(*words: str, aliases: dict[str, str] | None = None) -> Callable[[str], str]:
-    allowed = {w: w for w in words} | (aliases or {})
-
-    def parse(text: str) -> str:
-        word = text.strip().lower()
-        if word not in allowed:
-            raise ValueError(f"expected one of {', '.join(words)}, got {text!r}")
-        return allowed[word]
-
-    return parse
-
-
-def _text(text: str) -> str:
-    return text
-
-
-@dataclass(frozen=True)
-class Option:
-    """One OpenSSH keyword and the :class:`ParamikoCache` key that mirrors it.
-
-    ``parse`` turns one word of a value into the Python value.  A value is
-    one word (quoted if it holds blanks), except for ``split`` options, which
-    take several on one line (``UserKnownHostsFile a "b c"``) and give a
-    tuple.  ``many`` options collect every value given, in order, across all
-    sources (OpenSSH does this for ``IdentityFile`` and ``CertificateFile``);
-    the others keep the first value obtained.
-    """
-
-    keyword: str
-    key: str
-    parse: Callable[[str], Any] = _text
-    many: bool = False
-    split: bool = False
-    #: The value is a shell command, taken as written rather than as words.
-    command: bool = False
-    doc: str = ""
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("HostName", "hostname", doc="Real host name or address to connect to."),
-    Option("User", "user", doc="Remote user name."),
-    Option("Port", "port", _port, doc="Remote SSH port."),
-    Option("IdentityFile", "identity_file", many=True,
-           doc="Private key file(s) to offer, in order."),
-    Option("IdentitiesOnly", "identities_only", _flag,
-           doc="Offer only the configured identity files, not every agent key."),
-    Option("IdentityAgent", "identity_agent",
-           doc="Agent socket path, or ``none`` to use no agent."),
-    Option("UserKnownHostsFile", "known_hosts_file", split=True,
-           doc="known_hosts file(s) to read and to record new hosts in."),
-    Option("GlobalKnownHostsFile", "global_known_hosts_file", split=True,
-           doc="System-wide known_hosts file(s), read only."),
-    Option("StrictHostKeyChecking", "strict_host_key_checking",
-           _choice("yes", "ask", "accept-new", "no", aliases={"off": "no", "true": "yes",
-                                                             "false": "no"}),
-           doc="What to do with an unknown host key: yes, ask, accept-new or no."),
-    Option("HashKnownHosts", "hash_known_hosts", _flag,
-           doc="Record new hosts in hashed form."),
-    Option("ConnectTimeout", "connect_timeout", _seconds,
-           doc="Seconds to wait for the TCP connection and the SSH handshake."),
-    Option("BatchMode", "batch_mode", _flag,
-           doc="Never ask a human anything (as the ``none`` prompt handler)."),
-    Option("ProxyJump", "proxy_jump",
-           doc="Jump host(s) to go through, ``[user@]host[:port]`` separated by commas, "
-               "or ``none``."),
-    Option("ProxyCommand", "proxy_command", command=True,
-           doc="Command whose stdin/stdout carry the connection (tokens %h %p %r %n), "
-               "or ``none``."),
-    Option("CertificateFile", "certificate_file", many=True,
-           doc="User certificate(s) to present with the matching identity."),
-    Option("ServerAliveInterval", "server_alive_interval", _seconds,
-           doc="Seconds between keepalive requests that expect an answer (0: off)."),
-    Option("ServerAliveCountMax", "server_alive_count_max", _count,
-           doc="Unanswered keepalive intervals before the connection is declared dead."),
-    Option("Compression", "compression", _flag, doc="Compress the connection (slow links)."),
+from .parsers import (
+    HANDLER,
+    PATHS,
+    POSITIVE_SECONDS,
+    WHOLE_NUMBER,
+    choice,
+    count,
+    interval,
+    path_check,
+    port,
+    seconds,
+    strings_check,
+    text_check,
+    yes_no,
+)
+from .rows import (
+    COMMAND,
+    MANY,
+    ONE,
+    UNIQUE,
+    WORDS,
+    Key,
+    Keyword,
+    Option,
+    OwnKey,
+    Unhonoured,
+    Values,
+)
+from .tokens import (
+    Computed,
+    Written,
+    command,
+    given_name,
+    home_files,
+    home_path_list,
+    hostname,
+    local_user,
+    path,
+    path_list,
+    paths,
 )
 
-BY_KEYWORD: dict[str, Option] = {o.keyword.lower(): o for o in OPTIONS}
-BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+# OpenSSH's default identities in OpenSSH's order, less the kinds Paramiko
+# cannot load (security keys, XMSS, DSA): the key ssh offers first is offered first.
+DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519")
+DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+#: ServerAliveInterval / ServerAliveCountMax when not configured: see liveness.py.
+DEFAULT_ALIVE_INTERVAL = 15.0
+DEFAULT_ALIVE_COUNT_MAX = 3
+#: Seconds a human has for the whole login, one-time code included.
+DEFAULT_AUTH_TIMEOUT = 300.0
+
+OPTIONS: tuple[Option, ...] = (
+    Option("HostName", "hostname", default=Computed(given_name), finish=hostname,
+           default_doc="the host as given", doc="Real host name or address to connect to."),
+    Option("User", "user", default=Computed(local_user), default_doc="your local user name",
+           flag="-l USER", doc="Remote user name."),
+    Option("Port", "port", port, default=22, flag="-p PORT", doc="Remote SSH port."),
+    Option("IdentityFile", "identity_file", values=UNIQUE, check=PATHS,
+           target_field="identity_files", finish=paths,
+           default=home_files(*DEFAULT_IDENTITIES),
+           default_doc=f"{', '.join(f'``{p}``' for p in DEFAULT_IDENTITIES)}, those that exist",
+           flag="-i FILE", doc="Private key file(s) to offer, in order."),
+    Option("IdentitiesOnly", "identities_only", yes_no, default=False,
+           doc="Offer only the configured identity files, not every agent key."),
+    Option("IdentityAgent", "identity_agent", finish=path,
+           default_doc="the agent named by ``SSH_AUTH_SOCK`` (Pageant on Windows)",
+           doc="Agent socket path, or ``none`` to use no agent."),
+    Option("UserKnownHostsFile", "known_hosts_file", values=WORDS, check=PATHS,
+           target_field="known_hosts_files", finish=path_list,
+           default=Written(DEFAULT_KNOWN_HOSTS),
+           doc="known_hosts file(s) to read and to record new hosts in."),
+    Option("GlobalKnownHostsFile", "global_known_hosts_file", values=WORDS, check=PATHS,
+           target_field="global_known_hosts_files", finish=home_path_list,
+           default=DEFAULT_GLOBAL_KNOWN_HOSTS,
+           doc="System-wide known_hosts file(s), read only."),
+    Option("StrictHostKeyChecking", "strict_host_key_checking",
+           choice("yes", "ask", "accept-new", "no", aliases={"off": "no", "true": "yes",
+                                                             "false": "no"}),
+           default="ask",
+           doc="What to do with an unknown host key: yes, ask, accept-new or no."),
+    Option("HashKnownHosts", "hash_known_hosts", yes_no, default=False,
+           doc="Record new hosts in hashed form."),
+    Option("ConnectTimeout", "connect_timeout", seconds,
+           default_doc="none: connecting gives up after 30 seconds",
+           doc="Seconds to wait for the TCP connection and the SSH handshake."),
+    Option("BatchMode", "batch_mode", yes_no, default=False,
+           doc="Never ask a human anything (as the ``none`` prompt handler)."),
+    # The jump hosts are resolved into Targets of their own: see target.resolve.
+    Option("ProxyJump", "proxy_jump", target_field="jump", target_type="Target | None",
+           flag="-J JUMP",
+           doc="Jump host(s) to go through, ``[user@]host[:port]`` separated by commas, "
+               "or ``none``."),
+    Option("ProxyCommand", "proxy_command", values=COMMAND, finish=command,
+           doc="Command whose stdin/stdout carry the connection (tokens %h %p %r %n), "
+               "or ``none``."),
+    Option("CertificateFile", "certificate_file", values=UNIQUE, check=PATHS,
+           target_field="certificate_files", finish=paths, default=(),
+           doc="User certificate(s) to present with the matching identity."),
+    Option("ServerAliveInterval", "server_alive_interval", interval,
+           default=DEFAULT_ALIVE_INTERVAL,
+           doc="Seconds between keepalive requests that expect an answer (0: off)."),
+    Option("ServerAliveCountMax", "server_alive_count_max", count,
+           default=DEFAULT_ALIVE_COUNT_MAX,
+           doc="Unanswered keepalive intervals before the connection is declared dead."),
+    Option("Compression", "compression", yes_no, default=False, flag="-C", flag_sets="yes",
+           doc="Compress the connection (slow links)."),
+)
+
+#: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
+STOCK_KEYS: tuple[Key, ...] = (
+    Key("host", text_check("a host name or ssh_config alias (text)"),
+        "Where to connect: an alias from ``~/.ssh/config``, a host name, or ``user@name``."),
+    Key("python", text_check("the remote interpreter's path or command name (text)"),
+        "The remote Python, which must have ``fleche`` and ``cloudpickle`` installed.  A full "
+        "path is the most reliable; a leading ``~/`` is expanded by the remote shell."),
+    Key("workdir", path_check("a remote directory (text)"),
+        "Remote directory to start the server in; its ``fleche.toml`` decides where results "
+        "are stored."),
+    Key("cache_name", text_check("a cache name (text)").optional(),
+        "A named cache of the remote ``fleche.toml`` (its default cache when not set)."),
+    Key("setup_commands", strings_check("a list of shell commands, one string each"),
+        "Shell commands run on the remote before the server, joined with ``&&``, for "
+        'example ``["module load python/3.11", "source ~/venv/bin/activate"]``.'),
+    Key("ssh_options", strings_check("a list of strings, as on the ssh command line"),
+        "Options as written for the ``ssh`` program; see :ref:`ssh-options` below."),
+)
+
+#: The keys of fleche-ssh itself, after the OpenSSH ones.
+OWN_KEYS: tuple[OwnKey, ...] = (
+    OwnKey("config_file", path_check("an ssh_config file path (text)"),
+        "An ssh config file to read instead of ``~/.ssh/config`` and "
+        "``/etc/ssh/ssh_config``, as ``ssh -F FILE``.", default=None, type="str | None"),
+    OwnKey("prompt", HANDLER,
+        "Who answers the questions of logging in (one-time codes, passwords, key "
+        'passphrases, unknown host keys): ``"auto"``, ``"none"``, ``"module:function"``, '
+        "or in Python a callable.  See :doc:`/two-factor-and-hpc`.",
+        default="auto", type="Any", repr=False),
+    OwnKey("auth_timeout", POSITIVE_SECONDS,
+        "Seconds allowed for logging in, the time a person takes to type a code included.  "
+        "Nothing waits longer than this for an answer.",
+        default=DEFAULT_AUTH_TIMEOUT, type="float"),
+    OwnKey("channels", WHOLE_NUMBER,
+        "How many remote server processes this cache may run at once, and so how many calls "
+        "from different threads proceed in parallel.  All of them share the one SSH "
+        "connection.", default=1, type="int"),
+)
 
 # Keywords that only matter to the ssh binary: connection sharing, which the
 # process-wide transport pool replaces, and terminal or forwarding settings
@@ -173,22 +195,6 @@ NOT_NEEDED_KEYWORDS: tuple[str, ...] = (
     "ForkAfterAuthentication",
 )
 NOT_NEEDED = frozenset(k.lower() for k in NOT_NEEDED_KEYWORDS)
-
-@dataclass(frozen=True)
-class Unhonoured:
-    """An ssh_config keyword fleche-ssh ignores although ``ssh`` would act differently.
-
-    A user whose ``ssh host`` works while fleche-ssh fails, or reaches
-    another machine, finds the reason in the log line this row gives.
-    ``same`` lists the values that ask for what fleche-ssh does anyway,
-    which are only logged at debug level.
-    """
-
-    keyword: str
-    #: What ssh does with the keyword, completing "ignored; ...".
-    effect: str
-    level: int = logging.WARNING
-    same: frozenset[str] = frozenset()
 
 
 _NO = frozenset({"no", "false"})
@@ -210,7 +216,8 @@ UNHONOURED: tuple[Unhonoured, ...] = (
                same=_NO),
     # Which host keys ssh trusts.
     Unhonoured("HostKeyAlias", "ssh would look the host key up in known_hosts under this name"),
-    Unhonoured("KnownHostsCommand", "ssh would also trust the host keys this command prints"),
+    Unhonoured("KnownHostsCommand", "ssh would also trust the host keys this command prints",
+               values=COMMAND),
     Unhonoured("RevokedHostKeys", "ssh would refuse the host keys listed in this file"),
     Unhonoured("VerifyHostKeyDNS", "ssh would trust host keys published in DNS (SSHFP)",
                same=_NO),
@@ -238,168 +245,24 @@ UNHONOURED: tuple[Unhonoured, ...] = (
                logging.INFO, same=_NO),
 )
 
+#: Keywords fleche-ssh neither acts on nor reports, whose lines are still kept as
+#: OpenSSH keeps them (every forward; a command as written).
+OTHER_KEYWORDS: tuple[Keyword, ...] = (
+    *(Keyword(keyword, values=MANY)
+      for keyword in ("LocalForward", "RemoteForward", "DynamicForward", "SendEnv", "SetEnv")),
+    *(Keyword(keyword, values=COMMAND) for keyword in ("LocalCommand", "RemoteCommand")),
+)
+
+BY_KEYWORD: dict[str, Option] = {o.keyword.lower(): o for o in OPTIONS}
+BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+#: Every key of ``ParamikoCache``: the stock cache's, the OpenSSH keywords', its own.
+KEYS: dict[str, Option | Key] = {
+    **{k.key: k for k in STOCK_KEYS}, **BY_KEY, **{k.key: k for k in OWN_KEYS}}
+#: How each keyword's values are kept, lowercased; :attr:`Values.ONE` for any not listed.
+VALUES: dict[str, Values] = {
+    row.keyword.lower(): row.values for row in (*OPTIONS, *UNHONOURED, *OTHER_KEYWORDS)
+    if row.values is not ONE
+}
 UNHONOURED_BY_KEYWORD: dict[str, Unhonoured] = {u.keyword.lower(): u for u in UNHONOURED}
-# ssh_config's own structure, which is never a setting.
-_STRUCTURE = frozenset({"host", "match", "include"})
-
-
-def log_ignored(host: str, resolution: Resolution) -> None:
-    """Log each keyword that applied to *host* but that fleche-ssh does not act on, once.
-
-    The line names the keyword, its value where it matters, and the file
-    and line it came from (the first, for a keyword given several times).
-    """
-    for key, where in resolution.sources.items():
-        if key in BY_KEYWORD or key in _STRUCTURE:
-            continue
-        keyword = resolution.spellings.get(key, key)
-        value = resolution.first(key) or ""
-        row = UNHONOURED_BY_KEYWORD.get(key)
-        if key in NOT_NEEDED:
-            logger.debug("ssh config for %s: %s: %s is not needed by fleche-ssh, ignored",
-                         host, where, keyword)
-        elif row is not None and value.lower() not in row.same:
-            logger.log(row.level, "ssh config for %s: %s: %s %s is not supported by fleche-ssh, "
-                       "ignored; %s", host, where, keyword, value, row.effect)
-        else:
-            logger.debug("ssh config for %s: %s: %s is not supported by fleche-ssh, ignored",
-                         host, where, keyword)
-
-
-# Command-line flags that take a value, mapped to the keyword they set.
-_VALUE_FLAGS: dict[str, str] = {"-p": "Port", "-l": "User", "-i": "IdentityFile",
-                                "-J": "ProxyJump"}
-# Flags without a value that set a keyword.
-_SET_FLAGS: dict[str, tuple[str, str]] = {"-C": ("Compression", "yes")}
-# Flags without a value that change nothing for a cache channel.
-_NOOP_FLAGS = frozenset({"-T", "-x", "-a", "-q", "-n", "-4", "-6"})
-
-
-def parse_value(option: Option, text: str, where: str) -> Any:
-    """Parse *text* for *option*, or raise :class:`ConfigError` naming *where* it came from.
-
-    Like ssh, refuses extra words after a one-word value (``User alice bob``)
-    rather than guess which one was meant.
-    """
-    try:
-        if option.command:
-            if not text.strip():
-                raise ValueError("no value given")
-            return option.parse(text.strip())
-        words = split_words(text)
-        if not words:
-            raise ValueError("no value given")
-        if option.split:
-            return tuple(option.parse(w) for w in words)
-        if len(words) > 1:
-            raise ValueError(f"expected one value (quote it if it has blanks), got {text!r}")
-        return option.parse(words[0])
-    except ValueError as e:
-        raise ConfigError(f"{where}: {option.keyword}: {e}") from None
-
-
-def split_option(text: str, where: str) -> tuple[str, str]:
-    """Split ``Keyword=value`` or ``Keyword value`` as ``ssh -o`` does."""
-    text = text.strip()
-    for i, ch in enumerate(text):
-        if ch in "= \t":
-            keyword, value = text[:i], text[i + 1 :].strip().lstrip("=").strip()
-            if keyword and value:
-                return keyword, value
-            break
-    raise ConfigError(f"{where}: expected Keyword=value, got {text!r}")
-
-
-@dataclass(frozen=True)
-class CommandLine:
-    """What ``ssh_options`` said: the keyword settings and an extra config file."""
-
-    settings: tuple[tuple[str, str], ...] = ()
-    config_file: str | None = None
-
-
-def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
-    """Translate the ``ssh_options`` of a ``type = "ssh"`` entry.
-
-    Understands ``-p``, ``-l``, ``-i``, ``-J``, ``-F``, ``-o Keyword=value``
-    (also glued, as ``-oKeyword=value`` and ``-p2222``), ``-C`` and the
-    value-less flags in :data:`_NOOP_FLAGS`.  Returns ``(keyword, value)`` pairs in the order given;
-    the caller applies them with first-value-wins, like ssh does.  Anything
-    it does not understand raises :class:`ConfigError` naming the option,
-    because dropping an option the user wrote could connect them somewhere
-    they did not ask for.
-    """
-    settings: list[tuple[str, str]] = []
-    config_file: str | None = None
-    args = list(argv)
-    i = 0
-    while i < len(args):
-        arg = str(args[i])
-        flag, glued = arg[:2], arg[2:]
-        if flag in _NOOP_FLAGS and not glued:
-            logger.debug("ssh_options: %s has no effect on a cache channel", arg)
-            i += 1
-            continue
-        if flag in _SET_FLAGS and not glued:
-            settings.append(_SET_FLAGS[flag])
-            i += 1
-            continue
-        if flag not in ("-o", "-F", *_VALUE_FLAGS) or not arg.startswith("-"):
-            raise ConfigError(
-                f"ssh_options: {arg!r} is not supported by fleche-ssh. Supported: -p, -l, -i, "
-                f"-J, -C, -F, -o Keyword=value for {', '.join(o.keyword for o in OPTIONS)}."
-            )
-        if glued:
-            value = glued
-        elif i + 1 < len(args):
-            i += 1
-            value = str(args[i])
-        else:
-            raise ConfigError(f"ssh_options: {flag} needs a value")
-        if flag == "-F":
-            config_file = value
-        elif flag == "-o":
-            keyword, text = split_option(value, "ssh_options -o")
-            try:
-                if keyword.lower() not in COMMANDS:
-                    split_words(text)
-            except ValueError as e:
-                raise ConfigError(f"ssh_options: -o {keyword}: {e}") from None
-            if keyword.lower() in NOT_NEEDED:
-                logger.debug("ssh_options: %s is not needed by fleche-ssh", keyword)
-            elif keyword.lower() not in BY_KEYWORD:
-                raise ConfigError(
-                    f"ssh_options: -o {keyword} is not supported by fleche-ssh. Remove it, or "
-                    f"use one of: {', '.join(o.keyword for o in OPTIONS)}."
-                )
-            else:
-                settings.append((BY_KEYWORD[keyword.lower()].keyword, text))
-        else:
-            if flag == "-J":
-                _check_one_proxy(settings)
-            # One argv element is one word, blanks and all.
-            settings.append((_VALUE_FLAGS[flag], join_words([value])))
-        i += 1
-    return CommandLine(tuple(settings), config_file)
-
-
-def _check_one_proxy(settings: list[tuple[str, str]]) -> None:
-    """Refuse ``-J`` after another ProxyJump or a ProxyCommand, as ssh does.
-
-    In files and ``-o`` the first of the two keywords silently wins; ssh
-    treats a ``-J`` that would lose as a mistake, and so does fleche-ssh.
-    """
-    given = {keyword for keyword, _ in settings}
-    if "ProxyJump" in given:
-        raise ConfigError("ssh_options: only one -J (or -o ProxyJump) is allowed; list several "
-                          "jump hosts in one, separated by commas.")
-    if "ProxyCommand" in given:
-        raise ConfigError("ssh_options: -J cannot be combined with -o ProxyCommand; use one of "
-                          "them.")
-
-
-def explicit_settings(values: dict[str, Any]) -> Iterable[tuple[Option, Any]]:
-    """Pair the snake_case cache keys that are set (not ``None``) with their options."""
-    for key, value in values.items():
-        if value is not None:
-            yield BY_KEY[key], value
+#: ssh's command-line flags that set a keyword, ``-p`` -> the Port row.
+FLAGS: dict[str, Option] = {o.flag.split()[0]: o for o in OPTIONS if o.flag}

@@ -11,7 +11,7 @@ for the system file), with globs, only where its block is active; and a
 ``Match final`` (or ``CanonicalizeHostname``) asks for a second pass.
 
 The result is raw text per keyword.  Turning text into values (tokens,
-``~``, types) is :mod:`fleche_ssh.target`'s job, so this module only knows
+``~``, types) is :mod:`fleche_ssh.config.target`'s job, so this module only knows
 the file format.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import getpass
 import glob
-import ipaddress
 import os
 import re
 import stat
@@ -29,6 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
+from .options import VALUES
+from .rows import COMMAND, ONE, UNIQUE
+from .tokens import canonical_hostname
+from .words import join_words, split_words
 
 #: Largest ssh_config file read; a larger one is refused rather than slurped.
 MAX_CONFIG_BYTES = 1 << 20
@@ -36,30 +39,12 @@ MAX_INCLUDE_DEPTH = 16
 #: Bound on a ``Match exec`` command, so a hanging command cannot hang a connect.
 MATCH_EXEC_TIMEOUT = 10.0
 
-# Keywords that may be given many times, every value being kept in order.
-MULTI = frozenset({"identityfile", "certificatefile", "localforward", "remoteforward",
-                   "dynamicforward", "sendenv", "setenv"})
-# Of those, the ones OpenSSH keeps once per distinct value: a key file named
-# twice (or again on the ``Match final`` pass) is offered once.
-UNIQUE = frozenset({"identityfile", "certificatefile"})
-# Keywords whose value is a shell command: kept as written, not split into words.
-COMMANDS = frozenset({"proxycommand", "localcommand", "remotecommand", "knownhostscommand"})
+#: ssh_config's own structure, which is never a setting.
+STRUCTURE = frozenset({"host", "match", "include"})
 # CanonicalizeHostname values that make ssh read its files a second time.
 _CANONICALIZING = frozenset({"yes", "always", "true"})
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
                 "localuser")
-
-
-def canonical_hostname(name: str) -> str:
-    """The host name as ssh settles on it: an address in canonical form, a name lowercased.
-
-    ssh connects to, looks up in known_hosts, and hashes into ``%C`` this
-    form, and its ``Match final`` pass tests it.
-    """
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name.lower()
 
 
 def _pattern_match(pattern: str, text: str) -> bool:
@@ -109,8 +94,10 @@ def match_pattern_list(patterns: list[str], text: str, *, fold_case: bool = True
 class Resolution:
     """Raw keyword values for one destination, lowercase keyword -> list of values.
 
-    Single-valued keywords hold a one-element list; :data:`MULTI` keywords
-    every value in the order obtained.  ``sources`` says which file and line
+    Single-valued keywords hold a one-element list; those whose rows collect
+    their values (:attr:`~fleche_ssh.config.rows.Values.collects`) every
+    value in the order obtained, a key file named twice (or again on the
+    ``Match final`` pass) once.  ``sources`` says which file and line
     gave each keyword (its first value), for error messages and
     ``fleche-ssh check``.
     """
@@ -124,9 +111,10 @@ class Resolution:
         key = keyword.lower()
         if self._proxy_taken(key):
             return
-        if key in MULTI:
+        kept = VALUES.get(key, ONE)
+        if kept.collects:
             values = self.values.setdefault(key, [])
-            if key not in UNIQUE or value not in values:
+            if kept is not UNIQUE or value not in values:
                 values.append(value)
         elif key not in self.values:
             self.values[key] = [value]
@@ -219,64 +207,6 @@ def _read_lines(path: Path) -> list[str]:
 
 
 _LINE = re.compile(r"^([^\s=]+)\s*(?:=\s*)?(.*)$")
-# What a backslash escapes in a value: anything else keeps its backslash,
-# so ``IdentityFile C:\Users\me\.ssh\id_ed25519`` means what it says.
-_ESCAPABLE = "'\"\\"
-
-
-def split_words(text: str) -> list[str]:
-    """Split a value into words as OpenSSH's ``argv_split`` does.
-
-    Blanks separate words, single or double quotes group them, ``#`` at the
-    start of a word ends the line.  Unlike a shell, a backslash escapes only
-    a quote, a backslash or (outside quotes) a blank, because Windows paths
-    are full of backslashes.
-
-    Raises:
-        ValueError: a quote is not closed.
-    """
-    words: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i] in " \t":
-            i += 1
-            continue
-        if text[i] == "#":
-            break
-        word: list[str] = []
-        quote = ""
-        while i < n:
-            ch = text[i]
-            nxt = text[i + 1] if i + 1 < n else ""
-            if ch == "\\" and nxt and (nxt in _ESCAPABLE or (not quote and nxt == " ")):
-                word.append(nxt)
-                i += 1
-            elif not quote and ch in " \t":
-                break
-            elif not quote and ch in "'\"":
-                quote = ch
-            elif quote and ch == quote:
-                quote = ""
-            else:
-                word.append(ch)
-            i += 1
-        if quote:
-            raise ValueError(f"unterminated {quote} quote")
-        words.append("".join(word))
-    return words
-
-
-def join_words(words: list[str]) -> str:
-    """The inverse of :func:`split_words`: quote the words that need it."""
-    return " ".join(_quote(w) for w in words)
-
-
-def _quote(word: str) -> str:
-    if word and not word.startswith("#") and not any(c in word for c in " \t'\"\\"):
-        return word
-    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _split_line(line: str, where: str) -> tuple[str, list[str], str] | None:
     """``Keyword args`` or ``Keyword=args`` as (keyword, words, raw rest); ``None`` for blanks."""
     text = line.strip()
@@ -322,7 +252,8 @@ class _Evaluator:
                 # ssh has settled the name before this pass; HostName no longer changes it.
                 continue
             else:
-                value = raw if key in COMMANDS else join_words(args)
+                # A command is kept as written; anything else as its words, requoted.
+                value = raw if VALUES.get(key) is COMMAND else join_words(args)
                 self.ctx.resolution.set(keyword, value, where)
 
     def _include(self, pattern: str, *, base: Path, depth: int) -> None:

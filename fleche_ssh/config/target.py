@@ -6,8 +6,8 @@ command line of the stock ``type = "ssh"`` entry), then the ssh_config
 files.  Within and across them the first value obtained wins, exactly as
 in OpenSSH, so all three are fed through the same evaluation: explicit
 keys and ``ssh_options`` are turned into text settings ahead of the files,
-and every value, whatever its source, is parsed by the one table in
-:mod:`fleche_ssh.options`.
+and every value, whatever its source, is parsed, defaulted and expanded
+as its row of :mod:`fleche_ssh.config.options` says.
 
 Paths expand ``~`` from ``$HOME`` (OpenSSH reads the home directory from
 the password database instead); tests and unusual setups rely on that to
@@ -19,69 +19,49 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
-import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .options import (
-    BY_KEYWORD,
-    OPTIONS,
-    Option,
-    explicit_settings,
-    log_ignored,
-    parse_ssh_options,
-    parse_value,
+from .cmdline import parse_ssh_options
+from .fields import TargetFields
+from .ignored import log_ignored
+from .options import BY_KEY, BY_KEYWORD, OPTIONS
+from .rows import WORDS, Option
+from .sshconfig import Resolution, resolve_config
+from .tokens import (
+    COMMAND_TOKENS,
+    PATH_TOKENS,
+    Computed,
+    Context,
+    Written,
+    canonical_hostname,
+    expand,
+    expand_hostname,
 )
-from .sshconfig import Resolution, canonical_hostname, join_words, resolve_config, split_words
+from .words import join_words, split_words
 
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
-# OpenSSH's default identities in OpenSSH's order, less the kinds Paramiko
-# cannot load (security keys, XMSS, DSA): the key ssh offers first is offered first.
-DEFAULT_IDENTITIES = ("~/.ssh/id_rsa", "~/.ssh/id_ecdsa", "~/.ssh/id_ed25519")
-DEFAULT_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
-DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
-
-_TOKEN = re.compile(r"%(.)")
-#: ServerAliveInterval / ServerAliveCountMax when not configured: see liveness.py.
-DEFAULT_ALIVE_INTERVAL = 15.0
-DEFAULT_ALIVE_COUNT_MAX = 3
 #: Longest jump chain followed before it is taken for a loop.
 MAX_JUMPS = 16
 
 
 @dataclass(frozen=True)
-class Target:
+class Target(TargetFields):
     """Everything needed to reach one SSH server, fully resolved.
 
     Frozen and hashable, so that it can key the process-wide transport pool:
     two caches whose targets are equal share one authenticated connection.
+    Its fields (:class:`~fleche_ssh.config.fields.TargetFields`) are the
+    option rows' ``target_field``: ``jump`` is the previous hop, for a host
+    behind ``ProxyJump``, which has its own jump, and so on.
     """
 
     #: What the user wrote; not part of equality, so spellings of one destination share a login.
     alias: str = field(compare=False)
-    hostname: str
-    port: int
-    user: str
-    identity_files: tuple[str, ...]
-    identities_only: bool
-    identity_agent: str | None
-    known_hosts_files: tuple[str, ...]
-    global_known_hosts_files: tuple[str, ...]
-    strict_host_key_checking: str
-    hash_known_hosts: bool
-    connect_timeout: float | None
-    batch_mode: bool
-    #: The previous hop, for a host behind ``ProxyJump``; it has its own jump, and so on.
-    jump: Target | None = None
-    proxy_command: str | None = None
-    certificate_files: tuple[str, ...] = ()
-    server_alive_interval: float = DEFAULT_ALIVE_INTERVAL
-    server_alive_count_max: int = DEFAULT_ALIVE_COUNT_MAX
-    compression: bool = False
     #: (keyword, where it was set) pairs: which file line, key or option gave each value.
     #: Not compared: the same destination set two ways must share one pooled login.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -104,7 +84,7 @@ class Target:
         """``ssh -G``-style (keyword, value) pairs for the keywords fleche-ssh uses."""
         rows = [("host", self.alias)]
         for option in OPTIONS:
-            value = getattr(self, _FIELD.get(option.key, option.key))
+            value = getattr(self, option.target_field)
             if value is None or value == ():
                 continue
             if isinstance(value, Target):
@@ -119,16 +99,6 @@ class Target:
         return rows
 
 
-# Target fields whose names differ from the cache key that sets them.
-_FIELD = {
-    "proxy_jump": "jump",
-    "certificate_file": "certificate_files",
-    "identity_file": "identity_files",
-    "known_hosts_file": "known_hosts_files",
-    "global_known_hosts_file": "global_known_hosts_files",
-}
-
-
 def _as_text(option: Option, value: Any) -> list[str]:
     """Turn an explicit key's Python value into ssh_config text, quoted as a file would be.
 
@@ -140,51 +110,9 @@ def _as_text(option: Option, value: Any) -> list[str]:
         return ["yes" if value else "no"]
     items = value if isinstance(value, (list, tuple)) else [value]
     words = [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in items]
-    if option.split:
+    if option.values is WORDS:
         return [join_words(words)]
     return [join_words([w]) for w in words]
-
-
-# The tokens each kind of value accepts (ssh_config(5), TOKENS); ssh refuses any other.
-_HOSTNAME_TOKENS = "%h"
-_COMMAND_TOKENS = "%hnpr"  # ProxyCommand, ProxyJump
-_PATH_TOKENS = "%CdhikLlnpru"  # IdentityFile, CertificateFile, UserKnownHostsFile, ...
-_ENV = re.compile(r"\$\{([^}]*)\}")
-
-
-def _expand(text: str, tokens: Mapping[str, str], where: str, keyword: str,
-            accepted: str) -> str:
-    """Replace the ``%`` tokens of *text*, refusing those *keyword* does not accept."""
-    def replace(found: re.Match[str]) -> str:
-        letter = found.group(1)
-        if letter not in accepted:
-            raise ConfigError(
-                f"{where}: {keyword}: unknown token %{letter} in {text!r}; {keyword} accepts "
-                f"{' '.join('%' + c for c in accepted)}"
-            )
-        return tokens[letter]
-
-    return _TOKEN.sub(replace, text)
-
-
-def _expand_env(text: str, where: str, keyword: str) -> str:
-    """``${NAME}`` from the environment, as ssh does in paths (a bare ``$NAME`` stays as is)."""
-    def replace(found: re.Match[str]) -> str:
-        value = os.environ.get(found.group(1))
-        if value is None:
-            raise ConfigError(
-                f"{where}: {keyword}: environment variable {found.group(1)} is not set "
-                f"(in {text!r})"
-            )
-        return value
-
-    return _ENV.sub(replace, text)
-
-
-def _expand_path(text: str, tokens: Mapping[str, str], where: str, keyword: str) -> str:
-    """A path as ssh expands it: ``~`` first, then ``${NAME}``, then ``%`` tokens."""
-    expanded = _expand_env(os.path.expanduser(text), where, keyword)
-    return _expand(expanded, tokens, where, keyword, _PATH_TOKENS)
 
 
 def _single(resolution: Resolution, keyword: str) -> str | None:
@@ -192,7 +120,7 @@ def _single(resolution: Resolution, keyword: str) -> str | None:
     texts = resolution.values.get(keyword)
     if not texts:
         return None
-    return str(parse_value(BY_KEYWORD[keyword], texts[0], resolution.sources.get(keyword, "")))
+    return str(BY_KEYWORD[keyword].read(texts[0], resolution.sources.get(keyword, "")))
 
 
 def _hostname(original: str, resolution: Resolution) -> str:
@@ -200,8 +128,7 @@ def _hostname(original: str, resolution: Resolution) -> str:
     text = _single(resolution, "hostname")
     if text is None:
         return original
-    where = resolution.sources.get("hostname", "")
-    return _expand(text, {"h": original, "%": "%"}, where, "HostName", _HOSTNAME_TOKENS)
+    return expand_hostname(text, original, resolution.sources.get("hostname", ""))
 
 
 def _tokens(original: str, resolution: Resolution, local_user: str,
@@ -249,7 +176,7 @@ def resolve(
     local_user = getpass.getuser()
 
     preset = Resolution()
-    for option, value in explicit_settings(dict(explicit or {})):
+    for option, value in _explicit_settings(dict(explicit or {})):
         for text in _as_text(option, value):
             preset.set(option.keyword, text, f"key {option.key}")
     for keyword, text in command_line.settings:
@@ -275,20 +202,20 @@ def resolve(
     def hostname(so_far: Resolution) -> str:
         return _hostname(alias, so_far)
 
-    def expand(command: str, so_far: Resolution, match_host: str) -> str:
-        return _expand(command, _tokens(alias, so_far, local_user, match_host), "Match exec",
-                       "Match exec", _PATH_TOKENS)
+    def match_exec(command: str, so_far: Resolution, match_host: str) -> str:
+        return expand(command, _tokens(alias, so_far, local_user, match_host), "Match exec",
+                      "Match exec", PATH_TOKENS)
 
     resolution = resolve_config(alias, user=login_user or None, files=files, preset=preset,
-                                hostname=hostname, expand=expand)
+                                hostname=hostname, expand=match_exec)
     log_ignored(alias, resolution)
     target = _build(alias, resolution, local_user)
     jumps = target.proxy_command is None and _single(resolution, "proxyjump")
     if not jumps or jumps.lower() == "none":
         return target
     # As ssh, which runs ``ssh -W`` with the jump spec inside its ProxyCommand.
-    jumps = _expand(jumps, _tokens(alias, resolution, local_user, target.hostname),
-                    resolution.sources.get("proxyjump", ""), "ProxyJump", _COMMAND_TOKENS)
+    jumps = expand(jumps, _tokens(alias, resolution, local_user, target.hostname),
+                   resolution.sources.get("proxyjump", ""), "ProxyJump", COMMAND_TOKENS)
     return replace(target, jump=_resolve_jump(jumps, config, (*_seen, host)))
 
 
@@ -343,62 +270,40 @@ def _split_hop(hop: str) -> tuple[str, int | None]:
     return f"{user}{at}{host}", number
 
 
+# ProxyJump names Targets of their own, which resolve() builds: see _resolve_jump.
+_JUMP = BY_KEY["proxy_jump"]
+
+
 def _build(alias: str, resolution: Resolution, local_user: str) -> Target:
+    """The Target of *resolution*, each field as its row says; the jump hosts come after."""
     hostname = canonical_hostname(_hostname(alias, resolution))
     tokens = _tokens(alias, resolution, local_user, hostname)
-
-    def value(key: str, default: Any = None) -> Any:
-        option = BY_KEYWORD[key]
-        texts = resolution.values.get(key)
-        if not texts:
-            return default
-        where = resolution.sources.get(key, "")
-        if option.many:
-            return tuple(_expand_path(parse_value(option, t, where), tokens, where,
-                                      option.keyword) for t in texts)
-        return parse_value(option, texts[0], where)
-
-    def paths(key: str, default: tuple[str, ...], expand: bool = True) -> tuple[str, ...]:
-        """A known_hosts list; ``none`` means no file at all."""
-        where = resolution.sources.get(key, "")
-        raw = value(key) or default
-        if raw[0].lower() == "none":
-            return ()
-        if not expand:  # GlobalKnownHostsFile: ssh expands ``~`` only
-            return tuple(os.path.expanduser(p) for p in raw)
-        return tuple(_expand_path(p, tokens, where, BY_KEYWORD[key].keyword) for p in raw)
-
-    agent = value("identityagent")
-    interval = value("serveraliveinterval", DEFAULT_ALIVE_INTERVAL)
-    return Target(
-        alias=alias,
-        hostname=hostname,
-        port=value("port", 22),
-        user=value("user", local_user),
-        identity_files=value("identityfile") or tuple(os.path.expanduser(p)
-                                                      for p in DEFAULT_IDENTITIES),
-        identities_only=value("identitiesonly", False),
-        identity_agent=None if agent is None else _expand_path(
-            agent, tokens, resolution.sources.get("identityagent", ""), "IdentityAgent"),
-        known_hosts_files=paths("userknownhostsfile", DEFAULT_KNOWN_HOSTS),
-        global_known_hosts_files=paths("globalknownhostsfile", DEFAULT_GLOBAL_KNOWN_HOSTS,
-                                       expand=False),
-        strict_host_key_checking=value("stricthostkeychecking", "ask"),
-        hash_known_hosts=value("hashknownhosts", False),
-        connect_timeout=value("connecttimeout"),
-        batch_mode=value("batchmode", False),
-        proxy_command=_proxy_command(value("proxycommand"), tokens,
-                                     resolution.sources.get("proxycommand", "")),
-        certificate_files=value("certificatefile") or (),
-        # ``none`` turns keepalives off, as ssh reads it.
-        server_alive_interval=0.0 if interval is None else interval,
-        server_alive_count_max=value("serveralivecountmax", DEFAULT_ALIVE_COUNT_MAX),
-        compression=value("compression", False),
-        origins=tuple(sorted(resolution.sources.items())),
-    )
+    fields = {option.target_field: _value(option, resolution, tokens) for option in OPTIONS
+              if option is not _JUMP}
+    return Target(alias=alias, origins=tuple(sorted(resolution.sources.items())), **fields)
 
 
-def _proxy_command(command: str | None, tokens: Mapping[str, str], where: str) -> str | None:
-    if command is None or command.lower() == "none":
-        return None
-    return _expand(command, tokens, where, "ProxyCommand", _COMMAND_TOKENS)
+
+def _value(option: Option, resolution: Resolution, tokens: Mapping[str, str]) -> Any:
+    """One option's Target value: its default if unset, else parsed and finished."""
+    key = option.keyword.lower()
+    context = Context(tokens, resolution.sources.get(key, ""), option.keyword)
+    texts = resolution.values.get(key)
+    if not texts:
+        if isinstance(option.default, Computed):
+            return option.default.compute(context)
+        if isinstance(option.default, Written):
+            return option.finish(option.default.value, context)
+        return option.default
+    if option.values.collects:
+        parsed = tuple(option.read(text, context.where) for text in texts)
+    else:
+        parsed = option.read(texts[0], context.where)
+    return option.finish(parsed, context)
+
+
+def _explicit_settings(values: dict[str, Any]) -> Iterable[tuple[Option, Any]]:
+    """Pair the snake_case cache keys that are set (not ``None``) with their options."""
+    for key, value in values.items():
+        if value is not None:
+            yield BY_KEY[key], value

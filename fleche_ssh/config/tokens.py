@@ -1,0 +1,158 @@
+"""``%`` tokens, ``~`` and ``${NAME}``: what a parsed option becomes in a Target.
+
+The option table names, for each keyword, a *finish* function from here:
+how its parsed value is expanded once the destination is known (a path
+gets ``~``, then ``${NAME}``, then ``%`` tokens, as ssh expands it; a
+command gets the tokens a command accepts).  Each finish function takes
+the value and a :class:`Context`: the tokens of this resolution, the file
+and line the value came from, and its keyword, for the message when a
+token is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+_TOKEN = re.compile(r"%(.)")
+_ENV = re.compile(r"\$\{([^}]*)\}")
+# The tokens each kind of value accepts (ssh_config(5), TOKENS); ssh refuses any other.
+HOSTNAME_TOKENS = "%h"
+COMMAND_TOKENS = "%hnpr"  # ProxyCommand, ProxyJump
+PATH_TOKENS = "%CdhikLlnpru"  # IdentityFile, CertificateFile, UserKnownHostsFile, ...
+
+
+def canonical_hostname(name: str) -> str:
+    """The host name as ssh settles on it: an address in canonical form, a name lowercased.
+
+    ssh connects to, looks up in known_hosts, and hashes into ``%C`` this
+    form, and its ``Match final`` pass tests it.
+    """
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower()
+
+
+def expand(text: str, tokens: Mapping[str, str], where: str, keyword: str,
+           accepted: str) -> str:
+    """Replace the ``%`` tokens of *text*, refusing those *keyword* does not accept."""
+    def replace(found: re.Match[str]) -> str:
+        letter = found.group(1)
+        if letter not in accepted:
+            raise ConfigError(
+                f"{where}: {keyword}: unknown token %{letter} in {text!r}; {keyword} accepts "
+                f"{' '.join('%' + c for c in accepted)}"
+            )
+        return tokens[letter]
+
+    return _TOKEN.sub(replace, text)
+
+
+def _expand_env(text: str, where: str, keyword: str) -> str:
+    """``${NAME}`` from the environment, as ssh does in paths (a bare ``$NAME`` stays as is)."""
+    def replace(found: re.Match[str]) -> str:
+        value = os.environ.get(found.group(1))
+        if value is None:
+            raise ConfigError(
+                f"{where}: {keyword}: environment variable {found.group(1)} is not set "
+                f"(in {text!r})"
+            )
+        return value
+
+    return _ENV.sub(replace, text)
+
+
+def expand_path(text: str, tokens: Mapping[str, str], where: str, keyword: str) -> str:
+    """A path as ssh expands it: ``~`` first, then ``${NAME}``, then ``%`` tokens."""
+    expanded = _expand_env(os.path.expanduser(text), where, keyword)
+    return expand(expanded, tokens, where, keyword, PATH_TOKENS)
+
+
+def expand_hostname(text: str, original: str, where: str) -> str:
+    """``HostName`` with its one token, ``%h``, being the name as given."""
+    return expand(text, {"h": original, "%": "%"}, where, "HostName", HOSTNAME_TOKENS)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What finishing one option's value needs.
+
+    ``tokens`` are OpenSSH's ``%`` tokens for this destination (``%n`` the
+    name as given, ``%u`` the local user); ``where`` is the file and line,
+    key or option that set the value, empty when nothing did.
+    """
+
+    tokens: Mapping[str, str]
+    where: str
+    keyword: str
+
+
+Finish = Callable[[Any, Context], Any]
+
+
+def as_is(value: Any, context: Context) -> Any:
+    return value
+
+
+def path(value: str, context: Context) -> str:
+    return expand_path(value, context.tokens, context.where, context.keyword)
+
+
+def paths(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
+    return tuple(path(p, context) for p in value)
+
+
+def path_list(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
+    """Paths on one line; ``none`` means no file at all."""
+    return () if value[0].lower() == "none" else paths(value, context)
+
+
+def home_path_list(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
+    """As :func:`path_list`, expanding ``~`` only, as ssh does for ``GlobalKnownHostsFile``."""
+    return () if value[0].lower() == "none" else tuple(os.path.expanduser(p) for p in value)
+
+
+def command(value: str, context: Context) -> str | None:
+    """A command run by the local shell; ``none`` means no command."""
+    if value.lower() == "none":
+        return None
+    return expand(value, context.tokens, context.where, context.keyword, COMMAND_TOKENS)
+
+
+def hostname(value: str, context: Context) -> str:
+    return canonical_hostname(expand_hostname(value, context.tokens["n"], context.where))
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A default found when a host is resolved: it depends on the host or this machine."""
+
+    compute: Callable[[Context], Any]
+
+
+@dataclass(frozen=True)
+class Written:
+    """A default given as a config line would give it, so expanded as one (``~``, tokens)."""
+
+    value: Any
+
+
+def given_name(context: Context) -> str:
+    """The destination as given, canonical: what ssh connects to without ``HostName``."""
+    return canonical_hostname(context.tokens["n"])
+
+
+def local_user(context: Context) -> str:
+    return context.tokens["u"]
+
+
+def home_files(*names: str) -> Computed:
+    """Files under ``~``, expanded when a host is resolved (``$HOME`` may change in between)."""
+    return Computed(lambda context: tuple(os.path.expanduser(p) for p in names))
