@@ -28,6 +28,9 @@ extensions = [
 # The API reference is generated from the source, without importing it.
 autoapi_type = "python"
 autoapi_dirs = ["../fleche_ssh"]
+# A stub beats its module: fleche_ssh/config/fields.pyi spells out the fields
+# that fields.py makes from the option rows at import time.
+autoapi_file_patterns = ["*.pyi", "*.py"]
 autoapi_root = "api"
 autoapi_add_toctree_entry = False
 autoapi_keep_files = False
