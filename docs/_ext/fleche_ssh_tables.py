@@ -15,9 +15,8 @@ with the defaults and checks it applies:
   of, in a config file and in ``ssh_options`` (``OPTIONS``,
   :data:`~fleche_ssh.config.options.NOT_NEEDED` and
   :data:`~fleche_ssh.config.options.UNHONOURED`);
-* ``.. fleche-ssh-not-needed::`` renders the keywords given in its content
-  and warns (an error under ``sphinx -W``) when they are not exactly
-  ``NOT_NEEDED``: the content only supplies OpenSSH's spelling of each keyword.
+* ``.. fleche-ssh-not-needed::``: the keywords accepted and ignored
+  (:data:`~fleche_ssh.config.options.NOT_NEEDED_KEYWORDS`), as a sentence.
 
 The README's key table cannot be generated; ``tests/test_options.py``
 checks it against the rows.
@@ -156,25 +155,13 @@ class KeywordTable(_RowsDirective):
 
 
 class NotNeededList(SphinxDirective):
-    """The keywords accepted and ignored, checked against the code."""
-
-    has_content = True
+    """The keywords accepted and ignored, in OpenSSH's spelling, as a sentence."""
 
     def run(self) -> list[nodes.Node]:
-        from fleche_ssh.config.options import NOT_NEEDED
+        from fleche_ssh.config.options import NOT_NEEDED_KEYWORDS
 
-        words = [w.strip() for w in " ".join(self.content).split(",") if w.strip()]
-        given = {w.lower() for w in words}
-        missing = sorted(NOT_NEEDED - given)
-        extra = sorted(given - NOT_NEEDED)
-        if missing or extra:
-            logger.warning(
-                "fleche-ssh-not-needed disagrees with fleche_ssh.config.options.NOT_NEEDED: "
-                "missing %s, not in the code %s", missing or "none", extra or "none",
-                location=self.get_location(),
-            )
         paragraph = nodes.paragraph()
-        for i, word in enumerate(sorted(words, key=str.lower)):
+        for i, word in enumerate(sorted(NOT_NEEDED_KEYWORDS, key=str.lower)):
             if i:
                 paragraph += nodes.Text(", ")
             paragraph += nodes.literal(word, word)
