@@ -7,14 +7,16 @@ this one:
 
 * a Paramiko channel on our own authenticated transport (:mod:`.paramiko_process`);
 * a stream relayed by a local process that shares a login;
-* the socketpairs handed to a live OpenSSH master;
+* the socketpairs handed to a live OpenSSH master (stdio over local
+  sockets: :mod:`.sockets`);
 * an in-memory server for tests (:mod:`.memory`).
 
-An implementation provides the primitives; the byte-counted loops built on
-them (:meth:`RemoteProcess.send_all`, :meth:`RemoteProcess.recv_exactly`)
-and the orderly :meth:`RemoteProcess.close` live here, once, so progress
-reporting and shutdown behave the same whatever carries the bytes.
-Flow control (windows, buffers) stays inside each implementation.
+An implementation provides the primitives; the byte-counted reads and
+writes built on them (:meth:`RemoteProcess.send_all`,
+:meth:`RemoteProcess.recv_some`, :meth:`RemoteProcess.recv_exactly`) and the
+orderly :meth:`RemoteProcess.close` live here, once, so progress reporting
+and shutdown behave the same whatever carries the bytes.  Flow control
+(windows, buffers) stays inside each implementation.
 """
 
 from __future__ import annotations
@@ -81,6 +83,16 @@ class RemoteProcess(abc.ABC):
         """Whether stdout bytes can be read without waiting (used only to quote bad output)."""
         return False
 
+    def recv_into(self, view: memoryview) -> int:
+        """Fill some of *view* from stdout, blocking until some arrive; 0 at EOF.
+
+        Copies what :meth:`recv` returns.  An implementation that can read
+        straight into a buffer (a socket) overrides this and saves that copy.
+        """
+        data = self.recv(len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def send_all(self, data: memoryview, chunk: int = CHUNK) -> bool:
         """Write all of *data*; False if stdin stopped taking it."""
         counter = self.counter
@@ -95,17 +107,28 @@ class RemoteProcess(abc.ABC):
 
         return send_all(counted, data, chunk)
 
+    def recv_some(self, size: int) -> bytes:
+        """Up to *size* bytes of stdout, whatever has arrived, counted; ``b""`` at EOF.
+
+        Taking what has arrived reads a small answer in one call: the reader
+        keeps any bytes past the end of the frame it wanted.
+        """
+        data = self.recv(size)
+        if data and self.counter is not None:
+            self.counter("received", len(data))
+        return data
+
     def recv_exactly(self, view: memoryview, chunk: int = CHUNK) -> int:
         """Fill *view* from stdout; the bytes read, fewer than ``len(view)`` only at EOF."""
         got, size = 0, len(view)
+        counter = self.counter
         while got < size:
-            data = self.recv(min(size - got, chunk))
-            if not data:
+            n = self.recv_into(view[got : got + chunk])
+            if n <= 0:
                 break
-            view[got : got + len(data)] = data
-            got += len(data)
-            if self.counter is not None:
-                self.counter("received", len(data))
+            got += n
+            if counter is not None:
+                counter("received", n)
         return got
 
     def close(self, wait: float) -> None:
