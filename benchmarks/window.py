@@ -3,7 +3,7 @@
     python benchmarks/window.py                    # 2, 4, 8, 16, 64 MiB windows, 128 MiB each
     python benchmarks/window.py --mib 64 --rtt 50  # through a relay adding 50 ms per round trip
 
-Why ``fleche_ssh.ssh.session.WINDOW_SIZE`` is what it is: each window size
+Why ``fleche_ssh.wire.paramiko_process.WINDOW_SIZE`` is what it is: each window size
 downloads ``head -c N /dev/zero`` over a fresh connection to a loopback
 sshd (raw channel I/O, no fleche server, so only the transport is timed)
 and reports MB/s and the CPU seconds sshd's session processes used.  A
@@ -24,7 +24,7 @@ from measure import MIB, median_of
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.ssh import session
-from fleche_ssh.wire.channel import ExecChannel
+from fleche_ssh.wire.paramiko_process import ParamikoProcess
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -52,21 +52,22 @@ def sshd_cpu(listener: int) -> float:
     return sum(cpu for pid, (_, cpu) in stats.items() if pid in tree and pid != listener)
 
 
-def download(cache: ParamikoCache, size: int, listener: int) -> tuple[float, float]:
+def download(cache: ParamikoCache, size: int, window: int,
+             listener: int) -> tuple[float, float]:
     """(MB/s, sshd CPU seconds) for one download of *size* bytes on a new connection."""
     session.close_all()
     target = cache.target()
-    opened = session.get_session(target, cache.login(target)).open_exec(
-        f"sleep 0.2; head -c {size} /dev/zero")
-    channel = ExecChannel(opened, host=target.alias, command="head")
+    process = ParamikoProcess.open(session.get_session(target, cache.login(target)),
+                                   f"sleep 0.2; head -c {size} /dev/zero", window_size=window)
     try:
-        rest = size - len(channel._recv_at_least(b"", 1))  # timing starts once data flows
+        rest = size - len(process.recv(1))  # timing starts once data flows
         cpu, started = sshd_cpu(listener), time.perf_counter()
-        channel._recv_into(memoryview(bytearray(rest)))
+        got = process.recv_exactly(memoryview(bytearray(rest)))
         elapsed = time.perf_counter() - started
+        assert got == rest, f"the download ended after {got} of {rest} bytes"
         return rest / elapsed / 1e6, sshd_cpu(listener) - cpu
     finally:
-        channel.close()
+        process.close(2.0)
         session.close_all()
 
 
@@ -85,8 +86,8 @@ def main() -> int:
         for rep in range(args.reps):
             order = args.windows if rep % 2 == 0 else args.windows[::-1]
             for window in order:
-                session.WINDOW_SIZE = window * MIB
-                results[window].append(download(cache, args.mib * MIB, bench.sshd.process.pid))
+                results[window].append(download(cache, args.mib * MIB, window * MIB,
+                                                bench.sshd.process.pid))
     print(f"download of {args.mib} MiB, RTT +{args.rtt} ms, medians of {args.reps}")
     print("window MiB | MB/s | sshd CPU s")
     for window, samples in results.items():

@@ -41,7 +41,7 @@ from support.caches import wait_for
 
 from fleche_ssh.errors import ConnectionRefused, ProtocolError, RemoteCommandError, ValueTooLarge
 from fleche_ssh.ssh import session
-from fleche_ssh.wire import channel as channel_module
+from fleche_ssh.wire import frames
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -415,7 +415,7 @@ class _FourGiBAndOne:
     """A pickle body's length without its bytes."""
 
     def __len__(self) -> int:
-        return channel_module.MAX_FRAME + 1
+        return frames.MAX_FRAME + 1
 
 
 @pytest.fixture
@@ -427,7 +427,7 @@ def oversized(monkeypatch):
         body = real(obj, *args, **kwargs)
         return _FourGiBAndOne() if HUGE in body else body
 
-    monkeypatch.setattr(channel_module, "cloudpickle",
+    monkeypatch.setattr(frames, "cloudpickle",
                         types.SimpleNamespace(dumps=dumps, loads=cloudpickle.loads))
 
 
@@ -437,7 +437,7 @@ def test_a_value_over_4_gib_is_refused_before_anything_is_sent(make, oversized):
     with pytest.raises(ValueTooLarge) as refused:
         cache.save(Call(name="faults.huge", arguments={}, result=HUGE))
     message = str(refused.value)
-    assert f"{channel_module.MAX_FRAME + 1:,} bytes" in message
+    assert f"{frames.MAX_FRAME + 1:,} bytes" in message
     assert "at most 4,294,967,295 bytes (4 GiB)" in message
     assert "nothing was sent" in message
     assert isinstance(refused.value, Rejected) and isinstance(refused.value, ValueError)

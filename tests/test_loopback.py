@@ -22,7 +22,7 @@ import pytest
 
 from fleche_ssh.demo import command
 from fleche_ssh.demo.server import LoopbackServer
-from fleche_ssh.wire.channel import server_command
+from fleche_ssh.wire.command import server_command
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,7 +1,7 @@
 """How the demo server runs an exec request's command: directly where it can, on any OS.
 
 The cache only ever sends commands that
-:func:`fleche_ssh.wire.channel.server_command` built: ``PYTHON -m fleche
+:func:`fleche_ssh.wire.command.server_command` built: ``PYTHON -m fleche
 remote --serve [--cache NAME]``, after ``cd WORKDIR && exec`` when there is
 a workdir.  Such a command is run without a shell, as
 ``Popen(argv, cwd=WORKDIR)``, so ``fleche-ssh demo`` needs no POSIX shell.
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..wire.channel import server_command
+from ..wire.command import server_command
 
 logger = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from ..errors import ConnectionRefused, ConnectTimeout
+from ..wire.paramiko_process import MAX_PACKET_SIZE, WINDOW_SIZE
 from ..wire.pump import End, drain_lines, splice
 
 logger = logging.getLogger("fleche_ssh.proxy")
@@ -35,9 +36,14 @@ _EXIT_WAIT = 2.0
 
 def open_jump(via: paramiko.Transport, via_label: str, hostname: str, port: int,
               timeout: float) -> paramiko.Channel:
-    """A channel from the jump host *via* to ``hostname:port``, to run SSH over."""
+    """A channel from the jump host *via* to ``hostname:port``, to run SSH over.
+
+    It carries the next hop's whole connection, so its receive window bounds
+    that hop's downloads as an exec channel's does: it gets the same one.
+    """
     try:
         return via.open_channel("direct-tcpip", (hostname, port), ("127.0.0.1", 0),
+                                window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE,
                                 timeout=timeout)
     except paramiko.ChannelException as e:
         raise ConnectionRefused(

@@ -10,10 +10,10 @@ whose copies of the parent's transports have no threads behind them.
 Connecting is where Paramiko's defaults cost the most, so the socket and
 transport are set up here: TCP_NODELAY (without it every small round trip
 waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
-lists it last, and the client's order wins), a receive window sized for
-links up to ~50 ms, host key algorithms ordered by what known_hosts holds
-for the host, and a Transport that survives a channel closing while keys
-are renegotiated (:mod:`fleche_ssh.transport`).
+lists it last, and the client's order wins), host key algorithms ordered
+by what known_hosts holds for the host, and a Transport that survives a
+channel closing while keys are renegotiated (:mod:`fleche_ssh.transport`).
+Each channel's receive window is chosen by whoever opens it.
 """
 
 from __future__ import annotations
@@ -54,14 +54,6 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: Bound on TCP connect and the SSH handshake when ConnectTimeout is not set.
 DEFAULT_CONNECT_TIMEOUT = 30.0
-#: Receive window: how much the server may send before we acknowledge.  A
-#: download runs at most at window / round-trip time: 4 MiB allows ~400 MB/s
-#: at 10 ms and ~80 MB/s at 50 ms.  Larger is not better: sshd reads the remote
-#: command's output as fast as the window allows, and with tens of MiB queued
-#: it spends far more CPU per byte; on loopback a 64 MiB window cost sshd
-#: 14-23x the CPU and made downloads 4x slower (see benchmarks/window.py).
-WINDOW_SIZE = 4 << 20
-MAX_PACKET_SIZE = 32768
 #: Bound on opening a channel on an established transport.
 CHANNEL_OPEN_TIMEOUT = 30.0
 
@@ -98,11 +90,12 @@ class Session:
         """Why the connection died, when fleche-ssh closed it itself (keepalives unanswered)."""
         return self.keepalive.verdict if self.keepalive is not None else None
 
-    def open_exec(self, command: str) -> paramiko.Channel:
-        """Open a session channel running *command*."""
+    def open_exec(self, command: str, *, window_size: int,
+                  max_packet_size: int) -> paramiko.Channel:
+        """Open a session channel running *command*, with the flow control its user chose."""
         try:
             channel = self.transport.open_session(
-                window_size=WINDOW_SIZE, max_packet_size=MAX_PACKET_SIZE,
+                window_size=window_size, max_packet_size=max_packet_size,
                 timeout=CHANNEL_OPEN_TIMEOUT,
             )
             channel.exec_command(command)
@@ -228,9 +221,7 @@ def start_transport(target: Target, sock: Any, key_types: list[str]) -> paramiko
     for first so that a host offering several keys sends the one on record.
     """
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    transport = Transport(
-        sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
-    )
+    transport = Transport(sock)
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
     options = transport.get_security_options()

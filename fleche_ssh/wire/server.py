@@ -3,7 +3,14 @@
 A call borrows an idle channel (opening one if fewer than ``channels`` are
 open, else waiting), so calls from several threads run in parallel where
 the stock cache serialises them.  Every channel runs its own ``python -m
-fleche remote --serve`` on the cache's one shared, authenticated transport.
+fleche remote --serve``.
+
+How that command is started is the *opener*'s business, given to
+:class:`RemoteServer` as httpx gives a client its transport: by default a
+:class:`~.paramiko_process.ParamikoProcess` on the cache's one shared,
+authenticated transport; in tests, :class:`~.memory.MemoryRemote`.  The
+pool, the frames and the error messages above it are the same whichever
+carries the bytes.
 """
 
 from __future__ import annotations
@@ -12,24 +19,25 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, RemoteConnectionError
 from ..ssh import session as sessions
-from .channel import (
-    EXIT_WAIT,
-    ChannelClosed,
-    ExecChannel,
-    Undecodable,
-    encode_frame,
-    server_command,
-)
+from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
+from .command import server_command
+from .frames import Undecodable, encode_frame
+from .paramiko_process import ParamikoProcess
+from .process import RemoteProcess
 
 if TYPE_CHECKING:
     from ..cache import ParamikoCache
 
 logger = logging.getLogger("fleche_ssh")
+
+#: Starts the remote server's command line and returns it running.
+Opener = Callable[[str], RemoteProcess]
 
 
 @dataclass
@@ -43,10 +51,16 @@ class RemoteServer:
 
     Duck-types the stock ``_Connection`` (``call``, ``reconnect``,
     ``close``), which is all ``SshCache`` uses of its connection.
+
+    Args:
+        cache: the cache whose keys say which command to run, and where.
+        opener: starts that command; None for a Paramiko channel on the
+            cache's pooled session.
     """
 
-    def __init__(self, cache: ParamikoCache) -> None:
+    def __init__(self, cache: ParamikoCache, opener: Opener | None = None) -> None:
         self._cache = weakref.proxy(cache)
+        self._opener = opener
         self._host = cache.host
         self._limit = cache.channels
         self._pool = _Pool()
@@ -129,13 +143,18 @@ class RemoteServer:
 
     def _open(self) -> ExecChannel:
         cache = self._cache
-        target = cache.target()
-        session = sessions.get_session(target, cache.login(target))
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
+        opener = self._opener if self._opener is not None else self._open_on_session
+        return ExecChannel(opener(command), host=self._host)
+
+    def _open_on_session(self, command: str) -> RemoteProcess:
+        """The default opener: a channel on the cache's pooled, authenticated transport."""
+        cache = self._cache
+        target = cache.target()
+        session = sessions.get_session(target, cache.login(target))
         logger.info("starting remote cache on %s: %s", target.label, command)
-        return ExecChannel(session.open_exec(command), host=self._host, command=command,
-                           lost_reason=session.lost_reason)
+        return ParamikoProcess.open(session, command)
 
     def reconnect(self) -> None:
         """Close this cache's channels; the next call opens a new one on the live transport."""
