@@ -31,7 +31,7 @@ def _no_reset() -> None:
 
 
 def _close_pool() -> None:
-    from fleche_ssh.ssh.session import close_all
+    from fleche_ssh import close_all
 
     close_all()
 

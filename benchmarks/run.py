@@ -198,12 +198,12 @@ def environment(bench: Bench) -> dict[str, Any]:
     import fleche
     import paramiko
 
-    from fleche_ssh.ssh import session
+    from fleche_ssh.ssh.pool import POOL
 
     cache = open_cache(OURS, bench.cache_kwargs())
     try:
         target = cache.target()
-        transport = session.get_session(target, cache.login(target)).transport
+        transport = POOL.session(target, cache.login(target)).transport
         ours = {"cipher_out": transport.local_cipher, "cipher_in": transport.remote_cipher,
                 "mac_out": transport.local_mac, "compression": transport.local_compression}
     finally:

@@ -23,7 +23,7 @@ from harness import HOST, bench_world, relay_host
 from measure import MIB, median_of
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.ssh import session
+from fleche_ssh.ssh.pool import POOL
 from fleche_ssh.wire.paramiko_process import ParamikoProcess
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -55,9 +55,9 @@ def sshd_cpu(listener: int) -> float:
 def download(cache: ParamikoCache, size: int, window: int,
              listener: int) -> tuple[float, float]:
     """(MB/s, sshd CPU seconds) for one download of *size* bytes on a new connection."""
-    session.close_all()
+    POOL.close_all()
     target = cache.target()
-    process = ParamikoProcess.open(session.get_session(target, cache.login(target)),
+    process = ParamikoProcess.open(POOL.session(target, cache.login(target)),
                                    f"sleep 0.2; head -c {size} /dev/zero", window_size=window)
     try:
         rest = size - len(process.recv(1))  # timing starts once data flows
@@ -68,7 +68,7 @@ def download(cache: ParamikoCache, size: int, window: int,
         return rest / elapsed / 1e6, sshd_cpu(listener) - cpu
     finally:
         process.close(2.0)
-        session.close_all()
+        POOL.close_all()
 
 
 def main() -> int:

@@ -15,9 +15,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .cache import ParamikoCache
-    from .ssh.session import close_all
+    from .ssh.pool import close_all
 
-_LAZY = {"ParamikoCache": "cache", "close_all": "ssh.session", "errors": None}
+_LAZY = {"ParamikoCache": "cache", "close_all": "ssh.pool", "errors": None}
 
 __all__ = ["ParamikoCache", "__version__", "close_all", "errors"]
 

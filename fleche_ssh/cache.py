@@ -9,7 +9,7 @@ through ``self._conn.call(...)``.
 
 The connection, :class:`RemoteServer`, keeps up to ``channels`` exec
 channels, each running its own ``python -m fleche remote --serve``, on the
-one shared, authenticated transport of :mod:`fleche_ssh.session`.  A call
+one shared, authenticated transport of :mod:`fleche_ssh.ssh.pool`.  A call
 borrows an idle channel (opening one if fewer than ``channels`` are open,
 else waiting), so calls from several threads run in parallel where the
 stock cache serialises them.

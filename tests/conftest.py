@@ -3,6 +3,7 @@
 * ``sshd``        (session) publickey-only server; ``Sshd`` from ``tests/sshd.py``.
 * ``sshd_totp``   (session) publickey + keyboard-interactive (real pam_oath TOTP) server.
 * ``client_key``  (session) the ed25519 client key both servers authorise.
+* ``pool``        (function) the process's connection pool, emptied before and after.
 * ``client_home`` (function) ``$HOME`` with ``.ssh/{id_ed25519,known_hosts,config}``.
 * ``remote_dir``  (function) a remote workdir whose ``fleche.toml`` serves an on-disk cache.
 * ``remote_python`` the interpreter the remote side runs (this venv's ``sys.executable``).
@@ -218,23 +219,35 @@ def remote_python() -> str:
 
 
 @pytest.fixture
-def fresh_pool():
-    """Each test logs in from scratch (no pooled transport, no remembered key) and leaves none.
+def pool():
+    """The process's connection pool, empty: no pooled transport, no remembered key.
 
-    Use it as ``pytestmark = pytest.mark.usefixtures("fresh_pool")`` in modules whose
-    tests count logins or prompts.
+    Each test using it logs in from scratch and leaves no login behind.
     """
-    from fleche_ssh.ssh import auth, session
+    from fleche_ssh.ssh.pool import POOL
 
-    session.close_all()
-    auth._decrypted.clear()
-    yield
-    session.close_all()
-    auth._decrypted.clear()
+    POOL.close_all()
+    POOL.forget_keys()
+    yield POOL
+    POOL.close_all()
+    POOL.forget_keys()
 
 
 @pytest.fixture
-def make(client_home, remote_dir, remote_python):
-    """``make(**keys)``: a cache on ``testhost``; all closed, pool emptied, after the test."""
+def fresh_pool(pool):
+    """:func:`pool` for modules whose tests count logins or prompts.
+
+    Use it as ``pytestmark = pytest.mark.usefixtures("fresh_pool")``.
+    """
+    return pool
+
+
+@pytest.fixture
+def make(client_home, remote_dir, remote_python, pool):
+    """``make(**keys)``: a cache on ``testhost``; all closed, then the pool emptied, after the test.
+
+    It uses :func:`pool`, so a test taking both sees its caches closed before the
+    transports under them.
+    """
     with CacheFactory(client_home, remote_dir, remote_python) as build:
         yield build

@@ -11,7 +11,6 @@ import pytest
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import AuthenticationError, PromptUnavailable
-from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
@@ -37,7 +36,7 @@ def totp_cache(remote_python, remote_dir, prompt, **keys) -> ParamikoCache:
 
 
 def test_one_time_code_logs_in_and_is_asked_on_the_calling_thread(
-    client_home, remote_dir, remote_python
+    client_home, remote_dir, remote_python, pool
 ):
     handler = Answers(client_home.sshd_totp.code)
     cache = totp_cache(remote_python, remote_dir, handler)
@@ -49,7 +48,7 @@ def test_one_time_code_logs_in_and_is_asked_on_the_calling_thread(
     assert "One-time password" in text
     assert echo is False
     assert handler.threads == [threading.current_thread()]
-    used = session._pool[cache.target()].auth.used
+    used = pool.get(cache.target()).auth.used
     assert used[0].startswith("publickey") and used[-1] == "keyboard-interactive"
 
 
@@ -133,7 +132,7 @@ def _encrypted_key(client_home, passphrase: str) -> str:
     return str(client_home.identity)
 
 
-def test_passphrase_asked_once_per_process(client_home, remote_dir, remote_python):
+def test_passphrase_asked_once_per_process(client_home, remote_dir, remote_python, pool):
     path = _encrypted_key(client_home, "correct horse")
     handler = Answers("wrong", "correct horse")
     cache = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
@@ -145,7 +144,7 @@ def test_passphrase_asked_once_per_process(client_home, remote_dir, remote_pytho
     ] * 2
     assert all(echo is False for q in handler.questions for _, echo in q[2])
 
-    session.close_all()  # a new transport, same process: the key is not asked for again
+    pool.close_all()  # a new transport, same process: the key is not asked for again
     again = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir),
                           prompt=handler)
     assert again.contains("0" * 64) is False
@@ -175,7 +174,7 @@ def test_encrypted_key_skipped_without_prompting(client_home, remote_dir, remote
 
 
 def test_agent_key_used_when_the_file_is_gone(client_home, remote_dir, remote_python, tmp_path,
-                                              monkeypatch):
+                                              monkeypatch, pool):
     import support as sshd_helpers
 
     agent = sshd_helpers.start_agent(tmp_path / "agent")
@@ -187,13 +186,13 @@ def test_agent_key_used_when_the_file_is_gone(client_home, remote_dir, remote_py
                               identities_only=False, prompt="none")
 
         assert cache.info()["cwd"] == str(remote_dir)
-        used = session._pool[cache.target()].auth.used
+        used = pool.get(cache.target()).auth.used
         assert used == [used[0]] and used[0].startswith("publickey (agent key")
     finally:
         agent.stop()
 
 
-def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog):
+def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog, pool):
     passphrase = "s3cret-passphrase-xyz"
     _encrypted_key(client_home, passphrase)
     code = client_home.sshd_totp.code()
@@ -202,12 +201,14 @@ def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog):
     cache = totp_cache(remote_python, remote_dir, handler)
 
     info = cache.info()
-    shown = "\n".join([caplog.text, repr(cache), repr(info), repr(session._pool)])
+    shown = "\n".join([caplog.text, repr(cache), repr(info), repr(pool.sessions()),
+                       repr(pool.snapshot())])
     assert passphrase not in shown
     assert code not in shown
 
 
-def test_one_destination_spelled_two_ways_asks_once(client_home, remote_dir, remote_python):
+def test_one_destination_spelled_two_ways_asks_once(client_home, remote_dir, remote_python,
+                                                     pool):
     handler = Answers(client_home.sshd_totp.code)
     by_alias = totp_cache(remote_python, remote_dir, handler)
     spelled_out = ParamikoCache(
@@ -219,7 +220,7 @@ def test_one_destination_spelled_two_ways_asks_once(client_home, remote_dir, rem
 
     assert by_alias.info()["cwd"] == spelled_out.info()["cwd"] == str(remote_dir)
     assert len(handler.questions) == 1
-    assert len(session._pool) == 1
+    assert len(pool) == 1
 
 
 def test_gssapi_only_server_is_explained(client_home, client_key, remote_python, tmp_path):

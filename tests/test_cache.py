@@ -27,7 +27,6 @@ from fleche.remote import RemoteConnectionError, SshCache
 from support.caches import wait_for
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.ssh import session
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,17 +42,17 @@ def record(name: str, result, **arguments) -> Call:
 # -- connecting lazily ----------------------------------------------------------
 
 
-def test_constructing_does_no_network_io(make, sshd):
+def test_constructing_does_no_network_io(make, sshd, pool):
     unresolvable = ParamikoCache(host="nowhere", hostname="nonexistent.invalid")
     assert unresolvable.host == "nowhere"
 
     connections = sshd.log_text().count("Connection from")
     cache = make()
-    assert cache.target() not in session._pool
+    assert cache.target() not in pool
     assert sshd.log_text().count("Connection from") == connections
 
     assert cache.contains("0" * 64) is False
-    assert cache.target() in session._pool
+    assert cache.target() in pool
     assert wait_for(lambda: sshd.log_text().count("Connection from") == connections + 1)
 
 
@@ -159,24 +158,24 @@ def test_expand_and_shrink_agree_with_stock(make):
 # -- connections -----------------------------------------------------------------
 
 
-def test_operations_reuse_one_transport_and_one_channel(make):
+def test_operations_reuse_one_transport_and_one_channel(make, pool):
     cache = make()
     first = cache.info()["pid"]
     assert cache.contains("0" * 64) is False
     assert cache.info()["pid"] == first
 
-    (pooled,) = session._pool.values()
+    (pooled,) = pool.sessions()
     assert len(pooled.transport._channels.values()) == 1
 
 
-def test_two_caches_to_one_host_share_the_transport_not_the_server(make, sshd):
+def test_two_caches_to_one_host_share_the_transport_not_the_server(make, sshd, pool):
     logged_in = logins(sshd)
     one, two = make(), make()
     assert one.info()["pid"] != two.info()["pid"]
     assert wait_for(lambda: logins(sshd) == logged_in + 1)
-    assert len(session._pool) == 1
-    (pooled,) = session._pool.values()
-    assert session._pool[one.target()] is session._pool[two.target()] is pooled
+    assert len(pool) == 1
+    (pooled,) = pool.sessions()
+    assert pool.get(one.target()) is pool.get(two.target()) is pooled
     assert len(pooled.transport._channels.values()) == 2
 
 
@@ -184,10 +183,10 @@ def logins(sshd) -> int:
     return sshd.log_text().count("Accepted publickey")
 
 
-def test_reconnect_starts_a_new_server_without_logging_in_again(make, sshd):
+def test_reconnect_starts_a_new_server_without_logging_in_again(make, sshd, pool):
     cache = make()
     before = cache.info()["pid"]
-    pooled = session._pool[cache.target()]
+    pooled = pool.get(cache.target())
     transport = pooled.transport
     assert wait_for(lambda: logins(sshd) > 0)
     logged_in = logins(sshd)
@@ -195,19 +194,19 @@ def test_reconnect_starts_a_new_server_without_logging_in_again(make, sshd):
     cache.reconnect()
     after = cache.info()["pid"]
     assert after != before
-    assert session._pool[cache.target()] is pooled
+    assert pool.get(cache.target()) is pooled
     assert pooled.transport is transport
 
     cache.close()
     assert cache.info()["pid"] not in (before, after)
-    assert session._pool[cache.target()].transport is transport
+    assert pool.get(cache.target()).transport is transport
     assert logins(sshd) == logged_in
 
 
-def test_lost_connection_is_reported_and_reconnect_recovers(make):
+def test_lost_connection_is_reported_and_reconnect_recovers(make, pool):
     cache = make()
     before = cache.info()["pid"]
-    session._pool[cache.target()].transport.close()
+    pool.get(cache.target()).transport.close()
 
     with pytest.raises(RemoteConnectionError) as lost:
         cache.info()
@@ -215,13 +214,13 @@ def test_lost_connection_is_reported_and_reconnect_recovers(make):
 
     cache.reconnect()
     assert cache.info()["pid"] != before
-    assert session._pool[cache.target()].alive()
+    assert pool.get(cache.target()).alive()
 
 
-def test_tcp_nodelay_is_set(make):
+def test_tcp_nodelay_is_set(make, pool):
     cache = make()
     cache.info()
-    sock = session._pool[cache.target()].transport.sock
+    sock = pool.get(cache.target()).transport.sock
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
@@ -325,7 +324,7 @@ def test_64_mib_array_round_trips(make):
 
 
 @pytest.mark.parametrize("channels", [1, 4])
-def test_threads_get_their_own_answers(make, channels):
+def test_threads_get_their_own_answers(make, channels, pool):
     cache = make(channels=channels)
     keys = {x: cache.save(record("threads", x * x, x=x)) for x in range(16)}
     values = {x: digest(x * x) for x in keys}
@@ -339,11 +338,11 @@ def test_threads_get_their_own_answers(make, channels):
             out.append((x, cache.contains(keys[x]), cache.load_value(values[x])))
         return out
 
-    with ThreadPoolExecutor(8) as pool:
-        results = [r for part in pool.map(work, range(8)) for r in part]
+    with ThreadPoolExecutor(8) as threads:
+        results = [r for part in threads.map(work, range(8)) for r in part]
     assert len(results) == 8 * 16
     assert all(found and value == x * x for x, found, value in results)
-    (pooled,) = session._pool.values()
+    (pooled,) = pool.sessions()
     opened = len(pooled.transport._channels.values())
     assert opened <= channels
     if channels > 1:

@@ -16,7 +16,6 @@ import fleche
 import pytest
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("fresh_pool")]
 
@@ -36,7 +35,8 @@ def _toml(table: dict) -> str:
 
 
 @pytest.mark.parametrize("storage", sorted(STORAGES))
-def test_parallel_channels_share_one_remote_cache(client_home, remote_python, tmp_path, storage):
+def test_parallel_channels_share_one_remote_cache(client_home, remote_python, tmp_path, storage,
+                                                  pool):
     workdir = tmp_path / "remote"
     workdir.mkdir()
     (workdir / "fleche.toml").write_text(_toml(STORAGES[storage](workdir)))
@@ -66,8 +66,8 @@ def test_parallel_channels_share_one_remote_cache(client_home, remote_python, tm
         t.join(120)
     assert not errors, errors
     assert sorted(computed) == list(range(40))
-    assert len(parallel._conn._pool.idle) > 1  # several remote servers answered
-    assert len(session._pool) == 1  # over one login
+    assert parallel._conn.idle_channels > 1  # several remote servers answered
+    assert len(pool) == 1  # over one login
 
     single = ParamikoCache(host="testhost", python=remote_python, workdir=str(workdir))
     with fleche.cache(single):

@@ -40,7 +40,6 @@ from support import sshd as sshd_helpers
 from support.caches import wait_for
 
 from fleche_ssh.errors import ConnectionRefused, ProtocolError, RemoteCommandError, ValueTooLarge
-from fleche_ssh.ssh import session
 from fleche_ssh.wire import frames
 
 pytestmark = pytest.mark.timeout(120)
@@ -150,10 +149,10 @@ def remote_files(root: Path) -> set[str]:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
-def test_server_killed_between_calls(make, sshd, sig):
+def test_server_killed_between_calls(make, sshd, sig, pool):
     cache = make(setup_commands=[ANNOUNCE])
     pid = cache.info()["pid"]
-    pooled = session._pool[cache.target()]
+    pooled = pool.get(cache.target())
     assert wait_for(lambda: logins(sshd) > 0)
     logged_in = logins(sshd)
 
@@ -164,7 +163,7 @@ def test_server_killed_between_calls(make, sshd, sig):
 
     cache.reconnect()
     assert cache.info()["pid"] != pid
-    assert session._pool[cache.target()] is pooled
+    assert pool.get(cache.target()) is pooled
     assert logins(sshd) == logged_in
 
 
@@ -219,13 +218,13 @@ def test_server_killed_while_receiving_a_fleche_result(make, sshd, remote_dir):
         assert cache.contains(key) is True
 
 
-def test_server_killed_while_sending_a_large_load_value(make, sshd):
+def test_server_killed_while_sending_a_large_load_value(make, sshd, pool):
     cache = make(setup_commands=[ANNOUNCE])
     value = os.urandom(BIG)
     cache.save(Call(name="faults.download", arguments={}, result=value))
     cache.reconnect()
     pid = cache.info()["pid"]
-    pooled = session._pool[cache.target()]
+    pooled = pool.get(cache.target())
     logged_in = logins(sshd)
 
     killer = KillMidTransfer(pid, watched=parent(pid))
@@ -236,7 +235,7 @@ def test_server_killed_while_sending_a_large_load_value(make, sshd):
 
     cache.reconnect()
     assert cache.load_value(digest(value)) == value
-    assert session._pool[cache.target()] is pooled
+    assert pool.get(cache.target()) is pooled
     assert logins(sshd) == logged_in
 
 
@@ -285,11 +284,11 @@ def test_sshd_killed(make, own_sshd, client_home):
     assert f"127.0.0.1 port {own_sshd.port} refused the connection" in str(refused)
 
 
-def test_connection_reset(make, sshd):
+def test_connection_reset(make, sshd, pool):
     cache = make()
     pid = cache.info()["pid"]
     target = cache.target()
-    pooled = session._pool[target]
+    pooled = pool.get(target)
     assert wait_for(lambda: logins(sshd) > 0)
     logged_in = logins(sshd)
 
@@ -299,16 +298,16 @@ def test_connection_reset(make, sshd):
     cache.reconnect()
     assert cache.info()["pid"] != pid
     # A dead transport is replaced, which means logging in again.
-    assert session._pool[target] is not pooled
+    assert pool.get(target) is not pooled
     assert wait_for(lambda: logins(sshd) == logged_in + 1)
 
 
-def test_transport_closed_under_a_call_in_flight(make):
+def test_transport_closed_under_a_call_in_flight(make, pool):
     cache = make()
     value = os.urandom(BIG)
     cache.save(Call(name="faults.in-flight", arguments={}, result=value))
     pid = cache.info()["pid"]
-    transport = session._pool[cache.target()].transport
+    transport = pool.get(cache.target()).transport
     outcome: dict[str, object] = {}
 
     def load() -> None:
@@ -332,7 +331,7 @@ def test_transport_closed_under_a_call_in_flight(make):
     assert cache.load_value(digest(value)) == value
 
 
-def test_close_races_with_calls_from_other_threads(make):
+def test_close_races_with_calls_from_other_threads(make, pool):
     cache = make(channels=2)
     saved = {x: cache.save(Call(name="faults.race", arguments={"x": x}, result=x * x))
              for x in range(4)}
@@ -373,7 +372,7 @@ def test_close_races_with_calls_from_other_threads(make):
 
     # Every channel the race opened is closed again: none leaked.
     cache.close()
-    transport = session._pool[target].transport
+    transport = pool.get(target).transport
     assert wait_for(lambda: not transport._channels)
     assert cache.contains(saved[0]) is True
 

@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from fleche_ssh import ParamikoCache
 from fleche_ssh.config.options import OPTIONS
 from fleche_ssh.errors import ConfigError, UnknownHostKey
-from fleche_ssh.ssh import hostkeys, session
+from fleche_ssh.ssh import hostkeys
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,7 +49,7 @@ PROPERTY = settings(max_examples=150, deadline=None,
 
 
 @pytest.fixture
-def offline(tmp_path, monkeypatch):
+def offline(tmp_path, monkeypatch, pool):
     """An empty ``$HOME``, and a network that fails any test that tries to connect."""
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
@@ -59,9 +59,8 @@ def offline(tmp_path, monkeypatch):
 
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(socket, "create_connection", refuse)
-    session.close_all()
     yield home
-    assert not session._pool
+    assert len(pool) == 0
 
 
 # -- strategies ------------------------------------------------------------------------------

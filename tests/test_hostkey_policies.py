@@ -9,7 +9,6 @@ import pytest
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey, UnsupportedByParamiko
-from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
@@ -74,7 +73,7 @@ def test_ask_with_nobody_to_ask_refuses_like_yes(client_home, remote_dir, remote
 
 
 @pytest.mark.parametrize("hashed", [True, False])
-def test_accept_new_records_the_host(client_home, remote_dir, remote_python, hashed):
+def test_accept_new_records_the_host(client_home, remote_dir, remote_python, hashed, pool):
     client_home.known_hosts.write_text("")
     c = cache(client_home, remote_dir, remote_python, strict_host_key_checking="accept-new",
               hash_known_hosts=hashed)
@@ -84,7 +83,7 @@ def test_accept_new_records_the_host(client_home, remote_dir, remote_python, has
     assert text.startswith("|1|") is hashed
     assert (f"[127.0.0.1]:{client_home.sshd.port}" in text) is not hashed
     assert len(entries_for(client_home, client_home.sshd.port)) == 1
-    session.close_all()  # the recorded key now verifies under the strictest policy
+    pool.close_all()  # the recorded key now verifies under the strictest policy
     assert cache(client_home, remote_dir, remote_python).contains("0" * 64) is False
 
 

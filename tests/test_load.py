@@ -1,7 +1,7 @@
 """Load and leaks, against the real sshd: nothing piles up, nothing gets mixed up.
 
 * Connect/close cycles (a new cache, ``info()``, ``close()``,
-  ``session.close_all()``), caches dropped without ``close()``, and many
+  ``close_all()``), caches dropped without ``close()``, and many
   small calls on one cache leave the process's file descriptors, threads
   and traced memory where they were, and no remote server running.
 * 8 threads share 4 caches on 2 hosts (two of the caches with
@@ -51,7 +51,6 @@ import pytest
 from support import sshd as sshd_helpers
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.ssh import session
 
 SCALE = float(os.environ.get("FLECHE_SSH_LOAD_SCALE", "0.02"))
 CYCLES = max(10, round(1000 * SCALE))
@@ -162,14 +161,14 @@ def assert_back_to(before: Usage, after: Usage) -> None:
 
 
 @pytest.fixture
-def traced():
-    session.close_all()
+def traced(pool):
+    pool.close_all()
     tracemalloc.start()
     try:
         yield
     finally:
         tracemalloc.stop()
-        session.close_all()
+        pool.close_all()
 
 
 def measured(workdir: Path, warm_up: int, count: int,
@@ -191,12 +190,12 @@ def report(what: str, count: int, took: float, before: Usage, after: Usage) -> N
 
 
 def test_connect_close_cycles_leave_nothing_behind(client_home, remote_dir, remote_python,
-                                                    traced):
+                                                    traced, pool):
     def cycle() -> None:
         cache = ParamikoCache(host="testhost", python=remote_python, workdir=str(remote_dir))
         assert cache.info()["cwd"] == str(remote_dir)
         cache.close()
-        session.close_all()
+        pool.close_all()
 
     before, after, took = measured(remote_dir, WARM_UP_CYCLES, CYCLES, cycle)
     report("connect/close cycles", CYCLES, took, before, after)
@@ -257,7 +256,7 @@ class Tally:
 
 
 def test_eight_threads_on_four_caches_and_two_hosts_load_what_they_saved(
-        client_home, second_sshd, remote_dir, remote_python, traced):
+        client_home, second_sshd, remote_dir, remote_python, traced, pool):
     common = {"python": remote_python, "workdir": str(remote_dir)}
     second = {"hostname": "127.0.0.1", "port": second_sshd.port, "user": "root",
               "identity_file": str(client_home.identity), "identities_only": True}
@@ -269,7 +268,7 @@ def test_eight_threads_on_four_caches_and_two_hosts_load_what_they_saved(
     for cache in caches:  # warm up: the first connection to a host creates its loggers
         assert cache.contains("0" * 64) is False
         cache.close()
-    session.close_all()
+    pool.close_all()
     before = Usage.quiet(remote_dir)
     deadline = time.monotonic() + HAMMER_SECONDS
     tallies = [Tally() for _ in range(HAMMER_THREADS)]
@@ -297,7 +296,7 @@ def test_eight_threads_on_four_caches_and_two_hosts_load_what_they_saved(
     finally:
         for cache in caches:
             cache.close()
-        session.close_all()
+        pool.close_all()
     took = time.monotonic() - started
     stuck = sum(thread.is_alive() for thread in threads)
     del threads, hammer  # not to count them as memory left behind

@@ -17,7 +17,7 @@ import pytest
 from fleche.call import Call
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.ssh import session
+from fleche_ssh.ssh.pool import POOL
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -39,9 +39,9 @@ def use_home(home: str) -> None:
 
 def remote_view(cache: ParamikoCache, key: str) -> dict:
     """What a worker sees of the remote cache, and of its own connection pool."""
-    pooled_before = len(session._pool)
+    pooled_before = len(POOL)
     info = cache.info()
-    transport = session._pool[cache.target()].transport
+    transport = POOL.get(cache.target()).transport
     return {
         "pooled_before": pooled_before,
         "remote_pid": info["pid"],
@@ -66,14 +66,14 @@ def square_where(x: int) -> dict:
 # -- pickling ---------------------------------------------------------------------------
 
 
-def test_pickles_as_its_configuration_without_connecting(make):
+def test_pickles_as_its_configuration_without_connecting(make, pool):
     cache = make(workdir="~/work", setup_commands=["module load python"], port=2222,
                  identity_file="~/.ssh/id_ed25519", channels=3)
     copy = pickle.loads(pickle.dumps(cache))
     assert copy == cache
     assert copy.config() == cache.config()
     assert copy.identity_file == ("~/.ssh/id_ed25519",)
-    assert session._pool == {}
+    assert len(pool) == 0
 
 
 def test_a_connected_cache_pickles_and_the_copy_has_its_own_server(cache):
@@ -91,15 +91,15 @@ def test_a_connected_cache_pickles_and_the_copy_has_its_own_server(cache):
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
-def test_process_pool_worker_reaches_the_server(cache, client_home, method):
+def test_process_pool_worker_reaches_the_server(cache, client_home, method, pool):
     key = cache.save(Call(name="pool", arguments={"x": 1}, result="from the parent"))
     parent_pid = cache.info()["pid"]
-    parent_port = session._pool[cache.target()].transport.sock.getsockname()[1]
+    parent_port = pool.get(cache.target()).transport.sock.getsockname()[1]
 
     context = multiprocessing.get_context(method)
     with ProcessPoolExecutor(1, mp_context=context, initializer=use_home,
-                             initargs=(str(client_home.home),)) as pool:
-        seen = pool.submit(remote_view, cache, key).result(timeout=60)
+                             initargs=(str(client_home.home),)) as workers:
+        seen = workers.submit(remote_view, cache, key).result(timeout=60)
 
     assert seen["value"] == "from the parent"
     assert seen["worker_pid"] != os.getpid()
@@ -127,10 +127,10 @@ def test_wrap_executor_runs_in_a_worker_and_caches_remotely(cache, client_home):
 # -- fork safety ------------------------------------------------------------------------
 
 
-def test_forked_child_never_uses_the_parents_transport(cache):
+def test_forked_child_never_uses_the_parents_transport(cache, pool):
     key = cache.save(Call(name="fork", arguments={"x": 2}, result="inherited"))
     parent_pid = cache.info()["pid"]
-    parent_port = session._pool[cache.target()].transport.sock.getsockname()[1]
+    parent_port = pool.get(cache.target()).transport.sock.getsockname()[1]
 
     # The child inherits this very cache object, its open channel and the pool.
     context = multiprocessing.get_context("fork")

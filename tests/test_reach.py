@@ -21,7 +21,6 @@ from support import sshd as sshd_helpers
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import AuthenticationError, ConfigError, RemoteConnectionError
-from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
@@ -108,7 +107,7 @@ def test_one_hop_from_ssh_config(cluster, bastions, remote_python, remote_dir):
     assert forwarded_through(bastions[0], cluster.sshd.port)
 
 
-def test_two_hops_and_a_shared_bastion(cluster, bastions, remote_python, remote_dir):
+def test_two_hops_and_a_shared_bastion(cluster, bastions, remote_python, remote_dir, pool):
     deep = cache("inner2", remote_python, remote_dir)
     assert deep.contains("0" * 64) is False
     chain = []
@@ -119,10 +118,10 @@ def test_two_hops_and_a_shared_bastion(cluster, bastions, remote_python, remote_
     assert chain == [bastions[1].port, bastions[0].port]
     assert forwarded_through(bastions[1], cluster.sshd.port)
 
-    before = set(session._pool)
+    before = {s.target for s in pool.sessions()}
     shallow = cache("inner", remote_python, remote_dir)
     assert shallow.contains("0" * 64) is False
-    new_sessions = set(session._pool) - before
+    new_sessions = {s.target for s in pool.sessions()} - before
     assert [t.port for t in new_sessions] == [cluster.sshd.port]  # bastion1 was reused
 
 
@@ -187,10 +186,10 @@ def test_proxy_command_failure_shows_its_stderr(cluster, remote_python, remote_d
     assert "proxy-went-wrong-127.0.0.1" in str(failed.value)
 
 
-def test_compression(cluster, remote_python, remote_dir):
+def test_compression(cluster, remote_python, remote_dir, pool):
     c = cache("direct", remote_python, remote_dir, ssh_options=["-C"])
     assert c.contains("0" * 64) is False
-    transport = session._pool[c.target()].transport
+    transport = pool.get(c.target()).transport
     assert transport.local_compression.startswith("zlib")
     assert c.target().compression is True
 
@@ -207,7 +206,7 @@ def ca_target(tmp_path_factory):
     server.stop()
 
 
-def test_user_certificate_signed_by_a_ca(client_home, ca_target, remote_python, remote_dir):
+def test_user_certificate_signed_by_a_ca(client_home, ca_target, remote_python, remote_dir, pool):
     ca, server = ca_target
     key = client_home.ssh_dir / "id_cert_user"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True,
@@ -221,14 +220,14 @@ def test_user_certificate_signed_by_a_ca(client_home, ca_target, remote_python, 
                 identities_only=True, known_hosts_file=str(known))
     with_cert = cache("ca-target", remote_python, remote_dir, **base)
     assert with_cert.info()["cwd"] == str(remote_dir)
-    assert any("cert" in m for m in session._pool[with_cert.target()].auth.used)
+    assert any("cert" in m for m in pool.get(with_cert.target()).auth.used)
 
-    session.close_all()
+    pool.close_all()
     Path(f"{key}-cert.pub").rename(client_home.ssh_dir / "elsewhere-cert.pub")
     without = cache("ca-target", remote_python, remote_dir, **base)
     with pytest.raises(AuthenticationError):
         without.info()
-    session.close_all()
+    pool.close_all()
     explicit = cache("ca-target", remote_python, remote_dir, **base,
                      certificate_file=str(client_home.ssh_dir / "elsewhere-cert.pub"))
     assert explicit.info()["cwd"] == str(remote_dir)
@@ -286,11 +285,11 @@ def test_a_frozen_server_fails_the_call_in_flight(client_home, frozen_target, re
     assert c.contains("0" * 64) is False
 
 
-def test_tcp_keepalive_is_on(client_home, remote_python, remote_dir):
+def test_tcp_keepalive_is_on(client_home, remote_python, remote_dir, pool):
     c = cache("testhost", remote_python, remote_dir)
     c.contains("0" * 64)
-    sock = session._pool[c.target()].transport.sock
+    sock = pool.get(c.target()).transport.sock
     import socket
 
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
-    assert isinstance(session._pool[c.target()].transport, paramiko.Transport)
+    assert isinstance(pool.get(c.target()).transport, paramiko.Transport)

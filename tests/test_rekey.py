@@ -12,23 +12,21 @@ import time
 import numpy as np
 import pytest
 
-from fleche_ssh.ssh import session
-
 pytestmark = pytest.mark.timeout(60)
 PARAMIKO_REKEY_BYTES = 1 << 29
 #: A call on a live connection takes well under a second; a stalled one waits 30 s.
 PROMPT = 10.0
 
 
-def pooled_transport(cache):
+def pooled_transport(pool, cache):
     target = cache.target()
-    return session.get_session(target, cache.login(target)).transport
+    return pool.session(target, cache.login(target)).transport
 
 
-def test_closing_a_cache_while_keys_are_renegotiated_keeps_the_connection(make):
+def test_closing_a_cache_while_keys_are_renegotiated_keeps_the_connection(make, pool):
     cache = make()
     assert cache.contains("f" * 64) is False
-    transport = pooled_transport(cache)
+    transport = pooled_transport(pool, cache)
     # close() sends EOF, which now starts a key exchange; the server's answer to
     # the EOF (exit status, channel close) arrives while the exchange runs.
     transport.packetizer.REKEY_BYTES = 1
@@ -39,13 +37,13 @@ def test_closing_a_cache_while_keys_are_renegotiated_keeps_the_connection(make):
     assert cache.contains("f" * 64) is False
     assert time.monotonic() - started < PROMPT
     assert transport.is_active()
-    assert pooled_transport(cache) is transport  # no second login
+    assert pooled_transport(pool, cache) is transport  # no second login
 
 
-def test_values_cross_key_exchanges_intact(make):
+def test_values_cross_key_exchanges_intact(make, pool):
     cache = make()
     cache.info()
-    transport = pooled_transport(cache)
+    transport = pooled_transport(pool, cache)
     transport.packetizer.REKEY_BYTES = 1 << 20  # several exchanges per value, both ways
     try:
         for fill in (1, 2):
@@ -55,4 +53,4 @@ def test_values_cross_key_exchanges_intact(make):
         assert cache.contains("f" * 64) is False
     finally:
         transport.packetizer.REKEY_BYTES = PARAMIKO_REKEY_BYTES
-    assert pooled_transport(cache) is transport
+    assert pooled_transport(pool, cache) is transport

@@ -38,7 +38,6 @@ from support import sshd as sshd_helpers
 
 from fleche_ssh import ParamikoCache, plugin
 from fleche_ssh.errors import AuthenticationError
-from fleche_ssh.ssh import session
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
@@ -257,7 +256,7 @@ def password_sshd(tmp_path, client_home):
 
 
 def test_password_login_keeps_the_password(client_home, password_user, password_sshd,
-                                           debug_logs):
+                                           debug_logs, pool):
     name, password = password_user
     right = Answers("", lambda: password)
     wrong = Answers("", lambda: f"not-{password}")
@@ -268,11 +267,11 @@ def test_password_login_keeps_the_password(client_home, password_user, password_
 
     logged_in = cache(right)
     target = logged_in.target()
-    assert session.get_session(target, logged_in.login(target)).auth.used == ["password"]
+    assert pool.session(target, logged_in.login(target)).auth.used == ["password"]
     refused = cache(wrong)
-    session.close_all()
+    pool.close_all()
     with pytest.raises(AuthenticationError) as failed:
-        session.get_session(target, refused.login(target))
+        pool.session(target, refused.login(target))
 
     assert right.asked == [f"{name}@127.0.0.1's password: "]
     assert len(wrong.given) == 3

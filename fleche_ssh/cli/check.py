@@ -50,9 +50,9 @@ def _resolve(state: CheckState) -> Rows:
 
 
 def _tcp(state: CheckState) -> Rows:
-    from ..ssh import session as sessions
+    from ..ssh.connect import open_socket
 
-    with contextlib.closing(sessions.open_socket(state.target)) as sock:
+    with contextlib.closing(open_socket(state.target)) as sock:
         peer = sock.getpeername()
     return [("connected to", f"{peer[0]} port {peer[1]}")]
 

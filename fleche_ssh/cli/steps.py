@@ -90,9 +90,9 @@ def _session_rows(session: Any) -> Rows:
 
 def connect(state: Any) -> Rows:
     """Handshake, host key and login, pooled: the cache's own calls reuse this transport."""
-    from ..ssh import session as sessions
+    from ..ssh.pool import POOL
 
-    state.session = sessions.get_session(state.target, state.cache.login(state.target))
+    state.session = POOL.session(state.target, state.cache.login(state.target))
     return _session_rows(state.session)
 
 

@@ -73,8 +73,8 @@ def set_up(state: DemoState) -> Rows:
     import tempfile
 
     from ..cache import ParamikoCache
-    from ..ssh import session as sessions
     from ..ssh.hostkeys import fingerprint
+    from ..ssh.pool import close_all
     from .server import LoopbackServer
 
     tmp = state.resources.enter_context(tempfile.TemporaryDirectory(prefix="fleche-ssh-demo-"))
@@ -99,7 +99,7 @@ def set_up(state: DemoState) -> Rows:
         python=sys.executable, workdir=paths["remote"], prompt=_code_handler(state),
     )
     # Unwound in reverse: the cache's channels, then the transport, then the server.
-    state.resources.callback(sessions.close_all)
+    state.resources.callback(close_all)
     state.resources.callback(state.cache.close)
     state.target = state.cache.target()
     return [

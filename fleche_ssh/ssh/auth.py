@@ -37,9 +37,6 @@ PASSPHRASE_TRIES = 3
 #: Attempts per typed method, as OpenSSH's NumberOfPasswordPrompts.
 ANSWER_TRIES = 3
 
-_decrypted: dict[str, paramiko.PKey] = {}
-_decrypted_lock = threading.Lock()
-
 
 @dataclass
 class AuthReport:
@@ -50,29 +47,54 @@ class AuthReport:
     used: list[str] = field(default_factory=list)
 
 
-def _load_key(path: str, prompter: Prompter, can_ask: bool) -> paramiko.PKey | None:
-    """Load an identity file, asking for its passphrase when it is encrypted."""
-    with _decrypted_lock:
-        if path in _decrypted:
-            return _decrypted[path]
-    try:
-        key = paramiko.PKey.from_path(path)
-    except (paramiko.PasswordRequiredException, TypeError):
-        # Encrypted: paramiko raises PasswordRequiredException for PEM keys and lets
-        # cryptography's TypeError through for OpenSSH-format ones.
-        if not can_ask:
-            logger.debug("skipping encrypted key %s: nobody to ask for its passphrase", path)
+class KeyCache:
+    """Identity files already loaded in this process, by path.
+
+    A passphrase is asked once per key per process, not once per login: the
+    pool that owns the cache hands it to every login it makes.  Keys are
+    kept plain; certificates are chosen per target in :func:`_with_certificate`.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, paramiko.PKey] = {}
+        self._lock = threading.Lock()
+
+    def load(self, path: str, prompter: Prompter, can_ask: bool) -> paramiko.PKey | None:
+        """The key in *path*, asking for its passphrase when it is encrypted."""
+        with self._lock:
+            if path in self._keys:
+                return self._keys[path]
+        try:
+            key = paramiko.PKey.from_path(path)
+        except (paramiko.PasswordRequiredException, TypeError):
+            # Encrypted: paramiko raises PasswordRequiredException for PEM keys and lets
+            # cryptography's TypeError through for OpenSSH-format ones.
+            if not can_ask:
+                logger.debug("skipping encrypted key %s: nobody to ask for its passphrase", path)
+                return None
+            key = _decrypt(path, prompter)
+        except (OSError, paramiko.SSHException, ValueError) as e:
+            logger.debug("cannot use identity file %s: %s", path, e)
             return None
-        key = _decrypt(path, prompter)
-    except (OSError, paramiko.SSHException, ValueError) as e:
-        logger.debug("cannot use identity file %s: %s", path, e)
-        return None
-    # PKey.from_path attaches a neighbouring -cert.pub by itself; certificates are
-    # chosen per target in _with_certificate, so the cached key stays plain.
-    key.public_blob = None
-    with _decrypted_lock:
-        _decrypted[path] = key
-    return key
+        # PKey.from_path attaches a neighbouring -cert.pub by itself; certificates are
+        # chosen per target in _with_certificate, so the cached key stays plain.
+        key.public_blob = None
+        with self._lock:
+            self._keys[path] = key
+        return key
+
+    def clear(self) -> None:
+        """Forget every key: the next login asks for passphrases again."""
+        with self._lock:
+            self._keys.clear()
+
+    def after_fork(self) -> None:
+        """In a forked child: keep the keys (they are only data), renew the lock.
+
+        Another thread of the parent may have held the lock at the fork; in
+        the child nobody would ever release it.
+        """
+        self._lock = threading.Lock()
 
 
 def _with_certificate(key: paramiko.PKey, path: str,
@@ -131,8 +153,8 @@ def _agent_keys(target: Target) -> list[paramiko.AgentKey]:
                 os.environ["SSH_AUTH_SOCK"] = saved
 
 
-def _candidate_keys(target: Target, prompter: Prompter,
-                    can_ask: bool) -> Iterator[tuple[str, paramiko.PKey]]:
+def _candidate_keys(target: Target, prompter: Prompter, can_ask: bool,
+                    keys: KeyCache) -> Iterator[tuple[str, paramiko.PKey]]:
     """Keys in OpenSSH's order: configured files (with matching agent keys), then the agent."""
     agent = _agent_keys(target)
     used: set[str] = set()
@@ -145,7 +167,7 @@ def _candidate_keys(target: Target, prompter: Prompter,
                 from_agent = next((k for k in agent if k.get_base64() == blob), None)
             except (OSError, IndexError):
                 from_agent = None
-        key = from_agent or (_load_key(path, prompter, can_ask) if os.path.exists(path) else None)
+        key = from_agent or (keys.load(path, prompter, can_ask) if os.path.exists(path) else None)
         if key is not None and key.get_base64() not in used:
             used.add(key.get_base64())
             name = f"agent key {path}" if from_agent else path
@@ -172,16 +194,19 @@ def _offered(transport: paramiko.Transport, user: str) -> list[str]:
 
 def authenticate(
     transport: paramiko.Transport, target: Target, prompter: Prompter, *, timeout: float,
-    can_ask: bool,
+    can_ask: bool, keys: KeyCache,
 ) -> AuthReport:
-    """Authenticate *transport* as ``target.user``; raise :class:`AuthenticationError` if not."""
+    """Authenticate *transport* as ``target.user``; raise :class:`AuthenticationError` if not.
+
+    Identity files come from *keys*, so that each is decrypted once per process.
+    """
     report = AuthReport(offered=_offered(transport, target.user))
     if transport.is_authenticated():
         report.used.append("none")
         return report
     remaining = list(report.offered)
     if "publickey" in remaining:
-        remaining = _publickey(transport, target, prompter, can_ask, report) or remaining
+        remaining = _publickey(transport, target, prompter, can_ask, keys, report) or remaining
     while remaining and not transport.is_authenticated():
         method = next((m for m in _ASKED if m in remaining
                        and report.tried.count(m) < ANSWER_TRIES), None)
@@ -194,8 +219,8 @@ def authenticate(
 
 
 def _publickey(transport: paramiko.Transport, target: Target, prompter: Prompter,
-               can_ask: bool, report: AuthReport) -> list[str] | None:
-    for name, key in _candidate_keys(target, prompter, can_ask):
+               can_ask: bool, keys: KeyCache, report: AuthReport) -> list[str] | None:
+    for name, key in _candidate_keys(target, prompter, can_ask, keys):
         report.tried.append(f"publickey ({name})")
         try:
             remaining = transport.auth_publickey(target.user, key)

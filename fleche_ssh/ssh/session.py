@@ -1,63 +1,33 @@
-"""A process-wide pool of authenticated SSH transports.
+"""One authenticated SSH transport to one destination, and how to log in.
 
-Authenticating can mean typing a one-time code, so it should happen once
-per destination per process: every cache that resolves to the same
-:class:`~fleche_ssh.target.Target` shares one :class:`Session` and opens
-its own channels on it.  Only a dead transport is replaced, and replacing
-it authenticates again.  The pool forgets everything in a forked child,
-whose copies of the parent's transports have no threads behind them.
-
-Connecting is where Paramiko's defaults cost the most, so the socket and
-transport are set up here: TCP_NODELAY (without it every small round trip
-waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
-lists it last, and the client's order wins), host key algorithms ordered
-by what known_hosts holds for the host, and a Transport that survives a
-channel closing while keys are renegotiated (:mod:`fleche_ssh.transport`).
-Each channel's receive window is chosen by whoever opens it.
+A :class:`Session` is what :class:`~fleche_ssh.ssh.pool.ConnectionPool`
+keeps per :class:`~fleche_ssh.config.target.Target`: the transport, what
+the login used, and the channels opened on it.  It counts its channels
+itself so that the pool can say which logins are in use and for how long
+they have been idle, without anything on the path a frame takes: a
+channel is noted once when it opens, and the transport stamps the time
+whenever one closes (:mod:`fleche_ssh.ssh.transport`).
 """
 
 from __future__ import annotations
 
-import atexit
-import logging
-import os
-import socket
 import threading
 import time
-from collections.abc import Callable
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
 
 import paramiko
 
 from ..config.target import Target
-from ..errors import (
-    ConnectionRefused,
-    ConnectTimeout,
-    HostKeyError,
-    HostNotFound,
-    RemoteConnectionError,
-    UnsupportedByParamiko,
-)
+from ..errors import RemoteConnectionError
 from ..prompts import Prompter
-from . import hostkeys
-from .auth import AuthReport, authenticate
+from .auth import AuthReport
 from .liveness import Keepalive
-from .proxy import ProxyProcess, open_jump, start_proxy_command
+from .proxy import ProxyProcess
 from .transport import Transport
 
-logger = logging.getLogger("fleche_ssh.session")
-# Paramiko logs every failed handshake with a traceback at ERROR.  Without a handler
-# of its own, Python's last-resort handler would print those to stderr on top of the
-# typed error the user gets; with this one they reach only logging the user set up.
-logging.getLogger("paramiko").addHandler(logging.NullHandler())
-
-#: Bound on TCP connect and the SSH handshake when ConnectTimeout is not set.
-DEFAULT_CONNECT_TIMEOUT = 30.0
 #: Bound on opening a channel on an established transport.
 CHANNEL_OPEN_TIMEOUT = 30.0
-
-_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 @dataclass(frozen=True)
@@ -74,14 +44,20 @@ class Session:
     """One authenticated transport to one target."""
 
     target: Target
-    transport: paramiko.Transport
+    transport: Transport
     host_key: str
     host_key_verified: str
     auth: AuthReport
     connected_in: float
+    #: Wall-clock time (``time.time()``) the login completed.
+    connected_at: float = field(default_factory=time.time)
     keepalive: Keepalive | None = field(default=None, repr=False)
     proxy: ProxyProcess | None = field(default=None, repr=False)
+    #: Guards the set of channels, which several threads open at once.
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _channels: weakref.WeakSet[paramiko.Channel] = field(
+        default_factory=weakref.WeakSet, init=False, repr=False)
+    _opened_at: float = field(default_factory=time.monotonic, init=False, repr=False)
 
     def alive(self) -> bool:
         return self.transport.is_active() and self.transport.is_authenticated()
@@ -104,7 +80,25 @@ class Session:
                 f"Could not start the remote command on {self.target.label}: {e}. The server "
                 f"may limit sessions per connection (MaxSessions); call reconnect() to retry."
             ) from e
+        self.track(channel)
         return channel
+
+    def track(self, channel: paramiko.Channel) -> None:
+        """Count *channel* among this session's open channels until it closes."""
+        with self.lock:
+            self._channels.add(channel)
+            self._opened_at = time.monotonic()
+
+    def usage(self) -> tuple[int, float]:
+        """``(channels open, seconds idle)``.
+
+        Idle counts from the last channel opened or closed, and is 0 while
+        any channel is open: a login in use is never idle.
+        """
+        with self.lock:
+            open_now = sum(not channel.closed for channel in self._channels)
+            last = max(self._opened_at, self.transport.channel_closed_at)
+        return open_now, 0.0 if open_now else time.monotonic() - last
 
     def close(self) -> None:
         if self.keepalive is not None:
@@ -114,190 +108,4 @@ class Session:
             self.proxy.close()
 
 
-_pool: dict[Target, Session] = {}
-_locks: dict[Target, threading.Lock] = {}
-_pool_lock = threading.Lock()
-
-
-def _forget_after_fork() -> None:
-    global _pool_lock
-    _pool.clear()
-    _locks.clear()
-    _pool_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def get_session(target: Target, login: Login) -> Session:
-    """The live session for *target*, connecting and authenticating if there is none."""
-    with _pool_lock:
-        lock = _locks.setdefault(target, threading.Lock())
-    with lock:
-        session = _pool.get(target)
-        if session is not None and session.alive():
-            return session
-        if session is not None:
-            logger.info("connection to %s was lost; connecting again", target.label)
-            session.close()
-        via = get_session(target.jump, login) if target.jump is not None else None
-        session = connect(target, login, via=via)
-        _pool[target] = session
-        return session
-
-
-def close_all() -> None:
-    """Close every pooled transport (the pool refills on the next operation)."""
-    with _pool_lock:
-        sessions = list(_pool.values())
-        _pool.clear()
-    for session in sessions:
-        session.close()
-
-
-atexit.register(close_all)
-
-
-def open_socket(target: Target) -> socket.socket:
-    """TCP connection to the target, tuned for request/response and long idles."""
-    timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    try:
-        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
-    except socket.gaierror as e:
-        raise HostNotFound(
-            f"Cannot resolve host name {target.hostname!r} (from host {target.alias!r}): "
-            f"{e.strerror or e}. Check the spelling, HostName in your ssh config, or your VPN."
-        ) from e
-    except ConnectionRefusedError as e:
-        raise ConnectionRefused(
-            f"{target.hostname} port {target.port} refused the connection: no SSH server "
-            f"listens there. Check the port (Port / port key) and that sshd runs."
-        ) from e
-    except TimeoutError as e:
-        raise ConnectTimeout(
-            f"Connecting to {target.hostname} port {target.port} timed out after {timeout:g} s. "
-            f"Check the network or VPN, or raise connect_timeout."
-        ) from e
-    except OSError as e:
-        raise ConnectionRefused(
-            f"Cannot connect to {target.hostname} port {target.port}: {e.strerror or e}. "
-            f"Check the network or VPN."
-        ) from e
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in _TCP_KEEPALIVE:
-        if hasattr(socket, name):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
-    return sock
-
-
-# TCP keepalive after 60 s idle, every 15 s, 4 probes: the kernel's own liveness check
-# under the SSH-level one, and NAT/VPN state kept warm (where the platform allows tuning).
-_TCP_KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
-
-
-def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess | None]:
-    """The byte stream to run SSH over: a jump channel, a ProxyCommand, or TCP."""
-    timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    if via is not None:
-        return open_jump(via.transport, via.target.label, target.hostname, target.port,
-                         timeout), None
-    if target.proxy_command is not None:
-        proxy = start_proxy_command(target.proxy_command, target.alias)
-        return proxy.sock, proxy
-    return open_socket(target), None
-
-
-def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> list[str]:
-    chosen = [name for name in first if name in available]
-    return chosen + [name for name in available if name not in chosen]
-
-
-def start_transport(target: Target, sock: Any, key_types: list[str]) -> paramiko.Transport:
-    """Run the SSH handshake on *sock*: key exchange only, no host key check yet.
-
-    *key_types* are the host key types known_hosts holds for the target, asked
-    for first so that a host offering several keys sends the one on record.
-    """
-    timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    transport = Transport(sock)
-    transport.banner_timeout = timeout
-    transport.handshake_timeout = timeout
-    options = transport.get_security_options()
-    options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
-    options.key_types = _prefer(options.key_types, key_types)
-    transport.use_compression(target.compression)
-    try:
-        transport.start_client(timeout=timeout)
-    except paramiko.SSHException as e:
-        transport.close()
-        text = str(e)
-        if "Incompatible" in text or "no acceptable" in text:
-            raise UnsupportedByParamiko(
-                f"{target.label}: no algorithm in common with the server ({text}). Paramiko 5 "
-                f"has no SHA-1 algorithms (ssh-rsa host keys, SHA-1 key exchange); use the stock "
-                f'type = "ssh" cache for this host, or ask for a modern host key.'
-            ) from e
-        raise ConnectTimeout(
-            f"SSH handshake with {target.label} failed: {text}. Is an SSH server listening "
-            f"on that port? On a slow link, raise connect_timeout (now {timeout:g} s)."
-        ) from e
-    except EOFError as e:
-        transport.close()
-        raise RemoteConnectionError(
-            f"{target.label} closed the connection during the SSH handshake. The server may "
-            f"limit connections (MaxStartups) or refuse this client address."
-        ) from e
-    # start_client returns without an error when its timeout runs out first.
-    if not transport.is_active() or not transport.initial_kex_done:
-        transport.close()
-        raise ConnectTimeout(
-            f"SSH handshake with {target.label} did not finish within {timeout:g} s. Is an SSH "
-            f"server listening on that port? On a slow link, raise connect_timeout."
-        )
-    return transport
-
-
-def connect(target: Target, login: Login, via: Session | None = None) -> Session:
-    """Connect, verify the host key, then authenticate; nothing is sent before the check.
-
-    *via* is the live session of the jump host to go through, if any.
-    """
-    started = time.monotonic()
-    known = hostkeys.known_entries(target)
-    sock, proxy = _open_route(target, via)
-    try:
-        transport = start_transport(target, sock, hostkeys.known_key_types(target, known))
-    except RemoteConnectionError as e:
-        if proxy is None:
-            raise
-        proxy.close()
-        raise type(e)(f"{e}\n{proxy.describe()}") from e
-    # Paramiko's 30 s default would include a human reading a code off a phone.
-    transport.auth_timeout = login.auth_timeout
-    try:
-        key = transport.get_remote_server_key()
-        ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
-        verified = hostkeys.verify(target, key, ask, known)
-        report = authenticate(transport, target, login.prompter, timeout=login.auth_timeout,
-                              can_ask=login.can_ask)
-    except BaseException:
-        transport.close()
-        if proxy is not None:
-            proxy.close()
-        raise
-    keepalive = Keepalive(transport, interval=target.server_alive_interval,
-                          count_max=target.server_alive_count_max, label=target.label)
-    session = Session(
-        target=target, transport=transport,
-        host_key=f"{key.get_name()} {hostkeys.fingerprint(key)}",
-        host_key_verified=verified, auth=report, connected_in=time.monotonic() - started,
-        keepalive=keepalive.start(), proxy=proxy,
-    )
-    logger.info("connected to %s (%s, %s) in %.2f s", target.label, session.host_key,
-                ", ".join(report.used), session.connected_in)
-    return session
-
-
-__all__ = ["HostKeyError", "Login", "Session", "close_all", "connect", "get_session"]
+__all__ = ["Login", "Session"]

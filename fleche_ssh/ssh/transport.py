@@ -1,5 +1,6 @@
 """Paramiko's ``Transport`` with two fixes: no self-deadlock during re-keying, and
-the ``exit-signal`` of a killed remote command kept.
+the ``exit-signal`` of a killed remote command kept; plus the time a channel last
+closed, for the pool's idle times.
 
 Re-keying
 ---------
@@ -27,11 +28,19 @@ a scheduler's TERM) with ``exit-signal`` instead of ``exit-status``.
 Paramiko ignores that request, so without this the death of the remote
 server would read as a lost connection.  The signal's name is kept on the
 channel, as the attribute named by :data:`EXIT_SIGNAL`.
+
+Last channel closed
+-------------------
+Every channel leaves the transport through ``_unlink_channel``, whether the
+server closed it, we did (once the server confirms), or the transport died.
+Stamping the time there, once per channel, is how a session knows how long
+it has been idle without counting anything on the path data takes.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import paramiko
@@ -52,11 +61,13 @@ def _handle_request(channel: paramiko.Channel, message: paramiko.Message) -> Non
 
 
 class Transport(paramiko.Transport):
-    """A ``paramiko.Transport`` that holds back replies during a key exchange and keeps
-    exit signals."""
+    """A ``paramiko.Transport`` that holds back replies during a key exchange, keeps
+    exit signals and notes when a channel last closed."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held: list[Any] = []
+        #: ``time.monotonic()`` when a channel of this transport last closed (0: none yet).
+        self.channel_closed_at = 0.0
         super().__init__(*args, **kwargs)
         # Paramiko dispatches channel messages through a class-level table looked up
         # on the instance: an instance copy changes only this transport.
@@ -82,3 +93,7 @@ class Transport(paramiko.Transport):
             held, self._held = self._held, []
             for data in held:
                 self._send_message(data)
+
+    def _unlink_channel(self, chanid: int) -> None:
+        super()._unlink_channel(chanid)
+        self.channel_closed_at = time.monotonic()

@@ -16,7 +16,6 @@ carries the bytes.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, RemoteConnectionError
-from ..ssh import session as sessions
+from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
 from .command import server_command
 from .frames import Undecodable, encode_frame
@@ -66,14 +65,14 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
-        _servers.add(self)
+        POOL.track(self)
         # A cache dropped without close() would leave its channels open until the
         # transport closes, which for a pooled transport is the end of the process:
         # each one a remote server process and a local stderr thread.  No wait for
         # the exit status here, as a finalizer may run on any thread.
         weakref.finalize(cache, self.close, 0.0)
 
-    def _forget_after_fork(self) -> None:
+    def forget_after_fork(self) -> None:
         """In a forked child: drop the parent's channels without closing them.
 
         They belong to the parent's transport, which has no thread here;
@@ -84,6 +83,18 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation += 1
+
+    @property
+    def idle_channels(self) -> int:
+        """How many channels wait for a call."""
+        with self._cond:
+            return len(self._pool.idle)
+
+    @property
+    def open_channels(self) -> int:
+        """How many channels are open, idle or in a call."""
+        with self._cond:
+            return self._pool.open
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         # Pickled before a channel is borrowed: a value that cannot be sent fails
@@ -152,7 +163,7 @@ class RemoteServer:
         """The default opener: a channel on the cache's pooled, authenticated transport."""
         cache = self._cache
         target = cache.target()
-        session = sessions.get_session(target, cache.login(target))
+        session = POOL.session(target, cache.login(target))
         logger.info("starting remote cache on %s: %s", target.label, command)
         return ParamikoProcess.open(session, command)
 
@@ -168,15 +179,3 @@ class RemoteServer:
             self._cond.notify_all()
         for channel in idle:
             channel.close(wait)
-
-
-_servers: weakref.WeakSet[RemoteServer] = weakref.WeakSet()
-
-
-def _forget_channels_after_fork() -> None:
-    for server in list(_servers):
-        server._forget_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_channels_after_fork)

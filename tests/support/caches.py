@@ -14,7 +14,7 @@ from typing import Any
 from fleche.remote import SshCache
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.ssh import session
+from fleche_ssh.ssh.pool import POOL
 
 
 class CacheFactory:
@@ -33,13 +33,13 @@ class CacheFactory:
         return self.made[-1]
 
     def __enter__(self) -> CacheFactory:
-        session.close_all()
+        POOL.close_all()
         return self
 
     def __exit__(self, *exc: object) -> None:
         for cache in self.made:
             cache.close()
-        session.close_all()
+        POOL.close_all()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0) -> bool:
