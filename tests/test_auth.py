@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -243,3 +244,74 @@ def test_gssapi_only_server_is_explained(client_home, client_key, remote_python,
         assert 'type = "ssh"' in message
     finally:
         server.stop()
+
+
+def test_two_logins_at_once_each_use_their_own_agent(client_home, remote_python, tmp_path,
+                                                     monkeypatch, pool):
+    """IdentityAgent is honoured per login, without rewriting the process's SSH_AUTH_SOCK.
+
+    Two agents hold one key each; each of two servers accepts only one of those
+    keys.  Both logins run at once, while a third thread watches SSH_AUTH_SOCK,
+    set to an agent holding no key at all.
+    """
+    from contextlib import ExitStack
+
+    from support import sshd as sshd_helpers
+
+    decoy = sshd_helpers.start_agent(tmp_path / "decoy")
+    monkeypatch.setenv("SSH_AUTH_SOCK", str(decoy.socket_path))
+    with ExitStack() as stack:
+        stack.callback(decoy.stop)
+        caches = {}
+        for name in ("left", "right"):
+            key = tmp_path / f"id_{name}"
+            public = sshd_helpers.make_client_key(key, comment=f"key-of-{name}")
+            agent = sshd_helpers.start_agent(tmp_path / f"agent-{name}")
+            stack.callback(agent.stop)
+            agent.add(key)
+            server = stack.enter_context(sshd_helpers.pinned_sshd(
+                tmp_path / f"sshd-{name}", client_home.known_hosts, authorized_keys=[public]))
+            caches[name] = ParamikoCache(host="127.0.0.1", port=server.port, user="root",
+                                         identity_agent=str(agent.socket_path),
+                                         identities_only=False, python=remote_python,
+                                         prompt="none")
+
+        seen: set[str | None] = set()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                seen.add(os.environ.get("SSH_AUTH_SOCK"))
+
+        used: dict[str, list[str]] = {}
+        errors: list[BaseException] = []
+        start = threading.Barrier(2)
+
+        def login(name: str) -> None:
+            cache = caches[name]
+            target = cache.target()
+            try:
+                start.wait(timeout=30)
+                used[name] = pool.session(target, cache.login(target)).auth.used
+            except BaseException as e:
+                errors.append(e)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            for _ in range(3):  # a few rounds, so that the logins overlap more than once
+                pool.close_all()
+                logins = [threading.Thread(target=login, args=(name,)) for name in caches]
+                for thread in logins:
+                    thread.start()
+                for thread in logins:
+                    thread.join(60)
+                assert not any(thread.is_alive() for thread in logins)
+                assert not errors, errors
+                assert used == {name: [f"publickey (agent key key-of-{name})"]
+                                for name in caches}
+        finally:
+            done.set()
+            watcher.join(10)
+        assert seen == {str(decoy.socket_path)}
+        assert os.environ["SSH_AUTH_SOCK"] == str(decoy.socket_path)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import socket
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
+from paramiko.agent import AgentSSH
 
 from ..config.target import Target
 from ..errors import AuthenticationError, UnsupportedByParamiko
@@ -36,6 +39,9 @@ logger = logging.getLogger("fleche_ssh.auth")
 PASSPHRASE_TRIES = 3
 #: Attempts per typed method, as OpenSSH's NumberOfPasswordPrompts.
 ANSWER_TRIES = 3
+
+#: Bound on reaching ssh-agent and reading its list of keys.
+AGENT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -133,24 +139,48 @@ def _decrypt(path: str, prompter: Prompter) -> paramiko.PKey:
 
 
 def _agent_keys(target: Target) -> list[paramiko.AgentKey]:
-    if target.identity_agent and target.identity_agent.lower() == "none":
+    """The keys of the agent *target* names (``IdentityAgent``), else of ``$SSH_AUTH_SOCK``.
+
+    The socket is opened here rather than by ``paramiko.Agent``, which reads
+    only the environment: setting ``SSH_AUTH_SOCK`` for the length of one
+    login would race with every other login and with the rest of the process.
+    """
+    path = target.identity_agent or os.environ.get("SSH_AUTH_SOCK")
+    if path is not None and path.lower() == "none":
         return []
-    saved = os.environ.get("SSH_AUTH_SOCK")
     try:
-        if target.identity_agent:
-            os.environ["SSH_AUTH_SOCK"] = target.identity_agent
-        if not os.environ.get("SSH_AUTH_SOCK") and os.name != "nt":
+        if sys.platform == "win32":
+            # Pageant or the OpenSSH agent pipe: paramiko ignores SSH_AUTH_SOCK there.
+            return list(paramiko.Agent().get_keys())
+        if not path:
             return []
-        return list(paramiko.Agent().get_keys())
+        return list(_SocketAgent(path).get_keys())
     except (paramiko.SSHException, OSError) as e:
         logger.debug("ssh-agent not usable: %s", e)
         return []
-    finally:
-        if target.identity_agent:
-            if saved is None:
-                os.environ.pop("SSH_AUTH_SOCK", None)
-            else:
-                os.environ["SSH_AUTH_SOCK"] = saved
+
+
+class _SocketAgent(AgentSSH):
+    """Paramiko's agent client, on the UNIX socket at *path*.
+
+    Its keys sign through this connection, so it stays open as long as they
+    are referenced, as ``paramiko.Agent``'s does.  Connecting and listing the
+    keys are bounded by :data:`AGENT_TIMEOUT`; signing is not, as the agent
+    may be waiting for a human to confirm (``ssh-add -c``) and the login
+    around it is bounded by the auth timeout.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.settimeout(AGENT_TIMEOUT)
+            conn.connect(path)
+            self._connect(conn)
+            conn.settimeout(None)
+        except BaseException:
+            conn.close()
+            raise
 
 
 def _candidate_keys(target: Target, prompter: Prompter, can_ask: bool,
