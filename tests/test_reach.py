@@ -18,6 +18,7 @@ from pathlib import Path
 import paramiko
 import pytest
 from support import sshd as sshd_helpers
+from support.caches import wait_for
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import AuthenticationError, ConfigError, RemoteConnectionError
@@ -123,6 +124,26 @@ def test_two_hops_and_a_shared_bastion(cluster, bastions, remote_python, remote_
     assert shallow.contains("0" * 64) is False
     new_sessions = {s.target for s in pool.sessions()} - before
     assert [t.port for t in new_sessions] == [cluster.sshd.port]  # bastion1 was reused
+
+
+def test_the_snapshot_shows_the_jump_host_in_use(cluster, bastions, remote_python, remote_dir,
+                                                 pool):
+    c = cache("inner", remote_python, remote_dir)
+    assert c.contains("0" * 64) is False
+    target = c.target()
+    entries = {entry.target: entry for entry in pool.snapshot()}
+    assert set(entries) == {target.label, target.jump.label}
+    inner, bastion = entries[target.label], entries[target.jump.label]
+    assert (inner.via, bastion.via) == (target.jump.label, None)
+    assert inner.channels == 1  # the remote server
+    assert bastion.channels == 1  # the channel carrying the inner connection
+    assert bastion.idle == inner.idle == 0
+
+    c.close()
+    assert wait_for(lambda: [e.channels for e in pool.snapshot()
+                             if e.target == target.label] == [0])
+    # The inner login is still up, so the bastion still carries it.
+    assert [e.channels for e in pool.snapshot() if e.target == target.jump.label] == [1]
 
 
 def test_jump_from_the_proxy_jump_key_and_ssh_options(cluster, bastions, remote_python,

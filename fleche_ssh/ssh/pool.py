@@ -50,8 +50,10 @@ class ForkAware(Protocol):
 class PooledLogin:
     """One destination the pool holds a login for, as :meth:`ConnectionPool.snapshot` saw it."""
 
-    #: The destination, as ``user@host:port`` (with its jump hosts).
+    #: The destination, as ``user@host:port``.
     target: str
+    #: The jump host it is reached through, as ``user@host:port``, if any.
+    via: str | None
     #: Wall-clock time (``time.time()``) the login completed.
     connected_since: float
     #: Channels open on the transport now (remote servers, jump channels).
@@ -125,7 +127,9 @@ class ConnectionPool:
         for session in self.sessions():
             channels, idle = session.usage()
             out.append(PooledLogin(
-                target=session.target.label, connected_since=session.connected_at,
+                target=session.target.label,
+                via=session.target.jump.label if session.target.jump is not None else None,
+                connected_since=session.connected_at,
                 channels=channels, idle=idle, host_key_verified=session.host_key_verified,
                 alive=session.alive(),
             ))
