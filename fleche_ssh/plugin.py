@@ -33,6 +33,14 @@ _INSTALLED = "_fleche_ssh_bridge"
 
 @cache
 def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
+    """The group's entry points, read once per process.
+
+    Scanning the installed distributions takes milliseconds, and
+    ``cache_to_config`` asks for every cache of a stack or pool.  The one
+    thing remembered is what was installed at the first ask, which holds
+    in a forked child too; a plugin installed while the process runs is
+    found from the next process on.
+    """
     return {ep.name: ep for ep in importlib.metadata.entry_points(group=GROUP)}
 
 
