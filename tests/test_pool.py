@@ -13,6 +13,7 @@ import time
 import pytest
 from support.caches import wait_for
 
+import fleche_ssh
 from fleche_ssh.ssh.pool import ConnectionPool, PooledLogin
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,6 +80,12 @@ def test_close_all_empties_the_snapshot(make, pool):
     cache.info()
     assert len(pool.snapshot()) == 1
     pool.close_all()
+    assert pool.snapshot() == ()
+
+    cache.reconnect()  # its channel went with the transport
+    cache.info()
+    assert len(pool.snapshot()) == 1
+    fleche_ssh.close_all()  # the public name closes the same, default pool
     assert pool.snapshot() == ()
 
 
