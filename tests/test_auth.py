@@ -256,7 +256,7 @@ def test_two_logins_at_once_each_use_their_own_agent(client_home, remote_python,
     """
     from contextlib import ExitStack
 
-    from support import sshd as sshd_helpers
+    import support as sshd_helpers
 
     decoy = sshd_helpers.start_agent(tmp_path / "decoy")
     monkeypatch.setenv("SSH_AUTH_SOCK", str(decoy.socket_path))

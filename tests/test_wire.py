@@ -373,8 +373,9 @@ def test_closing_a_stalled_server_is_bounded(memory):
 # -- the channel pool ---------------------------------------------------------------------
 
 
-def pool(cache: ParamikoCache) -> Any:
-    return cache._conn._pool
+def conn(cache: ParamikoCache) -> RemoteServer:
+    """The cache's channel pool (fleche's ``SshCache`` keeps its connection as ``_conn``)."""
+    return cache._conn
 
 
 def test_a_channel_is_given_back_and_borrowed_again(memory):
@@ -382,7 +383,7 @@ def test_a_channel_is_given_back_and_borrowed_again(memory):
     for _ in range(5):
         assert cache.contains(ABSENT) is False
     assert len(remote.processes) == 1
-    assert pool(cache).open == 1 and len(pool(cache).idle) == 1
+    assert conn(cache).open_channels == 1 and conn(cache).idle_channels == 1
 
 
 def test_threads_beyond_channels_wait_for_one(memory):
@@ -398,14 +399,14 @@ def test_threads_beyond_channels_wait_for_one(memory):
         thread.start()
     assert remote.wait_for(2)
     time.sleep(0.3)
-    assert len(remote.processes) == 2 and pool(cache).open == 2  # no third server
+    assert len(remote.processes) == 2 and conn(cache).open_channels == 2  # no third server
     assert all(thread.is_alive() for thread in threads)
     for process in remote.processes:
         process.resume()
     for thread in threads:
         thread.join(PROMPT)
     assert results == [False] * 5
-    assert len(remote.processes) == 2 and len(pool(cache).idle) == 2
+    assert len(remote.processes) == 2 and conn(cache).idle_channels == 2
 
 
 def test_a_failed_open_frees_its_slot(memory):
@@ -413,7 +414,7 @@ def test_a_failed_open_frees_its_slot(memory):
     remote.refuse = 1
     message = str(failure(RemoteConnectionError, lambda: cache.contains(ABSENT)))
     assert "MaxSessions" in message
-    assert pool(cache).open == 0
+    assert conn(cache).open_channels == 0
     assert cache.contains(ABSENT) is False  # the one slot is free again: no wait
     assert len(remote.processes) == 1
 
@@ -434,7 +435,7 @@ def test_a_channel_borrowed_before_close_is_not_given_back(memory):
     worker.join(PROMPT)
     assert outcome == [False]  # the call in flight still got its answer
     assert old.exit_status(PROMPT) == 0 and old.join()  # and then its server was closed
-    assert pool(cache).open == 1 and len(pool(cache).idle) == 1
+    assert conn(cache).open_channels == 1 and conn(cache).idle_channels == 1
 
 
 def test_close_ends_every_idle_server(memory):
@@ -449,10 +450,10 @@ def test_close_ends_every_idle_server(memory):
         process.resume()
     for thread in threads:
         thread.join(PROMPT)
-    assert len(pool(cache).idle) == 3
+    assert conn(cache).idle_channels == 3
     cache.close()
     assert [p.exit_status(0) for p in remote.processes] == [0, 0, 0]  # EOF, then exit 0
-    assert pool(cache).open == 0 and not pool(cache).idle
+    assert conn(cache).open_channels == 0 and conn(cache).idle_channels == 0
 
 
 def test_a_value_that_cannot_be_pickled_sends_nothing(memory):
@@ -463,7 +464,7 @@ def test_a_value_that_cannot_be_pickled_sends_nothing(memory):
     with pytest.raises(TypeError, match="pickle"):
         cache.save(Call(name="wire.lock", arguments={}, result=threading.Lock()))
     assert process.stdin.moved == read_before
-    assert pool(cache).open == 1 and len(pool(cache).idle) == 1  # nothing was borrowed
+    assert conn(cache).open_channels == 1 and conn(cache).idle_channels == 1  # nothing was borrowed
     assert cache.contains(ABSENT) is False and len(remote.processes) == 1
 
 
