@@ -18,7 +18,7 @@ from pathlib import Path
 
 @dataclass
 class OpenSshMaster:
-    """A running master: its control socket, its config file and host alias, and the asks it made."""
+    """A running master: control socket, config file, host alias, and the questions it asked."""
 
     socket: str
     config: Path
