@@ -245,15 +245,25 @@ def test_noop_flags_change_nothing(home, aliases):
 
 
 def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplog):
+    """ControlPath says where a live OpenSSH master may listen; the other two are ssh's business."""
     options = ["-o", "ControlMaster=auto", "-o", "ControlPath=~/.ssh/cm-%r@%h:%p",
                "-oControlPersist=10m"]
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
         found = resolve("work", ssh_options=options)
 
-    assert found == resolve("work")
+    plain = resolve("work")
+    assert found.control_paths == (
+        str(home / ".ssh" / f"cm-{plain.user}@{plain.hostname}:{plain.port}"),)
+    assert dataclasses.replace(found, control_paths=()) == plain
     logged = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
-    for keyword in ("ControlMaster", "ControlPath", "ControlPersist"):
+    for keyword in ("ControlMaster", "ControlPersist"):
         assert any(keyword in message for message in logged), (keyword, logged)
+
+
+def test_control_path_from_a_flag_and_none(home, aliases):
+    assert resolve("work", ssh_options=["-S", "/tmp/m.sock"]).control_paths == ("/tmp/m.sock",)
+    assert resolve("work", ssh_options=["-o", "ControlPath=none"]).control_paths == ()
+    assert resolve("work").control_paths == ()
 
 
 @pytest.mark.parametrize(("options", "named"), [

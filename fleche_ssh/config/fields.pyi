@@ -51,6 +51,9 @@ class TargetFields:
     """Unanswered keepalive intervals before the connection is declared dead."""
     compression: bool = field(default=False, kw_only=True)
     """Compress the connection (slow links)."""
+    control_paths: tuple[str, ...] = field(default=(), kw_only=True)
+    """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
+    server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -92,6 +95,9 @@ class CacheFields(SshCache):
     """Unanswered keepalive intervals before the connection is declared dead."""
     compression: bool | None = None
     """Compress the connection (slow links)."""
+    control_path: str | None = None
+    """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
+    server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

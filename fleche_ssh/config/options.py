@@ -68,6 +68,7 @@ from .tokens import (
     Computed,
     Written,
     command,
+    control_paths,
     given_name,
     home_files,
     home_path_list,
@@ -144,6 +145,12 @@ OPTIONS: tuple[Option, ...] = (
            doc="Unanswered keepalive intervals before the connection is declared dead."),
     Option("Compression", "compression", yes_no, default=False, flag="-C", flag_sets="yes",
            doc="Compress the connection (slow links)."),
+    Option("ControlPath", "control_path", target_field="control_paths",
+           target_type="tuple[str, ...]", finish=control_paths, default=(), flag="-S PATH",
+           default_doc="none",
+           doc="Control socket of a live OpenSSH master (``ssh -M``): when one listens "
+               "there, the remote server runs through it and fleche-ssh logs in nowhere. "
+               "``none``: never."),
 )
 
 #: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
@@ -189,7 +196,7 @@ OWN_KEYS: tuple[OwnKey, ...] = (
 # process-wide transport pool replaces, and terminal or forwarding settings
 # that a cache channel never uses.
 NOT_NEEDED_KEYWORDS: tuple[str, ...] = (
-    "ControlMaster", "ControlPath", "ControlPersist", "RequestTTY", "ForwardX11",
+    "ControlMaster", "ControlPersist", "RequestTTY", "ForwardX11",
     "ForwardX11Trusted", "ForwardAgent", "LogLevel", "EscapeChar", "ExitOnForwardFailure",
     "ClearAllForwardings", "VisualHostKey", "UpdateHostKeys", "SessionType", "StdinNull",
     "ForkAfterAuthentication",

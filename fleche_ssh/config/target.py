@@ -33,6 +33,7 @@ from .options import BY_KEY, BY_KEYWORD, OPTIONS
 from .rows import WORDS, Option
 from .sshconfig import Resolution, resolve_config
 from .tokens import (
+    CONNECTION_HASH_WITH_JUMP,
     COMMAND_TOKENS,
     PATH_TOKENS,
     Computed,
@@ -138,13 +139,24 @@ def _tokens(original: str, resolution: Resolution, local_user: str,
     ruser = _single(resolution, "user") or local_user
     alias = split_words(resolution.first("hostkeyalias") or "")
     local_host = socket.gethostname()
-    connection_hash = hashlib.sha1(f"{local_host}{host}{port}{ruser}".encode()).hexdigest()
+    jump = _jump_host(_single(resolution, "proxyjump"))
+    connection = f"{local_host}{host}{port}{ruser}"
     return {
         "%": "%", "h": host, "n": original, "p": port, "r": ruser, "u": local_user,
         "d": os.path.expanduser("~"), "l": local_host, "L": local_host.split(".")[0],
-        "i": str(os.getuid()) if hasattr(os, "getuid") else "0", "C": connection_hash,
+        "i": str(os.getuid()) if hasattr(os, "getuid") else "0", "j": jump,
+        "C": hashlib.sha1(connection.encode()).hexdigest(),
+        # OpenSSH 9.6 and later hash the jump host into %C too.
+        CONNECTION_HASH_WITH_JUMP: hashlib.sha1(f"{connection}{jump}".encode()).hexdigest(),
         "k": alias[0].lower() if alias else original,
     }
+
+
+def _jump_host(spec: str | None) -> str:
+    """``%j``: the host of the last ProxyJump hop, as ssh takes it; empty without one."""
+    if not spec or spec.lower() == "none":
+        return ""
+    return _split_hop(spec.split(",")[-1].strip())[0].rpartition("@")[2]
 
 
 def resolve(

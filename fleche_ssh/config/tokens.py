@@ -26,6 +26,9 @@ _ENV = re.compile(r"\$\{([^}]*)\}")
 HOSTNAME_TOKENS = "%h"
 COMMAND_TOKENS = "%hnpr"  # ProxyCommand, ProxyJump
 PATH_TOKENS = "%CdhikLlnpru"  # IdentityFile, CertificateFile, UserKnownHostsFile, ...
+CONTROL_PATH_TOKENS = PATH_TOKENS + "j"
+#: The tokens' key for ``%C`` as OpenSSH 9.6 and later compute it, the jump host hashed in.
+CONNECTION_HASH_WITH_JUMP = "C+j"
 
 
 def canonical_hostname(name: str) -> str:
@@ -117,6 +120,25 @@ def path_list(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
 def home_path_list(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
     """As :func:`path_list`, expanding ``~`` only, as ssh does for ``GlobalKnownHostsFile``."""
     return () if value[0].lower() == "none" else tuple(os.path.expanduser(p) for p in value)
+
+
+def control_paths(value: str, context: Context) -> tuple[str, ...]:
+    """Where a live OpenSSH master's socket may be: ``none`` means nowhere.
+
+    ``%C`` hashes the jump host too since OpenSSH 9.6, so a path using it
+    has two forms when there is a jump host; both are tried, as either
+    version of ``ssh`` may have made the master.
+    """
+    if value.lower() == "none":
+        return ()
+    expanded = _expand_env(os.path.expanduser(value), context.where, context.keyword)
+    forms = []
+    for hash_key in ("C", CONNECTION_HASH_WITH_JUMP):
+        tokens = {**context.tokens, "C": context.tokens[hash_key]}
+        form = expand(expanded, tokens, context.where, context.keyword, CONTROL_PATH_TOKENS)
+        if form not in forms:
+            forms.append(form)
+    return tuple(forms)
 
 
 def command(value: str, context: Context) -> str | None:
