@@ -33,8 +33,8 @@ from .options import BY_KEY, BY_KEYWORD, OPTIONS
 from .rows import WORDS, Option
 from .sshconfig import Resolution, resolve_config
 from .tokens import (
-    CONNECTION_HASH_WITH_JUMP,
     COMMAND_TOKENS,
+    CONNECTION_HASH_WITH_JUMP,
     PATH_TOKENS,
     Computed,
     Context,
