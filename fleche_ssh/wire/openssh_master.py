@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import select
 import socket
 import struct
 import time
 from dataclasses import dataclass
 
 from ..errors import RemoteConnectionError
-from .process import RemoteProcess
+from .sockets import SocketProcess
 from .unix import connect_owned
 
 logger = logging.getLogger("fleche_ssh.master")
@@ -204,23 +203,22 @@ def find_master(path: str) -> Master | None:
     return Master(path=path, pid=pid)
 
 
-class MasterProcess(RemoteProcess):
+class MasterProcess(SocketProcess):
     """A command the master runs on its connection, our stdio being three socketpairs."""
 
     def __init__(self, master: Master, command: str) -> None:
-        self.command, self.master = command, master
         sock = connect_owned(master.path, MASTER_TIMEOUT)
         if sock is None:
             raise MasterError(f"the OpenSSH master at {master.path} is gone")
+        self.master = master
         self._control = control = _Control(sock, master.path)
         pairs = [socket.socketpair() for _ in range(3)]
-        ours = [mine for mine, _ in pairs]
         theirs = [other for _, other in pairs]
-        self._stdin, self._stdout, self._stderr = ours
+        super().__init__(*(mine for mine, _ in pairs), command=command)
         self._exit: int | None = None
         self._ended = False
         try:
-            for s in (*ours, *theirs):
+            for s in (mine for pair in pairs for mine in pair):
                 with contextlib.suppress(OSError):
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _STDIO_BUFFER)
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _STDIO_BUFFER)
@@ -232,33 +230,13 @@ class MasterProcess(RemoteProcess):
                 socket.send_fds(control.sock, [b"\0"], [end.fileno()])
             self.session_id = control.reply(rid, MUX_S_SESSION_OPENED, "the session request").u32()
         except BaseException:
-            for s in ours:
-                s.close()
-            control.close()
+            self.kill()
             raise
         finally:
             for end in theirs:
                 end.close()
         logger.debug("session %d through the OpenSSH master at %s (pid %d)", self.session_id,
                      master.path, master.pid)
-
-    def send(self, data: memoryview) -> int:
-        try:
-            return self._stdin.send(data)
-        except (BrokenPipeError, ConnectionResetError):
-            return 0
-
-    def recv(self, size: int) -> bytes:
-        return self._stdout.recv(size)
-
-    def recv_stderr(self, size: int) -> bytes:
-        return self._stderr.recv(size)
-
-    def recv_ready(self) -> bool:
-        return bool(select.select([self._stdout], [], [], 0)[0])
-
-    def shutdown_write(self) -> None:
-        self._stdin.shutdown(socket.SHUT_WR)
 
     def exit_status(self, wait: float) -> int | None:
         """The status from ``MUX_S_EXIT_MESSAGE``, read off the control socket within *wait* s."""
@@ -294,8 +272,5 @@ class MasterProcess(RemoteProcess):
         return f"The OpenSSH master (pid {self.master.pid}, {self.master.path}) went away"
 
     def kill(self) -> None:
-        for s in (self._stdin, self._stdout, self._stderr):
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
+        super().kill()
         self._control.close()

@@ -6,9 +6,10 @@ the stock cache serialises them.  Every channel runs its own ``python -m
 fleche remote --serve``.
 
 How that command is started is the *opener*'s business, given to
-:class:`RemoteServer` as httpx gives a client its transport: by default a
+:class:`RemoteServer` as httpx gives a client its transport: by default the
+lookup order of :mod:`.sources` (a live OpenSSH master, else a
 :class:`~.paramiko_process.ParamikoProcess` on the cache's one shared,
-authenticated transport; in tests, :class:`~.memory.MemoryRemote`.  The
+authenticated transport); in tests, :class:`~.memory.MemoryRemote`.  The
 pool, the frames and the error messages above it are the same whichever
 carries the bytes.
 """
@@ -20,15 +21,15 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ProtocolError, RemoteConnectionError
 from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
 from .command import server_command
 from .frames import Undecodable, encode_frame
-from .paramiko_process import ParamikoProcess
 from .process import RemoteProcess
+from .sources import open_process
 
 if TYPE_CHECKING:
     from ..cache import ParamikoCache
@@ -53,12 +54,14 @@ class RemoteServer:
 
     Args:
         cache: the cache whose keys say which command to run, and where.
-        opener: starts that command; None for a Paramiko channel on the
-            cache's pooled session.
+        opener: starts that command; None for the lookup order of
+            :mod:`.sources` (a live OpenSSH master, else a Paramiko channel on
+            the cache's pooled session).
     """
 
     def __init__(self, cache: ParamikoCache, opener: Opener | None = None) -> None:
-        self._cache = weakref.proxy(cache)
+        # A proxy: the server must not keep its cache alive (a dropped cache closes it).
+        self._cache = cast("ParamikoCache", weakref.proxy(cache))
         self._opener = opener
         self._host = cache.host
         self._limit = cache.channels
@@ -156,16 +159,9 @@ class RemoteServer:
         cache = self._cache
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
-        opener = self._opener if self._opener is not None else self._open_on_session
-        return ExecChannel(opener(command), host=self._host)
-
-    def _open_on_session(self, command: str) -> RemoteProcess:
-        """The default opener: a channel on the cache's pooled, authenticated transport."""
-        cache = self._cache
-        target = cache.target()
-        session = POOL.session(target, cache.login(target))
-        logger.info("starting remote cache on %s: %s", target.label, command)
-        return ParamikoProcess.open(session, command)
+        process = (self._opener(command) if self._opener is not None
+                   else open_process(cache, command))
+        return ExecChannel(process, host=self._host)
 
     def reconnect(self) -> None:
         """Close this cache's channels; the next call opens a new one on the live transport."""

@@ -1,0 +1,67 @@
+"""Where a remote server's process comes from: the one lookup order.
+
+For each channel, in this order:
+
+1. a live OpenSSH master at one of the target's ``ControlPath`` forms: the
+   user's own ``ssh`` logged in already, so nothing is asked and nothing
+   logs in;
+2. this process's own login, from the connection pool (which logs in,
+   asking once per destination, if it holds none).
+
+A control socket that is missing or stale means "no master", quietly, as
+for ``ssh``; one that is not this user's is refused with an error, never
+used and never silently skipped.  Whatever ``ControlMaster`` says does not
+matter here, as with ``ssh``, which uses a live master whatever its own
+setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+from ..errors import RemoteConnectionError
+from ..ssh.pool import POOL
+from .openssh_master import Master, MasterProcess, find_master
+from .paramiko_process import ParamikoProcess
+from .process import RemoteProcess
+
+if TYPE_CHECKING:
+    from ..cache import ParamikoCache
+    from ..config.target import Target
+
+logger = logging.getLogger("fleche_ssh")
+
+
+def live_master(target: Target) -> Master | None:
+    """The live OpenSSH master of *target*'s ControlPath, if one listens there."""
+    if sys.platform == "win32":  # OpenSSH for Windows has no ControlMaster
+        if target.control_paths:
+            logger.debug("ControlPath ignored: OpenSSH on Windows has no ControlMaster")
+        return None
+    for path in target.control_paths:
+        master = find_master(path)
+        if master is not None:
+            return master
+    return None
+
+
+def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
+    """Start *command* for *cache*, through the first source of the lookup order that has one."""
+    target = cache.target()
+    master = live_master(target)
+    if master is not None:
+        logger.info("starting remote cache on %s through the OpenSSH master (pid %d, %s): %s",
+                    target.label, master.pid, master.path, command)
+        return MasterProcess(master, command)
+    try:
+        session = POOL.session(target, cache.login(target))
+    except RemoteConnectionError as e:
+        if target.control_paths:
+            e.add_note(f"fleche-ssh logged in itself because no OpenSSH master listens at "
+                       f"{' or '.join(target.control_paths)}; start one with `ssh -M` (or "
+                       f"`ssh {target.alias}` with ControlMaster auto) to reuse its login.")
+        raise
+    logger.info("starting remote cache on %s: %s", target.label, command)
+    return ParamikoProcess.open(session, command)
