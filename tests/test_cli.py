@@ -27,7 +27,7 @@ import fleche_ssh
 pytestmark = pytest.mark.timeout(120)
 
 CLI = (sys.executable, "-m", "fleche_ssh.cli")
-CHECK_STEPS = 6
+CHECK_STEPS = 7
 #: Bound on one CLI run; the demo promises to finish unattended in well under this.
 RUN_TIMEOUT = 60
 
@@ -199,7 +199,7 @@ def test_check_unknown_host_key_says_how_to_add_it(client_home, remote_dir, remo
     client_home.known_hosts.write_text("")
     result = run_cli("check", "testhost", "--python", remote_python,
                      "--workdir", str(remote_dir))
-    _assert_failed_at(result, 2, r"UnknownHostKey: Host \[127\.0\.0\.1\]:\d+ is not in "
+    _assert_failed_at(result, 3, r"UnknownHostKey: Host \[127\.0\.0\.1\]:\d+ is not in "
                                  r"known_hosts .*ssh-keyscan -p \d+ 127\.0\.0\.1 >> ")
     assert "not run: start the remote fleche server, round trip, throughput" in result.stdout
 
@@ -210,13 +210,13 @@ def test_check_remote_without_fleche_says_to_install_it(client_home, remote_dir,
     python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
     python.chmod(0o755)
     result = run_cli("check", "testhost", "--python", str(python), "--workdir", str(remote_dir))
-    _assert_failed_at(result, 3, r"RemoteCommandError: fleche is not installed for the remote "
+    _assert_failed_at(result, 4, r"RemoteCommandError: fleche is not installed for the remote "
                                  r"python .*pip install fleche")
 
 
 def test_check_wrong_host_names_it(client_home):
     result = run_cli("check", "nosuchhost.invalid")
-    _assert_failed_at(result, 1, r"HostNotFound: Cannot resolve host name 'nosuchhost\.invalid'"
+    _assert_failed_at(result, 2, r"HostNotFound: Cannot resolve host name 'nosuchhost\.invalid'"
                                  r".*Check the spelling")
 
 
@@ -235,7 +235,7 @@ def test_check_changed_host_key_says_how_to_remove_the_old_one(client_home, remo
     client_home.known_hosts.write_text(f"[127.0.0.1]:{client_home.sshd.port} {other_key}\n")
     result = run_cli("check", "testhost", "--python", remote_python,
                      "--workdir", str(remote_dir))
-    _assert_failed_at(result, 2, r"ChangedHostKey: HOST KEY CHANGED for \[127\.0\.0\.1\]:\d+"
+    _assert_failed_at(result, 3, r"ChangedHostKey: HOST KEY CHANGED for \[127\.0\.0\.1\]:\d+"
                                  r'.*ssh-keygen -R "\[127\.0\.0\.1\]:\d+" -f ')
 
 
@@ -261,6 +261,6 @@ def test_check_wrong_one_time_code_says_to_retry_with_a_fresh_one(
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=RUN_TIMEOUT,
         cwd=tmp_path, env={**os.environ, "WRONG_CODE": client_home.sshd_totp.wrong_code()},
     )
-    _assert_failed_at(result, 2, r"AuthenticationError: Authentication to root@127\.0\.0\.1:\d+ "
+    _assert_failed_at(result, 3, r"AuthenticationError: Authentication to root@127\.0\.0\.1:\d+ "
                                  r"failed\. .*the answers given to its questions were refused\. "
                                  r"Check the one-time code")

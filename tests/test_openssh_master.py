@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pwd
+import re
 import signal
 import socket
 import struct
@@ -358,3 +359,18 @@ def test_a_master_killed_mid_transfer_fails_typed_stores_nothing_then_falls_back
                     prompt=code_answers(client_home.sshd_totp, asked))
     assert fallback.info()["cwd"] == str(remote_dir)
     assert len(asked) == 1
+
+
+def test_check_says_it_goes_through_the_master_and_asks_nothing(master, remote_dir,
+                                                               remote_python):
+    result = subprocess.run(
+        [sys.executable, "-m", "fleche_ssh.cli", "check", TOTP_HOST, "-S", master.socket,
+         "--prompt", "none", "--python", remote_python, "--workdir", str(remote_dir)],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert re.search(rf"^ +through +OpenSSH master pid {master.pid} \(ssh -O check\)", out, re.M)
+    assert re.search(rf"^ +control socket +{re.escape(master.socket)}$", out, re.M)
+    assert re.search(r"^ +skipped +the OpenSSH master .* is connected", out, re.M), out
+    assert re.search(r"^ +median of \d+ contains\(\)", out, re.M)
+    assert master.asks() == 1

@@ -69,8 +69,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--prompt", metavar="HANDLER",
                      help="who answers login questions: auto (the default: this terminal), "
                           "none, or module:function, as the prompt key of the cache")
-    for flag, meta in (("-o", "KEYWORD=VALUE"), ("-p", "PORT"), ("-l", "USER"),
-                       ("-i", "IDENTITY_FILE"), ("-F", "CONFIG_FILE")):
+    # ssh's own flags that take a value, as the option rows name them.
+    from ..config.options import OPTIONS
+
+    flags = [("-o", "KEYWORD=VALUE"), ("-F", "CONFIG_FILE"),
+             *(tuple(row.flag.split()) for row in OPTIONS if " " in row.flag)]
+    for flag, meta in flags:
         sub.add_argument(flag, dest="ssh_options", action=_SshOption, metavar=meta,
                          help=f"as for ssh {flag}")
     return top

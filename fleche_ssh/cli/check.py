@@ -40,6 +40,8 @@ class CheckState:
 
     cache: Any
     target: Any = None
+    #: The live OpenSSH master the cache's channels go through, if there is one.
+    master: Any = None
     session: Any = None
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -47,6 +49,30 @@ class CheckState:
 def _resolve(state: CheckState) -> Rows:
     state.target = state.cache.target()
     return state.target.describe()
+
+
+def _master(state: CheckState) -> Rows:
+    from ..wire.sources import live_master
+
+    if not state.target.control_paths:
+        return [("none", "no ControlPath: fleche-ssh logs in itself")]
+    state.master = live_master(state.target)
+    if state.master is None:
+        return [("none listening at", " or ".join(state.target.control_paths)),
+                ("so", "fleche-ssh logs in itself")]
+    return [("through", f"OpenSSH master pid {state.master.pid} (ssh -O check)"),
+            ("control socket", state.master.path),
+            ("its connection", f"{state.target.label}, logged in by ssh: nothing to ask")]
+
+
+def _unless_master(step: Step) -> Step:
+    """*step*, skipped when a live master holds the connection (it connected and logged in)."""
+    def run(state: CheckState) -> Rows:
+        if state.master is not None:
+            return [("skipped", f"the OpenSSH master (pid {state.master.pid}) is connected")]
+        return step.run(state)
+
+    return Step(step.title, run, step.hint)
 
 
 def _tcp(state: CheckState) -> Rows:
@@ -94,8 +120,11 @@ def _throughput(state: CheckState) -> Rows:
 CHECK_STEPS: tuple[Step, ...] = (
     Step("resolve the host", _resolve,
          "check the host name and your ssh config (~/.ssh/config, or -F FILE)."),
-    Step("TCP connect", _tcp),
-    Step("SSH handshake, host key and login", connect),
+    Step("OpenSSH master", _master,
+         "a ControlPath socket that is not yours is refused: remove it, or set ControlPath "
+         "none."),
+    _unless_master(Step("TCP connect", _tcp)),
+    _unless_master(Step("SSH handshake, host key and login", connect)),
     Step("start the remote fleche server", ask_server(list(INFO_LABELS)), SERVER_HINT),
     Step("round trip", _round_trip, "the remote cache failed; see its error above."),
     Step("throughput", _throughput, "the remote cache failed; see its error above."),
