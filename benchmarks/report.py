@@ -99,6 +99,17 @@ def rows(med: dict[str, Any], plan: Any) -> list[Row]:
                 f"{plan.threads} threads contains, RTT +{rtt} ms, {channels} channel(s)",
                 "ops/s", stock, ops, target, ratio=ops / single,
             ))
+    master = med["master"]
+    mib = plan.bulk_mib[0]
+    out += [
+        _row("through an OpenSSH master: first answer", "s", *master["first_answer"],
+             at_most(1.0)),
+        _row(f"through an OpenSSH master: small round trip ({plan.round_trip_calls} x contains)",
+             "us/call", *(s * 1e6 for s in master["round_trip"]), at_most(1.05)),
+        *(_row(f"through an OpenSSH master: {op}_value {mib} MiB", "MB/s",
+               *(mib * MIB / MB / s for s in master[op]), at_least(0.95))
+          for op in ("save", "load")),
+    ]
     return out
 
 

@@ -18,13 +18,16 @@ enforced: the exit status is 0 unless the benchmark itself failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -176,6 +179,51 @@ def measure_concurrency(bench: Bench, plan: Plan, samples: dict) -> None:
                  f"{ {k: round(median_of(v)) for k, v in samples['concurrency'][rtt].items()} }")
 
 
+@contextlib.contextmanager
+def openssh_master(bench: Bench) -> Iterator[str]:
+    """A live ``ssh -M`` master for the benchmark host; yields its control socket path."""
+    where = Path(tempfile.mkdtemp(prefix="cm-", dir="/tmp"))
+    sock = str(where / "master.sock")
+    try:
+        subprocess.run(["ssh", *bench.ssh_options, "-M", "-S", sock, "-N", "-f",
+                        "-o", "ControlPersist=no", HOST], check=True, timeout=60,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+        yield sock
+    finally:
+        subprocess.run(["ssh", *bench.ssh_options, "-S", sock, "-O", "exit", HOST],
+                       timeout=30, stdin=subprocess.DEVNULL, capture_output=True)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def measure_through_master(bench: Bench, plan: Plan, samples: dict) -> None:
+    """Both clients through one live OpenSSH master: first answer, round trips, bulk."""
+    with openssh_master(bench) as sock:
+        kwargs = bench.cache_kwargs()
+        kwargs["ssh_options"] = [*kwargs["ssh_options"], "-o", f"ControlPath={sock}"]
+        per = samples["master"]
+        for impl in (STOCK, OURS):  # untimed: the master's first session, page cache
+            measure.first_answer(impl, kwargs)
+        for rep in range(plan.first_answer_reps):
+            for impl in alternating(rep):
+                per["first_answer"][impl.name].append(measure.first_answer(impl, kwargs))
+        mib = plan.bulk_mib[0]
+        for rep in range(plan.reps):
+            caches = {impl.name: open_cache(impl, kwargs) for impl in alternating(rep)}
+            try:
+                for impl in (*alternating(rep), *alternating(rep + 1)):
+                    per["round_trip"][impl.name].append(
+                        measure.round_trips(caches[impl.name], plan.round_trip_calls))
+                for impl in alternating(rep):
+                    result = measure.bulk(caches[impl.name],
+                                          measure.make_value(mib * MIB, 10_000 + rep))
+                    per["save"][impl.name].append(result.save)
+                    per["load"][impl.name].append(result.load)
+            finally:
+                for impl in (STOCK, OURS):
+                    finish(impl, caches[impl.name])
+        progress(f"through an OpenSSH master: round trip {pair(per['round_trip'])}")
+
+
 def medians(samples: dict, plan: Plan) -> dict[str, Any]:
     return {
         "import": pair(samples["import"]),
@@ -190,6 +238,7 @@ def medians(samples: dict, plan: Plan) -> dict[str, Any]:
                   OURS.name: {n: median_of(per[n]) for n in plan.channels}}
             for rtt, per in samples["concurrency"].items()
         },
+        "master": {metric: pair(per) for metric, per in samples["master"].items()},
     }
 
 
@@ -261,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         **{metric: by_impl(list) for metric in ("import", "first_answer", "round_trip", "memory")},
         "bulk": by_impl(lambda: {"save": {}, "load": {}}),
         "concurrency": {rtt: {} for rtt in plan.rtts_ms},
+        "master": {metric: by_impl(list)
+                   for metric in ("first_answer", "round_trip", "save", "load")},
     }
     started = time.monotonic()
     with bench_world(plan.rtts_ms) as bench:
@@ -273,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         digests = measure_round_trips_and_bulk(bench, plan, samples)
         measure_memory(bench, plan, samples, digests)
         measure_concurrency(bench, plan, samples)
+        measure_through_master(bench, plan, samples)
     med = medians(samples, plan)
     rows = report.rows(med, plan)
     print(report.table(rows))
