@@ -200,10 +200,13 @@ def resolve(
     if config is not None and os.fspath(config) == "none":
         files = []  # ``ssh -F none``: no config file at all
     elif config is not None:
-        path = Path(os.path.expanduser(os.fspath(config)))
+        given = os.fspath(config)
+        path = Path(os.path.expanduser(given))
         # Not is_file(): ``-F /dev/null`` is the usual way to ignore ~/.ssh/config.
-        if not path.exists() or path.is_dir():
-            raise ConfigError(f"ssh config file {str(path)!r} does not exist or is not a file")
+        if not given or not path.exists() or path.is_dir():
+            where = "config_file" if config_file else "ssh_options -F"
+            raise ConfigError(f"{where}: ssh config file {given!r} does not exist or is not a "
+                              f"file")
         files = [(path, Path(os.path.expanduser("~/.ssh")))]
     else:
         files = [
@@ -228,7 +231,14 @@ def resolve(
     # As ssh, which runs ``ssh -W`` with the jump spec inside its ProxyCommand.
     jumps = expand(jumps, _tokens(alias, resolution, local_user, target.hostname),
                    resolution.sources.get("proxyjump", ""), "ProxyJump", COMMAND_TOKENS)
-    return replace(target, jump=_resolve_jump(jumps, config, (*_seen, host)))
+    where = resolution.sources.get("proxyjump", "")
+    try:
+        jump = _resolve_jump(jumps, config, (*_seen, host))
+    except ConfigError as e:
+        if where in str(e):
+            raise
+        raise ConfigError(f"{where}: ProxyJump {jumps!r}: {e}") from None
+    return replace(target, jump=jump)
 
 
 #: Refused in a destination, as OpenSSH 9.6+ refuses them on its command line: %h and
