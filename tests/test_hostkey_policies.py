@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import threading
 
 import pytest
+from support.caches import wait_for
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey, UnsupportedByParamiko
@@ -155,5 +157,8 @@ def test_ssh_rsa_only_server_is_explained(client_home, remote_dir, remote_python
             c.info()
         message = str(refused.value)
         assert "ssh-rsa" in message and 'type = "ssh"' in message
+        # The failed handshake leaves no timer thread behind (Paramiko's would last 30 s).
+        assert wait_for(lambda: not [t for t in threading.enumerate()
+                                     if isinstance(t, threading.Timer)], timeout=2)
     finally:
         server.stop()

@@ -1,6 +1,7 @@
-"""Paramiko's ``Transport`` with two fixes: no self-deadlock during re-keying, and
-the ``exit-signal`` of a killed remote command kept; plus the time a channel last
-closed, for the pool's idle times.
+"""Paramiko's ``Transport`` with three fixes: no self-deadlock during re-keying,
+the ``exit-signal`` of a killed remote command kept, and no handshake timer left
+behind a failed handshake; plus the time a channel last closed, for the pool's
+idle times.
 
 Re-keying
 ---------
@@ -28,6 +29,13 @@ a scheduler's TERM) with ``exit-signal`` instead of ``exit-status``.
 Paramiko ignores that request, so without this the death of the remote
 server would read as a lost connection.  The signal's name is kept on the
 channel, as the attribute named by :data:`EXIT_SIGNAL`.
+
+Handshake timer
+---------------
+Paramiko arms a ``threading.Timer`` for the handshake timeout and cancels it
+only when the handshake completes.  A handshake that fails (no algorithm in
+common, the server hanging up) leaves the timer thread running for the whole
+timeout after the transport is closed.  Closing cancels it here.
 
 Last channel closed
 -------------------
@@ -93,6 +101,11 @@ class Transport(paramiko.Transport):
             held, self._held = self._held, []
             for data in held:
                 self._send_message(data)
+
+    def close(self) -> None:
+        # Cancels the handshake timer, which only a completed handshake would.
+        self.packetizer.complete_handshake()
+        super().close()
 
     def _unlink_channel(self, chanid: int) -> None:
         super()._unlink_channel(chanid)
