@@ -21,6 +21,7 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import shlex
 import socket
 import time
@@ -30,13 +31,12 @@ from pathlib import Path
 
 import fleche.config
 import pytest
-from fleche.remote import RemoteConnectionError
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.config.options import OPTIONS
-from fleche_ssh.errors import ConfigError, UnknownHostKey
+from fleche_ssh.errors import ConfigError, RemoteCommandError, UnknownHostKey
 from fleche_ssh.ssh import hostkeys
 
 pytestmark = pytest.mark.timeout(120)
@@ -119,21 +119,46 @@ def runs_nothing(text: str) -> bool:
 # -- any configuration is built or refused, never crashes, never connects -------------------
 
 
+def refusal(entry: dict) -> str | None:
+    """The ConfigError message *entry* is refused with, or None if it builds and resolves."""
+    try:
+        cache = fleche.config.cache_from_config(entry)
+        assert cache.host == entry["host"]
+        cache.target()
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def at_fault(entry: dict, message: str) -> list[str]:
+    """The keys without which *entry* is no longer refused with *message*.
+
+    Each key is left out in turn (``host`` is set to a valid one instead, as a
+    cache needs one); a key is at fault if the refusal then changes.
+    """
+    keys = [k for k in entry if k != "type"] + ([] if "host" in entry else ["host"])
+    faults = []
+    for key in keys:
+        changed = {k: v for k, v in entry.items() if k != key}
+        if key == "host":
+            changed["host"] = "testhost"
+        if refusal(changed) != message:
+            faults.append(key)
+    return faults
+
+
 @PROPERTY
 @given(entry=entries, host=st.one_of(st.none(), hosts))
 def test_any_fleche_toml_entry_builds_or_is_refused_naming_the_key(offline, entry, host):
     entry = {**entry, "type": "paramiko"}
     if host is not None:
         entry["host"] = host
-    try:
-        cache = fleche.config.cache_from_config(entry)
-        assert cache.host == entry["host"]
-        cache.target()
-    except ConfigError as e:
-        message = str(e)
-        keys = [k for k in entry if k != "type"] + ["host"]
-        texts = [v.strip() for v in entry.values() if isinstance(v, str) and v.strip()]
-        assert any(k in message for k in keys) or any(t in message for t in texts), message
+    message = refusal(entry)
+    if message is not None:
+        faults = at_fault(entry, message)
+        assert faults, message
+        for key in faults:  # named as a word, not as part of another one
+            assert re.search(rf"(?<!\w){re.escape(key)}(?!\w)", message), (key, message)
 
 
 @PROPERTY
@@ -202,20 +227,43 @@ def payloads(markers: Path) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("key", ["workdir", "home-workdir", "python", "cache_name"])
+#: For each value that names a path, the key it goes in, its prefix, and what the remote
+#: shell says when no path of that exact name exists (the test sshd logs in as root).
+MISSING_PATHS = {
+    "workdir": ("workdir", "{remote_dir}/", "cd: {remote_dir}/{payload}"),
+    "home-workdir": ("workdir", "~/", "cd: {home}/{payload}"),
+    "python": ("python", "{tmp_path}/py", "{tmp_path}/py{payload}"),
+}
+#: How the remote command ends when the directory is missing (cd) or the command is.
+EXIT_STATUS = {"workdir": "exited with status 1 before the server started",
+               "python": "was not found (exit status 127)"}
+
+
+@pytest.mark.parametrize("key", [*MISSING_PATHS, "cache_name"])
 def test_values_that_are_not_commands_stay_inert(make, tmp_path, remote_dir, key):
     markers = tmp_path / "markers"
     markers.mkdir()
-    name = "workdir" if key == "home-workdir" else key
-    prefix = {"workdir": f"{remote_dir}/", "home-workdir": "~/", "python": f"{tmp_path}/py",
-              "cache_name": ""}[key]
-    # One value each where the command fails fast; all in one for cache_name, whose
-    # server starts (and serves an empty cache of that name, which shows it arrived whole).
-    values = ["".join(payloads(markers))] if key == "cache_name" else payloads(markers)
-    for value in values:
-        cache = make(**{name: prefix + value})
-        with contextlib.suppress(RemoteConnectionError):
-            assert cache.info()["cache_name"] == value
+    if key == "cache_name":
+        # All in one: the server starts and serves an empty cache of that name, which
+        # shows the value arrived whole.
+        value = "".join(payloads(markers))
+        assert make(cache_name=value).info()["cache_name"] == value
+    else:
+        # One value each: the remote shell looks for a path of exactly that name, which
+        # does not exist, and says so on stderr.
+        name, prefix, path = MISSING_PATHS[key]
+        places = {"remote_dir": remote_dir, "tmp_path": tmp_path,
+                  "home": os.path.expanduser("~root")}
+        for payload in payloads(markers):
+            with pytest.raises(RemoteCommandError) as failed:
+                make(**{name: prefix.format(**places) + payload}).info()
+            message = str(failed.value)
+            assert EXIT_STATUS[name] in message, message
+            stderr = message.partition("\nremote stderr (last ")[2]
+            said = path.format(**places, payload=payload)
+            if name == "workdir" and "\n" in said:  # how bash's cd prints such a name
+                said = said.replace("cd: ", "cd: $'").replace("\n", "\\n") + "'"
+            assert f"{said}: No such file or directory" in stderr, message
     assert sorted(p.name for p in markers.iterdir()) == []
 
 
