@@ -9,10 +9,12 @@ that a connection really went through them.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -86,14 +88,32 @@ def cluster(client_home, bastions, closed_bastion):
     return client_home
 
 
-def forwarded_through(server, port: int) -> bool:
-    """The bastion's own log shows a direct-tcpip channel to 127.0.0.1:port."""
+def log_end(server) -> int:
+    """Where the server's log ends now: the lines after it are those of the calls that follow."""
+    return server.log_path.stat().st_size
+
+
+def logged(server, since: int, wanted: Callable[[str], bool]) -> list[str]:
+    """The lines *wanted* picks from those the server logged after offset *since*.
+
+    Waits up to 5 s for one: sshd's privilege-separated children log through
+    their monitor, which may write a moment after the client goes on.
+    """
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if f"127.0.0.1 port {port}" in server.log_text() and "direct-tcpip" in server.log_text():
-            return True
+    while True:
+        with server.log_path.open("rb") as log:
+            log.seek(since)
+            found = [line for line in log.read().decode(errors="replace").splitlines()
+                     if wanted(line)]
+        if found or time.monotonic() > deadline:
+            return found
         time.sleep(0.1)
-    return False
+
+
+def forwarded_through(server, port: int, since: int) -> bool:
+    """The bastion logged, after offset *since*, a direct-tcpip request to 127.0.0.1:port."""
+    return bool(logged(server, since, lambda line: "server_request_direct_tcpip: " in line
+                       and line.endswith(f" target 127.0.0.1 port {port}")))
 
 
 def cache(host, remote_python, remote_dir, **keys) -> ParamikoCache:
@@ -102,14 +122,16 @@ def cache(host, remote_python, remote_dir, **keys) -> ParamikoCache:
 
 def test_one_hop_from_ssh_config(cluster, bastions, remote_python, remote_dir):
     c = cache("inner", remote_python, remote_dir)
+    since = log_end(bastions[0])
     assert c.info()["cwd"] == str(remote_dir)
     target = c.target()
     assert target.jump is not None and target.jump.port == bastions[0].port
-    assert forwarded_through(bastions[0], cluster.sshd.port)
+    assert forwarded_through(bastions[0], cluster.sshd.port, since)
 
 
 def test_two_hops_and_a_shared_bastion(cluster, bastions, remote_python, remote_dir, pool):
     deep = cache("inner2", remote_python, remote_dir)
+    since = [log_end(bastion) for bastion in bastions]
     assert deep.contains("0" * 64) is False
     chain = []
     hop = deep.target().jump
@@ -117,7 +139,8 @@ def test_two_hops_and_a_shared_bastion(cluster, bastions, remote_python, remote_
         chain.append(hop.port)
         hop = hop.jump
     assert chain == [bastions[1].port, bastions[0].port]
-    assert forwarded_through(bastions[1], cluster.sshd.port)
+    assert forwarded_through(bastions[0], bastions[1].port, since[0])
+    assert forwarded_through(bastions[1], cluster.sshd.port, since[1])
 
     before = {s.target for s in pool.sessions()}
     shallow = cache("inner", remote_python, remote_dir)
@@ -195,8 +218,9 @@ def test_proxy_command_with_tokens(cluster, bastions, remote_python, remote_dir)
     command = (f"ssh -F {cluster.config} -o BatchMode=yes -o ProxyJump=none "
                f"-W %h:%p bastion1")
     c = cache("direct", remote_python, remote_dir, ssh_options=["-o", f"ProxyCommand={command}"])
+    since = log_end(bastions[0])
     assert c.info()["cwd"] == str(remote_dir)
-    assert forwarded_through(bastions[0], cluster.sshd.port)
+    assert forwarded_through(bastions[0], cluster.sshd.port, since)
 
 
 def test_proxy_command_failure_shows_its_stderr(cluster, remote_python, remote_dir):
@@ -227,6 +251,13 @@ def ca_target(tmp_path_factory):
     server.stop()
 
 
+def accepted_certificates(server, since: int) -> list[str]:
+    """sshd's "Accepted certificate" lines after offset *since*: ID, serial and CA file."""
+    found = logged(server, since, lambda line: line.startswith("Accepted certificate ID "))
+    return [re.sub(r" signed by \S+ CA \S+", "", line.removeprefix("Accepted certificate "))
+            for line in found]
+
+
 def test_user_certificate_signed_by_a_ca(client_home, ca_target, remote_python, remote_dir, pool):
     ca, server = ca_target
     key = client_home.ssh_dir / "id_cert_user"
@@ -240,8 +271,9 @@ def test_user_certificate_signed_by_a_ca(client_home, ca_target, remote_python, 
     base = dict(hostname="127.0.0.1", port=server.port, user="root", identity_file=str(key),
                 identities_only=True, known_hosts_file=str(known))
     with_cert = cache("ca-target", remote_python, remote_dir, **base)
+    since = log_end(server)
     assert with_cert.info()["cwd"] == str(remote_dir)
-    assert any("cert" in m for m in pool.get(with_cert.target()).auth.used)
+    assert accepted_certificates(server, since) == [f'ID "test-user" (serial 0) via {ca}.pub']
 
     pool.close_all()
     Path(f"{key}-cert.pub").rename(client_home.ssh_dir / "elsewhere-cert.pub")
@@ -251,7 +283,9 @@ def test_user_certificate_signed_by_a_ca(client_home, ca_target, remote_python, 
     pool.close_all()
     explicit = cache("ca-target", remote_python, remote_dir, **base,
                      certificate_file=str(client_home.ssh_dir / "elsewhere-cert.pub"))
+    since = log_end(server)
     assert explicit.info()["cwd"] == str(remote_dir)
+    assert accepted_certificates(server, since) == [f'ID "test-user" (serial 0) via {ca}.pub']
 
 
 def _connection_processes(listener_pid: int) -> list[int]:
