@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -144,15 +143,16 @@ def test_missing_remote_python(make):
     assert "python=" in message
 
 
-def test_remote_python_without_fleche(make):
-    system_python = shutil.which("python3", path="/usr/bin")
-    if system_python is None:
-        pytest.skip("no /usr/bin/python3 on this machine")
-    probe = subprocess.run([system_python, "-c", "import fleche"], capture_output=True,
+def test_remote_python_without_fleche(make, remote_python, tmp_path):
+    # A new virtual environment: an interpreter on every machine that lacks fleche.
+    bare = tmp_path / "bare-venv"
+    subprocess.run([remote_python, "-m", "venv", "--without-pip", str(bare)], check=True,
+                   capture_output=True, timeout=60)
+    python = str(bare / "bin" / "python")
+    probe = subprocess.run([python, "-I", "-c", "import fleche"], capture_output=True,
                            timeout=30)
-    if probe.returncode == 0:
-        pytest.skip(f"{system_python} has fleche installed")
-    message = failure(make(python=system_python), RemoteCommandError)
+    assert probe.returncode != 0, f"{python} imports fleche"
+    message = failure(make(python=python), RemoteCommandError)
     assert "fleche is not installed" in message
     assert "No module named fleche" in message
     assert "pip install fleche" in message

@@ -73,7 +73,7 @@ def test_terminal_prompt_hides_the_code(client_home, remote_dir, remote_python):
 
 
 def test_notebook_kernel_asks_through_the_notebook(client_home, remote_dir, remote_python):
-    jupyter_client = pytest.importorskip("jupyter_client")
+    import jupyter_client  # a test dependency (the "test" extra): missing, the test fails
     manager, client = jupyter_client.manager.start_new_kernel(
         kernel_name="python3", startup_timeout=60, env=dict(os.environ)
     )
