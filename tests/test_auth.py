@@ -202,6 +202,14 @@ def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog, po
     cache = totp_cache(remote_python, remote_dir, handler)
 
     info = cache.info()
+    # Both secrets were asked for and used, and the log holds that login, step by step.
+    asked = [prompts[0][0] for _, _, prompts in handler.questions]
+    assert len(asked) == 2 and "passphrase" in asked[0] and "One-time password" in asked[1]
+    messages = [(r.name, r.getMessage()) for r in caplog.records]
+    assert ("paramiko.transport", "Authentication (keyboard-interactive) successful!") in messages
+    assert any(name.startswith("fleche_ssh.") and text.startswith("connected to ")
+               and f"publickey ({client_home.identity}), keyboard-interactive" in text
+               for name, text in messages), messages
     shown = "\n".join([caplog.text, repr(cache), repr(info), repr(pool.sessions()),
                        repr(pool.snapshot())])
     assert passphrase not in shown

@@ -311,8 +311,10 @@ def test_ask_puts_the_question_and_obeys(tmp_path, keys, answer):
         return answer
 
     if answer:
-        hostkeys.verify(target, keys["ed25519"].pkey, ask=confirm)
-        assert len(found_by_ssh_keygen(Path(target.known_hosts_files[0]), HOST)) == 1
+        path = Path(target.known_hosts_files[0])
+        verdict = hostkeys.verify(target, keys["ed25519"].pkey, ask=confirm)
+        assert verdict == f"accepted by the user, recorded in {path}"
+        assert len(found_by_ssh_keygen(path, HOST)) == 1
     else:
         with pytest.raises(UnknownHostKey, match="not accepted"):
             hostkeys.verify(target, keys["ed25519"].pkey, ask=confirm)
