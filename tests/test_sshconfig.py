@@ -6,8 +6,9 @@ fleche-ssh and by the ``ssh`` binary.  ``ssh -G`` prints what it resolved;
 after token expansion, and the ProxyCommand as it runs it.  A ProxyJump is
 followed hop by hop, each hop resolved by ``ssh -G`` with the options ssh
 gives the ``ssh -W`` it runs for it.  ``ssh`` takes ``~`` and ``%d`` from
-the password database, so those comparisons set ``$HOME`` to that
-directory; every other test here uses a throwaway ``$HOME``.
+the password database, so those comparisons run it with a password
+database that names a throwaway home for this user, and set ``$HOME`` to
+the same directory; every other test here uses a throwaway ``$HOME`` of its own.
 """
 
 from __future__ import annotations
@@ -63,15 +64,45 @@ def _cases() -> list[tuple[str, str]]:
     return cases
 
 
-def _dot_ssh() -> Path:
-    return Path(pwd.getpwuid(os.getuid()).pw_dir) / ".ssh"
+#: Runs a command (here ``ssh``) in a private mount namespace whose ``/etc/passwd`` is the
+#: file given first: the namespace ends with the command, nothing outside it changes.
+WITH_PASSWD = ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /etc/passwd && exec "$@"']
+#: The password database ``_ssh`` gives ssh; set by ``passwd_home``.
+_passwd: Path | None = None
 
 
 @pytest.fixture(scope="module")
-def configs(tmp_path_factory) -> Path:
+def ssh_home(tmp_path_factory) -> tuple[Path, Path]:
+    """A throwaway home, and a password database naming it as this user's home.
+
+    ``ssh`` reads ``~`` and ``%d`` from the password database, not from
+    ``$HOME`` (only its ``Include`` globs go by ``$HOME``), so ``_ssh`` gives
+    it this database in a private mount namespace, where ``~/.ssh`` exists
+    for relative ``Include`` lines to start from.  The real home is never
+    read or written.  Mounting needs root, as the test servers do.
+    """
+    home = tmp_path_factory.mktemp("passwd-home")
+    (home / ".ssh").mkdir(mode=0o700)
+    me = pwd.getpwuid(os.getuid())
+    mine = ":".join([me.pw_name, "x", str(me.pw_uid), str(me.pw_gid), me.pw_gecos, str(home),
+                     me.pw_shell])
+    others = [line for line in Path("/etc/passwd").read_text().splitlines()
+              if line.split(":")[2:3] != [str(me.pw_uid)]]
+    passwd = tmp_path_factory.mktemp("passwd") / "passwd"
+    passwd.write_text("\n".join([mine, *others]) + "\n")
+    seen = subprocess.run([*WITH_PASSWD, str(passwd), "getent", "passwd", str(me.pw_uid)],
+                          capture_output=True, text=True, timeout=20, check=False)
+    if seen.stdout.strip() != mine:
+        pytest.fail(f"cannot give ssh a throwaway home (a private mount namespace needs root): "
+                    f"{seen.stderr.strip()}", pytrace=False)
+    return home, passwd
+
+
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory, ssh_home) -> Path:
     """The data files, copied with their placeholders replaced, and the probe shell."""
     root = tmp_path_factory.mktemp("ssh_configs")
-    relative = os.path.relpath(root, _dot_ssh())
+    relative = os.path.relpath(root, ssh_home[0] / ".ssh")
     for path in DATA.rglob("*"):
         if path.is_file():
             copy = root / path.relative_to(DATA)
@@ -85,26 +116,25 @@ def configs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def passwd_home(monkeypatch, client_key) -> Path:
-    """``$HOME`` and the login name as ``ssh`` sees them (from the password database).
+def passwd_home(monkeypatch, ssh_home, client_key) -> Path:
+    """``$HOME`` and the login name as ``ssh`` (run by ``_ssh``) sees them.
 
-    Relative ``Include`` lines start in ``~/.ssh``, so it must exist for them
-    to reach the copies; ``ssh -F`` does not create it, so it is created
-    here when missing, as ``ssh`` itself does on first use (and left, since
-    test runs in parallel share it).  ``client_key`` is requested for its
-    check that the OpenSSH client is installed.
+    ``client_key`` is requested for its check that the OpenSSH client is
+    installed.
     """
-    entry = pwd.getpwuid(os.getuid())
-    monkeypatch.setenv("HOME", entry.pw_dir)
+    home, passwd = ssh_home
+    monkeypatch.setenv("HOME", str(home))
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         monkeypatch.delenv(name, raising=False)
-    _dot_ssh().mkdir(mode=0o700, exist_ok=True)
-    return Path(entry.pw_dir)
+    monkeypatch.setitem(globals(), "_passwd", passwd)
+    return home
 
 
 def _ssh(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["ssh", *args], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=20, check=False, env=env)
+    """``ssh`` with the password database of ``passwd_home``."""
+    assert _passwd is not None, "run ssh only in tests that use the passwd_home fixture"
+    return subprocess.run([*WITH_PASSWD, str(_passwd), "ssh", *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=20, check=False, env=env)
 
 
 def ssh_G(config: Path, host: str, options: list[str] = ()) -> dict[str, list[str]]:
