@@ -199,6 +199,8 @@ def test_secrets_never_logged(client_home, remote_dir, remote_python, caplog, po
     code = client_home.sshd_totp.code()
     handler = Answers(passphrase, code)
     caplog.set_level(logging.DEBUG)
+    for name in ("fleche_ssh", "fleche", "paramiko"):  # whatever level they set themselves
+        caplog.set_level(logging.DEBUG, logger=name)
     cache = totp_cache(remote_python, remote_dir, handler)
 
     info = cache.info()
