@@ -62,8 +62,9 @@ def test_version():
 COUNTED_DEMO = """
 import functools, sys
 from fleche_ssh import cli
+from fleche_ssh.demo import run
 
-real, ran = cli._slow_square, []
+real, ran = run._slow_square, []
 
 
 @functools.wraps(real)
@@ -72,7 +73,7 @@ def counted(x):
     return real(x)
 
 
-cli._slow_square = counted
+run._slow_square = counted
 status = cli.main(["demo"])
 print(f"slow_square ran {len(ran)} time(s)")
 sys.exit(status)
