@@ -31,6 +31,10 @@ METRICS = {
     "time/MiB spread, load 1, 2 MiB": True,
     "8 threads contains, RTT +10 ms, 1 channel(s)": False,
     "8 threads contains, RTT +10 ms, 4 channel(s)": True,
+    "through an OpenSSH master: first answer": True,
+    "through an OpenSSH master: small round trip (50 x contains)": True,
+    "through an OpenSSH master: save_value 2 MiB": True,
+    "through an OpenSSH master: load_value 2 MiB": True,
 }
 
 
