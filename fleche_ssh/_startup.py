@@ -11,7 +11,7 @@ more (no Paramiko, no entry-point scan).
 import sys
 
 
-class _ConfigWatcher:
+class ConfigWatcher:
     """A meta-path finder that only ever answers for ``fleche.config``."""
 
     def find_spec(self, name, path=None, target=None):
@@ -46,7 +46,7 @@ def _wrap(loader):
 
 
 def _remove_watcher():
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ConfigWatcher)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, ConfigWatcher)]
 
 
 def _activate():
@@ -55,8 +55,8 @@ def _activate():
         from fleche_ssh.plugin import install
 
         install(module)
-    elif not any(isinstance(f, _ConfigWatcher) for f in sys.meta_path):
-        sys.meta_path.insert(0, _ConfigWatcher())
+    elif not any(isinstance(f, ConfigWatcher) for f in sys.meta_path):
+        sys.meta_path.insert(0, ConfigWatcher())
 
 
 _activate()

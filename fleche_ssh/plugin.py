@@ -28,7 +28,7 @@ from typing import Any
 GROUP = "fleche.caches"
 #: Types fleche itself builds; never looked up as entry points.
 BUILTIN_TYPES = ("ssh",)
-_INSTALLED = "_fleche_ssh_bridge"
+INSTALLED = "_fleche_ssh_bridge"
 
 
 @cache
@@ -94,7 +94,7 @@ def build(config: dict[str, Any]) -> Any:
 
 def install(config_module: types.ModuleType) -> None:
     """Wrap ``cache_from_config`` / ``cache_to_config`` of *config_module* (idempotent)."""
-    if getattr(config_module, _INSTALLED, False) or _reads_group_itself(config_module):
+    if getattr(config_module, INSTALLED, False) or _reads_group_itself(config_module):
         return
     from_config: Callable[[Any], Any] = config_module.cache_from_config
     to_config: Callable[[Any], Any] = config_module.cache_to_config
@@ -119,4 +119,4 @@ def install(config_module: types.ModuleType) -> None:
         new.__doc__ = old.__doc__
         new.__wrapped__ = old
         setattr(config_module, name, new)
-    setattr(config_module, _INSTALLED, True)
+    setattr(config_module, INSTALLED, True)

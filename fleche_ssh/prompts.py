@@ -47,7 +47,7 @@ _HOW_TO = (
 )
 
 
-def _in_kernel() -> bool:
+def in_kernel() -> bool:
     """True inside an IPython kernel, whose ``input``/``getpass`` reach the notebook.
 
     A worker forked from the kernel (a process pool) still has ipykernel
@@ -82,7 +82,7 @@ def _ask_each(title: str, instructions: str, prompts: Prompts) -> list[str]:
 
 def auto(title: str, instructions: str, prompts: Prompts) -> list[str]:
     """Ask in the terminal or the notebook; fail at once where there is neither."""
-    if _has_terminal() or _in_kernel():
+    if _has_terminal() or in_kernel():
         return _ask_each(title, instructions, prompts)
     return none(title, instructions, prompts)
 

@@ -176,17 +176,17 @@ def test_a_program_that_never_imports_fleche_sees_nothing():
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     seen = json.loads(done.stdout)
-    assert seen["finders"][0] == "fleche_ssh._startup._ConfigWatcher"
+    assert seen["finders"][0] == "fleche_ssh._startup.ConfigWatcher"
     assert seen["fleche"] == ["fleche_ssh", "fleche_ssh._startup", "fleche_ssh._version"]
 
 
 @pytest.mark.parametrize("name", ["json", "fleche", "fleche.caches", "fleche_config", "config"])
 def test_the_watcher_answers_for_nothing_but_fleche_config(name):
-    assert _startup._ConfigWatcher().find_spec(name) is None
+    assert _startup.ConfigWatcher().find_spec(name) is None
 
 
 def test_the_watcher_answers_for_fleche_config():
-    spec = _startup._ConfigWatcher().find_spec("fleche.config", fleche.__path__)
+    spec = _startup.ConfigWatcher().find_spec("fleche.config", fleche.__path__)
     assert spec is not None and spec.origin == fleche.config.__file__
 
 
@@ -208,7 +208,7 @@ def test_fleche_imported_before_the_start_up_hook_is_bridged_at_once():
 
 
 def test_this_process_was_bridged_at_import():
-    assert getattr(fleche.config, plugin._INSTALLED) is True
+    assert getattr(fleche.config, plugin.INSTALLED) is True
     assert fleche.config.cache_from_config.__wrapped__ is not None
 
 
@@ -296,7 +296,7 @@ def test_steps_aside_when_fleche_reads_the_group_itself():
     plugin.install(module)
 
     assert module.cache_from_config is original
-    assert not hasattr(module, plugin._INSTALLED)
+    assert not hasattr(module, plugin.INSTALLED)
 
 
 def test_install_is_idempotent():

@@ -85,12 +85,12 @@ def _fake_kernel(monkeypatch):
 
 
 def _report_in_kernel(queue):
-    queue.put(prompts._in_kernel())
+    queue.put(prompts.in_kernel())
 
 
 def test_a_forked_worker_of_a_kernel_does_not_ask_the_notebook(monkeypatch):
     _fake_kernel(monkeypatch)
-    assert prompts._in_kernel() is True
+    assert prompts.in_kernel() is True
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     worker = context.Process(target=_report_in_kernel, args=(queue,))
