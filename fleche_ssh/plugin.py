@@ -28,6 +28,7 @@ from typing import Any
 GROUP = "fleche.caches"
 #: Types fleche itself builds; never looked up as entry points.
 BUILTIN_TYPES = ("ssh",)
+#: The attribute the bridge sets on ``fleche.config`` once installed there.
 INSTALLED = "_fleche_ssh_bridge"
 
 
