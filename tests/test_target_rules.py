@@ -216,3 +216,46 @@ def test_an_unknown_token_in_match_exec_names_match_exec(home):
     _config(home, "Match exec \"test %j\"\n    Port 2022\n")
     with pytest.raises(ConfigError, match=r"Match exec: unknown token %j"):
         resolve("db")
+
+
+def test_three_hops_url_forms_and_ipv6_ports_resolve_in_order(home):
+    _config(home, "Host db\n    ProxyJump ssh://carol@b1:2201,[2001:db8::7]:2200,me@corp@b3\n")
+    assert [hop.label for hop in resolve("db").chain()] == [
+        "carol@b1:2201", "ada@2001:db8::7:2200", "me@corp@b3:22"]
+
+
+def test_percent_j_takes_the_host_after_the_last_at(home):
+    _config(home, "Host db\n    ProxyJump me@corp@b3\n    ControlPath /tmp/cm-%j\n")
+    assert resolve("db").control_paths == ("/tmp/cm-b3",)
+
+
+def test_jump_hosts_are_read_from_the_config_file_given(home, tmp_path):
+    given = tmp_path / "given_config"
+    given.write_text("Host db\n    ProxyJump gw\nHost gw\n    HostName gw.example.org\n"
+                     "    Port 2022\n")
+    (hop,) = resolve("db", config_file=given).chain()
+    assert hop.label == "ada@gw.example.org:2022"
+
+
+@pytest.mark.parametrize(("jump", "expected"), [
+    ("gw,", "ProxyJump 'gw,': empty jump host"),
+    ("[::1]]:22", "ProxyJump: '[::1]]:22' is not [user@]host[:port]"),
+    ("[::1", "ProxyJump: '[::1' is not [user@]host[:port]"),
+], ids=["empty-hop", "two-brackets", "unclosed-bracket"])
+def test_malformed_jump_hops_are_refused_naming_the_line(home, jump, expected):
+    path = _config(home, f"Host db\n    ProxyJump {jump}\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve("db")
+    assert str(refused.value).startswith(f"{path}:2: ") and expected in str(refused.value)
+
+
+def _jump_chain(home: Path, hops: int) -> None:
+    _config(home, "".join(f"Host h{i}\n    ProxyJump h{i + 1}\n" for i in range(hops)))
+
+
+def test_a_chain_of_sixteen_jumps_is_followed_and_seventeen_is_taken_for_a_loop(home):
+    _jump_chain(home, target.MAX_JUMPS)
+    assert len(resolve("h0").chain()) == 16
+    _jump_chain(home, target.MAX_JUMPS + 1)
+    with pytest.raises(ConfigError, match=r"ProxyJump loop: h0 -> h1 -> .* -> h17"):
+        resolve("h0")
