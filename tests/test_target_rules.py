@@ -259,3 +259,44 @@ def test_a_chain_of_sixteen_jumps_is_followed_and_seventeen_is_taken_for_a_loop(
     _jump_chain(home, target.MAX_JUMPS + 1)
     with pytest.raises(ConfigError, match=r"ProxyJump loop: h0 -> h1 -> .* -> h17"):
         resolve("h0")
+
+
+def test_include_is_relative_to_dot_ssh_for_the_user_file_and_a_given_file(home, tmp_path):
+    (home / ".ssh" / "extra").write_text("Port 2044\n")
+    _config(home, "Include extra\n")
+    assert resolve("db").port == 2044
+    given = tmp_path / "given_config"
+    given.write_text("Include extra\n")
+    assert resolve("db", config_file=given).port == 2044
+
+
+def test_match_host_sees_hostname_with_percent_h_expanded(home):
+    _config(home, "Host work\n    HostName %h.lab\nMatch host work.lab\n    Port 2022\n")
+    assert resolve("work").port == 2022
+
+
+def test_proxy_jump_tokens_fall_back_to_the_local_user_and_name_the_alias(home):
+    _config(home, "Host db\n    HostName db.internal\n    ProxyJump %r@gw-%n\n")
+    (hop,) = resolve("db").chain()
+    assert hop.label == "ada@gw-db:22"
+
+
+def test_proxy_jump_token_errors_name_the_keyword_and_the_line_once(home):
+    path = _config(home, "Host db\n    ProxyJump gw-%d\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve("db")
+    assert str(refused.value).startswith(f"{path}:2: ProxyJump: unknown token %d")
+    path = _config(home, "Host db\n    ProxyJump gw,\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve("db")
+    assert str(refused.value).count(f"{path}:2") == 1
+
+
+def test_match_exec_errors_and_tokens_name_match_exec(home, tmp_path):
+    _config(home, "Match exec \"test %j\"\n    Port 2022\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve("db")
+    assert ": Match exec: unknown token %j in 'test %j'" in str(refused.value)
+    seen = tmp_path / "seen"
+    _config(home, f"Match exec \"echo %u > {seen}\"\n    Port 2022\n")
+    assert resolve("db").port == 2022 and seen.read_text() == "ada\n"
