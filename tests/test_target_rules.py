@@ -300,3 +300,12 @@ def test_match_exec_errors_and_tokens_name_match_exec(home, tmp_path):
     seen = tmp_path / "seen"
     _config(home, f"Match exec \"echo %u > {seen}\"\n    Port 2022\n")
     assert resolve("db").port == 2022 and seen.read_text() == "ada\n"
+
+
+def test_a_loop_through_an_inherited_proxy_jump_names_each_line_once(home):
+    path = _config(home, "Host db\n    ProxyJump gw\nHost *\n    ProxyJump gw2\n")
+    with pytest.raises(ConfigError) as refused:
+        resolve("db")
+    assert str(refused.value).startswith(
+        f"{path}:2: ProxyJump 'gw': {path}:4: ProxyJump 'gw2': "
+        f"ProxyJump loop: db -> gw -> gw2 -> gw2.")
