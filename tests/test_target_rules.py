@@ -8,6 +8,7 @@ The local host name and uid, which a test cannot choose, are set on ``socket`` a
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -309,3 +310,11 @@ def test_a_loop_through_an_inherited_proxy_jump_names_each_line_once(home):
     assert str(refused.value).startswith(
         f"{path}:2: ProxyJump 'gw': {path}:4: ProxyJump 'gw2': "
         f"ProxyJump loop: db -> gw -> gw2 -> gw2.")
+
+
+def test_an_unsupported_keyword_is_logged_for_the_host_and_line(home, caplog):
+    path = _config(home, "Host db\n    HostKeyAlias shared\n")
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh"):
+        resolve("db")
+    assert (f"ssh config for db: {path}:2: HostKeyAlias shared is not supported by fleche-ssh"
+            in caplog.text)
