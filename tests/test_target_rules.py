@@ -318,3 +318,13 @@ def test_an_unsupported_keyword_is_logged_for_the_host_and_line(home, caplog):
         resolve("db")
     assert (f"ssh config for db: {path}:2: HostKeyAlias shared is not supported by fleche-ssh"
             in caplog.text)
+
+
+def test_two_words_for_one_identity_file_are_refused_naming_the_source(home):
+    path = _config(home, "Host db\n    IdentityFile ~/.ssh/id_a ~/.ssh/id_b\n")
+    with pytest.raises(ConfigError) as in_file:
+        resolve("db")
+    assert str(in_file.value).startswith(f"{path}:2: IdentityFile: expected one value")
+    with pytest.raises(ConfigError) as in_options:
+        resolve("plain", ssh_options=["-o", "IdentityFile=x y"])
+    assert str(in_options.value).startswith("ssh_options: IdentityFile: expected one value")
