@@ -139,7 +139,7 @@ def _tokens(original: str, resolution: Resolution, local_user: str,
     ruser = _single(resolution, "user") or local_user
     alias = split_words(resolution.first("hostkeyalias") or "")
     local_host = socket.gethostname()
-    jump = _jump_host(_single(resolution, "proxyjump"))
+    jump = _jump_host(_single(resolution, "proxyjump"), resolution.sources.get("proxyjump", ""))
     connection = f"{local_host}{host}{port}{ruser}"
     return {
         "%": "%", "h": host, "n": original, "p": port, "r": ruser, "u": local_user,
@@ -152,11 +152,19 @@ def _tokens(original: str, resolution: Resolution, local_user: str,
     }
 
 
-def _jump_host(spec: str | None) -> str:
-    """``%j``: the host of the last ProxyJump hop, as ssh takes it; empty without one."""
+def _jump_host(spec: str | None, where: str) -> str:
+    """``%j``: the host of the last ProxyJump hop, as ssh takes it; empty without one.
+
+    Computed before the hops are resolved, so a malformed hop is refused here first, and
+    the error names *where* the ProxyJump was set.
+    """
     if not spec or spec.lower() == "none":
         return ""
-    return _split_hop(spec.split(",")[-1].strip())[0].rpartition("@")[2]
+    try:
+        hop = _split_hop(spec.split(",")[-1].strip())[0]
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    return hop.rpartition("@")[2]
 
 
 def resolve(
