@@ -238,3 +238,46 @@ def test_host_lines_see_the_hostname_on_the_final_pass(home):
           "Host real.example.org\n    User on-final\n    HostName ignored.example.org\n")
     found = resolve("h")
     assert (found.user, found.hostname) == ("on-final", "real.example.org")
+
+
+@pytest.mark.parametrize(("host", "user"), [
+    ("aa", "patt"), ("baaa", "ada"),   # a pattern without * matches the whole name only
+    ("db", "patt"), ("xbdb", "ada"),
+    ("web", "patt"),                   # a trailing * matches nothing too
+])
+def test_a_pattern_matches_the_whole_name(home, host, user):
+    write(home / ".ssh" / "config", "Host aa db web*\n    User patt\n")
+    assert resolve(host).user == user
+
+
+def test_match_exec_sees_the_hostname_as_written_on_the_first_pass(home):
+    write(home / ".ssh" / "config",
+          "Host h\n    HostName Real.Example.ORG\n"
+          'Match exec "test %h = Real.Example.ORG"\n    Port 2201\n')
+    assert resolve("h").port == 2201
+
+
+def test_a_proxy_jump_set_first_beats_a_later_proxy_command(home):
+    # ssh -G: proxyjump gw, no proxycommand.
+    write(home / ".ssh" / "config",
+          "Host j2\n    ProxyJump gw\nHost *\n    ProxyCommand nc %h %p\n")
+    found = resolve("j2")
+    assert (found.proxy_command, found.jump.alias) == (None, "gw")
+
+
+def test_negated_all_never_matches_and_a_bare_hash_is_a_comment(home):
+    # ssh -G: port 2202.
+    write(home / ".ssh" / "config", "Match !all\n    Port 2201\nHost *\n    #\n    Port 2202\n")
+    assert resolve("h").port == 2202
+
+
+def test_match_localuser_is_case_sensitive(home):
+    write(home / ".ssh" / "config", "Match localuser ADA\n    Port 2203\n")
+    assert resolve("h").port == 22
+
+
+def test_match_exec_output_does_not_reach_the_terminal(home, capfd):
+    write(home / ".ssh" / "config",
+          'Match exec "echo to-stdout; echo to-stderr >&2"\n    Port 2201\n')
+    assert resolve("h").port == 2201
+    assert capfd.readouterr() == ("", "")
