@@ -235,7 +235,7 @@ def test_canonicalize_hostname_asks_for_the_second_pass(home, value, canonical):
 def test_host_lines_see_the_hostname_on_the_final_pass(home):
     write(home / ".ssh" / "config",
           "Host h\n    HostName real.example.org\nMatch final\n"
-          "Host real.example.org\n    User on-final\n    HostName ignored.example.org\n")
+          "Host real.example.org\n    HostName ignored.example.org\n    User on-final\n")
     found = resolve("h")
     assert (found.user, found.hostname) == ("on-final", "real.example.org")
 
@@ -281,3 +281,15 @@ def test_match_exec_output_does_not_reach_the_terminal(home, capfd):
           'Match exec "echo to-stdout; echo to-stderr >&2"\n    Port 2201\n')
     assert resolve("h").port == 2201
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_command_is_kept_as_written_and_other_values_unquoted(home):
+    write(home / ".ssh" / "config",
+          "Host h\n    ProxyCommand sh -c 'nc %h %p'\n    User \"quoted\"\n")
+    found = resolve("h")
+    assert (found.proxy_command, found.user) == ("sh -c 'nc h 22'", "quoted")
+
+
+def test_bytes_that_are_not_utf8_in_a_comment_are_read_past(home):
+    (home / ".ssh" / "config").write_bytes(b"# caf\xe9\nHost *\n    Port 2201\n")
+    assert resolve("h").port == 2201
