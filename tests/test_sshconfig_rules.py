@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import test_target
@@ -293,3 +295,25 @@ def test_a_command_is_kept_as_written_and_other_values_unquoted(home):
 def test_bytes_that_are_not_utf8_in_a_comment_are_read_past(home):
     (home / ".ssh" / "config").write_bytes(b"# caf\xe9\nHost *\n    Port 2201\n")
     assert resolve("h").port == 2201
+
+
+def test_hostname_first_given_on_the_final_pass_changes_nothing(home):
+    # ssh -G: hostname h.
+    write(home / ".ssh" / "config", "Match final\n    HostName elsewhere.example.org\n")
+    assert resolve("h").hostname == "h"
+
+
+def test_a_relative_include_on_the_final_pass_starts_in_dot_ssh(home):
+    write(home / ".ssh" / "final.conf", "Port 2201\n")
+    write(home / ".ssh" / "config", "Match final\n    Include final.conf\n")
+    assert resolve("h").port == 2201
+
+
+def test_match_exec_cannot_read_the_callers_input(home, tmp_path):
+    config = write(tmp_path / "config", 'Match exec "read line"\n    Port 2201\n')
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from fleche_ssh.config.target import resolve; "
+         "print(resolve('h', config_file=sys.argv[1]).port)", str(config)],
+        input="a line the command must not see\n", capture_output=True, text=True,
+        timeout=60, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.strip() == "22"
