@@ -311,6 +311,7 @@ def test_a_relative_include_on_the_final_pass_starts_in_dot_ssh(home):
 
 def test_match_exec_cannot_read_the_callers_input(home, tmp_path):
     config = write(tmp_path / "config", 'Match exec "read line"\n    Port 2201\n')
+    assert resolve("h", config_file=config).port == 22  # pytest's own stdin is empty
     done = subprocess.run(
         [sys.executable, "-c", "import sys; from fleche_ssh.config.target import resolve; "
          "print(resolve('h', config_file=sys.argv[1]).port)", str(config)],
