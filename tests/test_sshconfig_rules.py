@@ -8,6 +8,7 @@ naming the file and line.  The expected values are what OpenSSH 9.2's
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -318,3 +319,14 @@ def test_match_exec_cannot_read_the_callers_input(home, tmp_path):
         input="a line the command must not see\n", capture_output=True, text=True,
         timeout=60, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert done.stdout.strip() == "22"
+
+
+def test_an_ignored_keyword_is_judged_by_its_words_not_its_raw_text(home, caplog):
+    # "any" is what fleche-ssh does anyway: a debug line, whatever quoting or comment follows.
+    write(home / ".ssh" / "config", 'Host *\n    AddressFamily "any"  # as everywhere\n')
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        resolve("h")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records
+            if r.name == "fleche_ssh.options"] == [
+        (logging.DEBUG, f"ssh config for h: {home}/.ssh/config:2: AddressFamily is not "
+                        "supported by fleche-ssh, ignored")]
