@@ -311,6 +311,7 @@ def test_a_bare_file_name_is_recorded_in_the_working_folder(tmp_path, keys, monk
                                  known_hosts_files=("known_hosts",))
     hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
     assert (tmp_path / "known_hosts").read_text() == f"{HOST} {keys['ed25519'].line}\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["known_hosts"]  # nothing else made
 
 
 def test_an_empty_file_gets_the_entry_as_its_first_line(tmp_path, keys):
@@ -345,3 +346,26 @@ def test_user_files_are_read_before_global_ones(tmp_path, keys):
     assert hostkeys.verify(target, keys["ed25519"].pkey, ask=None) == f"known_hosts {path}:1"
     assert [e.path for e in hostkeys.known_entries(target)] == [
         str(path), target.global_known_hosts_files[0]]
+
+
+def test_entries_read_once_serve_both_the_key_order_and_the_check(tmp_path, keys):
+    """Connecting reads known_hosts once: what was read then is what decides."""
+    target = make_target(tmp_path)
+    path = write_known(target, f"{HOST} {keys['ecdsa'].line}")
+    entries = hostkeys.known_entries(target)
+    path.write_text(f"{HOST} {keys['ed25519'].line}\n")  # changed after the read
+    assert hostkeys.known_key_types(target, entries) == ["ecdsa-sha2-nistp256"]
+    assert hostkeys.verify(target, keys["ecdsa"].pkey, None, entries) == f"known_hosts {path}:1"
+    with pytest.raises(UnknownHostKey):
+        hostkeys.verify(target, keys["ed25519"].pkey, None, entries)
+
+
+def test_an_entry_read_for_every_host_says_which_hosts_it_covers(tmp_path, keys):
+    target = make_target(tmp_path)
+    path = write_known(target, f"{hostkeys.hash_name(HOST)} {keys['ed25519'].line}",
+                       f"*.example.org,!{HOST} {keys['ecdsa'].line}",
+                       f"other.example.org {keys['rsa'].line}")
+    entries = hostkeys.read_known_hosts([str(path)])
+    assert [e.line for e in entries] == [1, 2, 3]
+    assert [e.matches(HOST) for e in entries] == [True, False, False]
+    assert [e.matches("other.example.org") for e in entries] == [False, True, True]

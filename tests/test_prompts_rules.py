@@ -8,6 +8,7 @@ through the real ``input``/``getpass`` replaced by a scripted user.
 from __future__ import annotations
 
 import io
+import multiprocessing
 import sys
 import threading
 import types
@@ -71,6 +72,13 @@ def test_the_kernel_is_ipython_with_a_kernel(monkeypatch):
     assert prompts._in_kernel() is True
 
 
+def test_a_child_process_of_the_kernel_is_not_the_kernel(monkeypatch):
+    """A process pool's worker has ipykernel loaded, but nobody reads its input requests."""
+    kernel(monkeypatch, shell=types.SimpleNamespace(kernel=object()))
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+    assert prompts._in_kernel() is False
+
+
 @pytest.mark.parametrize("place", ["no IPython", "no ipykernel", "terminal IPython",
                                    "IPython not running", "no get_ipython"])
 def test_other_pythons_are_not_the_kernel(monkeypatch, place):
@@ -126,6 +134,13 @@ def test_auto_with_nobody_to_ask_fails_at_once(monkeypatch):
     assert asked == []
 
 
+def test_auto_with_nobody_to_ask_quotes_a_round_s_title(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO())
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    with pytest.raises(PromptUnavailable, match="asked 'Duo push', but nobody"):
+        prompts.auto("Duo push", "Approve on your phone", [])
+
+
 # --- what none and the resolver say ---------------------------------------------------
 
 
@@ -170,6 +185,12 @@ def test_an_unimportable_name_says_why():
         "prompt = 'os:no_such_function': cannot import it: module 'os' has no attribute "
         "'no_such_function'")
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
+
+
+def test_the_module_is_what_comes_before_the_first_colon():
+    with pytest.raises(ConfigError) as raised:
+        prompts.resolve_handler("os:path:join")
+    assert str(raised.value).endswith("module 'os' has no attribute 'path:join'")
 
 
 def test_a_name_that_is_not_callable_says_so():
