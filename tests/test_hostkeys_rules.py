@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import logging
 import os
 import stat
@@ -337,7 +338,8 @@ def test_a_file_that_cannot_be_written_accepts_and_says_so(tmp_path, keys, caplo
     with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
         verdict = hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
     assert verdict == "new host, StrictHostKeyChecking=accept-new (not recorded: File exists)"
-    assert warnings(caplog)[-1].startswith(f"could not record host key of {HOST} in {path}: ")
+    assert warnings(caplog)[-1] == (f"could not record host key of {HOST} in {path}: "
+                                    f"[Errno {errno.EEXIST}] File exists: '{path.parent}'")
 
 
 def test_user_files_are_read_before_global_ones(tmp_path, keys):
