@@ -371,3 +371,12 @@ def test_an_entry_read_for_every_host_says_which_hosts_it_covers(tmp_path, keys)
     assert [e.line for e in entries] == [1, 2, 3]
     assert [e.matches(HOST) for e in entries] == [True, False, False]
     assert [e.matches("other.example.org") for e in entries] == [False, True, True]
+
+
+def test_an_unknown_host_names_every_user_file_searched(tmp_path, keys):
+    first, second = tmp_path / "a" / "known_hosts", tmp_path / "b" / "known_hosts"
+    target = dataclasses.replace(make_target(tmp_path), known_hosts_files=(str(first), str(second)))
+    with pytest.raises(UnknownHostKey) as raised:
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
+    assert f"Host {HOST} is not in known_hosts ({first}, {second}); it offered" in str(raised.value)
+    assert f">> {first}`" in str(raised.value)  # new entries go to the first
