@@ -71,7 +71,7 @@ def test_unusable_lines_are_logged_with_file_and_line(tmp_path, keys, caplog):
 def test_a_key_that_is_not_base64_is_neither_known_nor_changed(tmp_path, keys):
     """A mangled line for the host must not turn an unknown host into a "changed" key."""
     target = make_target(tmp_path)
-    write_known(target, f"{HOST} ssh-ed25519 AAAA!not!base64")
+    write_known(target, f"{HOST} ssh-ed25519 AAAA-C3Nz")  # base64 once the "-" is dropped
     with pytest.raises(UnknownHostKey):
         hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
     assert hostkeys.known_key_types(target) == []
@@ -364,11 +364,13 @@ def test_entries_read_once_serve_both_the_key_order_and_the_check(tmp_path, keys
 
 def test_an_entry_read_for_every_host_says_which_hosts_it_covers(tmp_path, keys):
     target = make_target(tmp_path)
-    path = write_known(target, f"{hostkeys.hash_name(HOST)} {keys['ed25519'].line}",
+    path = write_known(target, "# hosts of the example lab",
+                       f"{hostkeys.hash_name(HOST)} {keys['ed25519'].line}",
+                       f"#{HOST} {keys['rsa'].line}",  # an entry commented out
                        f"*.example.org,!{HOST} {keys['ecdsa'].line}",
                        f"other.example.org {keys['rsa'].line}")
     entries = hostkeys.read_known_hosts([str(path)])
-    assert [e.line for e in entries] == [1, 2, 3]
+    assert [e.line for e in entries] == [2, 4, 5]
     assert [e.matches(HOST) for e in entries] == [True, False, False]
     assert [e.matches("other.example.org") for e in entries] == [False, True, True]
 
@@ -380,3 +382,9 @@ def test_an_unknown_host_names_every_user_file_searched(tmp_path, keys):
         hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
     assert f"Host {HOST} is not in known_hosts ({first}, {second}); it offered" in str(raised.value)
     assert f">> {first}`" in str(raised.value)  # new entries go to the first
+
+
+def test_a_comment_after_the_key_is_allowed(tmp_path, keys):
+    target = make_target(tmp_path)
+    path = write_known(target, f"{HOST} {keys['ed25519'].line} root@server added by hand")
+    assert hostkeys.verify(target, keys["ed25519"].pkey, ask=None) == f"known_hosts {path}:1"
