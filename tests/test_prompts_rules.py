@@ -11,6 +11,7 @@ import io
 import multiprocessing
 import sys
 import threading
+import time
 import types
 
 import pytest
@@ -296,3 +297,30 @@ def test_a_question_nobody_answers_in_time_is_reported_by_title():
     with pytest.raises(PromptUnavailable) as raised:
         prompts.answer_while(work, prompts.Prompter(handler), timeout=1)
     assert str(raised.value) == "No answer to Duo within 1 s"
+
+
+def test_a_question_without_title_is_reported_as_the_prompt():
+    def handler(title, instructions, questions):
+        threading.Event().wait(2)
+        return ["late"]
+
+    with pytest.raises(PromptUnavailable) as raised:
+        prompts.answer_while(lambda ask: ask("", "", [("code: ", False)]),
+                             prompts.Prompter(handler), timeout=1)
+    assert str(raised.value) == "No answer to the prompt within 1 s"
+
+
+def test_work_finishing_just_after_the_timeout_is_still_too_late():
+    with pytest.raises(PromptUnavailable, match="did not finish within 1 s"):
+        prompts.answer_while(lambda ask: time.sleep(1.5), prompts.Prompter(prompts.none),
+                             timeout=1)
+
+
+def test_the_work_runs_on_a_named_daemon_thread():
+    """Named for log records and debuggers; a daemon, so a hung login cannot stop Python exiting."""
+    def work(ask):
+        worker = threading.current_thread()
+        return worker.name, worker.daemon
+
+    assert prompts.answer_while(work, prompts.Prompter(prompts.none), timeout=10) == (
+        "fleche-ssh-auth", True)
