@@ -388,3 +388,11 @@ def test_a_comment_after_the_key_is_allowed(tmp_path, keys):
     target = make_target(tmp_path)
     path = write_known(target, f"{HOST} {keys['ed25519'].line} root@server added by hand")
     assert hostkeys.verify(target, keys["ed25519"].pkey, ask=None) == f"known_hosts {path}:1"
+
+
+def test_a_line_that_is_not_utf8_does_not_spoil_the_file(tmp_path, keys):
+    target = make_target(tmp_path)
+    path = write_known(target)
+    path.write_bytes("# Gerät im Labor\n".encode("latin-1")
+                     + f"{HOST} {keys['ed25519'].line}\n".encode())
+    assert hostkeys.verify(target, keys["ed25519"].pkey, ask=None) == f"known_hosts {path}:2"
