@@ -70,14 +70,14 @@ def test_a_terminal_is_a_stdin_that_is_a_tty(monkeypatch, stdin, terminal):
 
 def test_the_kernel_is_ipython_with_a_kernel(monkeypatch):
     kernel(monkeypatch, shell=types.SimpleNamespace(kernel=object()))
-    assert prompts._in_kernel() is True
+    assert prompts.in_kernel() is True
 
 
 def test_a_child_process_of_the_kernel_is_not_the_kernel(monkeypatch):
     """A process pool's worker has ipykernel loaded, but nobody reads its input requests."""
     kernel(monkeypatch, shell=types.SimpleNamespace(kernel=object()))
     monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
-    assert prompts._in_kernel() is False
+    assert prompts.in_kernel() is False
 
 
 @pytest.mark.parametrize("place", ["no IPython", "no ipykernel", "terminal IPython",
@@ -94,7 +94,7 @@ def test_other_pythons_are_not_the_kernel(monkeypatch, place):
         kernel(monkeypatch, shell=None)
     else:
         kernel(monkeypatch, get_ipython=False)
-    assert prompts._in_kernel() is False
+    assert prompts.in_kernel() is False
 
 
 def test_auto_asks_in_a_terminal_echoing_only_what_may_be_shown(monkeypatch, capsys):
