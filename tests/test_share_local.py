@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -31,10 +32,11 @@ from fleche_ssh.wire.unix import UntrustedSocket
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ["unix"]
+BACKENDS = ["unix", "loopback"]
 SYSTEM_PYTHON = "/usr/bin/python3"  # nobody cannot enter /root's venv
 
-#: A listener process: prints its address, then echoes one message per authenticated client.
+#: A listener process: prints its address, then greets each authenticated client and echoes
+#: one message.
 LISTENER = """
 import sys
 from fleche_ssh.share import local
@@ -47,23 +49,24 @@ while True:
     except local.UntrustedPeer as e:
         print("refused", e, flush=True)
         continue
+    conn.sendall(b"hi:")
     conn.sendall(b"echo:" + conn.recv(100))
     conn.close()
 """
 
-#: Waits for "go" on stdin, tries to listen, says how it went, holds the name until stdin ends.
+#: For each name read on stdin, tries to listen and says how it went; holds what it won.
 RACER = """
 import sys
 from fleche_ssh.share import local
+held = []
 print("waiting", flush=True)
-sys.stdin.readline()
-try:
-    listener = local.listen(sys.argv[1])
-except local.AddressInUse as e:
-    print("lost", e, flush=True)
-else:
-    print("won", flush=True)
-sys.stdin.read()
+for name in sys.stdin:
+    try:
+        held.append(local.listen(name.strip()))
+    except local.AddressInUse as e:
+        print("lost", e, flush=True)
+    else:
+        print("won", flush=True)
 """
 
 
@@ -126,7 +129,14 @@ def echo(name: str) -> bytes:
     with sock:
         sock.settimeout(10)
         sock.sendall(b"ping")
-        return sock.recv(100)
+        return _until_closed(sock)
+
+
+def _until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(100):
+        data += chunk
+    return data
 
 
 # -- both backends ----------------------------------------------------------------------------
@@ -135,8 +145,8 @@ def echo(name: str) -> bytes:
 def test_a_client_reaches_a_listener_in_another_process(backend, where, spawn):
     listener = spawn(LISTENER, "roundtrip")
     address = ready(listener)
-    assert echo("roundtrip") == b"echo:ping"
-    assert echo("roundtrip") == b"echo:ping"  # one connection per client, the listener goes on
+    assert echo("roundtrip") == b"hi:echo:ping"
+    assert echo("roundtrip") == b"hi:echo:ping"  # one connection per client, the listener goes on
     if backend == "unix":
         assert address == str(where / "roundtrip.sock")
         assert stat.S_IMODE(os.lstat(address).st_mode) == 0o600
@@ -167,18 +177,18 @@ def test_a_stale_socket_of_a_killed_listener_is_replaced_at_once(backend, where,
     assert local.connect("stale", 600) is None
     with local.listen("stale") as replacement:
         spawn_client = _accept_one_in_thread(replacement)
-        assert echo("stale") == b"echo:ping"
+        assert echo("stale") == b"hi:echo:ping"
         spawn_client.join(10)
 
 
 def test_two_processes_listening_at_once_one_wins(backend, where, spawn):
-    for round_ in range(3):
+    racers = [spawn(RACER, stdin=subprocess.PIPE) for _ in range(2)]
+    for racer in racers:
+        assert racer.stdout.readline().strip() == "waiting"
+    for round_ in range(10):
         name = f"race{round_}"
-        racers = [spawn(RACER, name, stdin=subprocess.PIPE) for _ in range(2)]
         for racer in racers:
-            assert racer.stdout.readline().strip() == "waiting"
-        for racer in racers:
-            racer.stdin.write("go\n")
+            racer.stdin.write(name + "\n")
             racer.stdin.flush()
         outcomes = sorted(racer.stdout.readline().strip() for racer in racers)
         assert outcomes[0].startswith("lost a live fleche-ssh listener already holds "
@@ -222,6 +232,7 @@ def _accept_one_in_thread(listener: local.Listener):
     def serve() -> None:
         conn = listener.accept(10)
         listener.authenticate(conn, 10)
+        conn.sendall(b"hi:")
         conn.sendall(b"echo:" + conn.recv(100))
         conn.close()
 
@@ -349,3 +360,103 @@ def test_a_socket_file_of_another_user_is_refused_before_connecting(where, monke
             local.connect("chowned", 10)
         with pytest.raises(TimeoutError):
             listener.accept(0.5)  # it never connected
+
+
+# -- loopback: the secret and the proofs ------------------------------------------------------
+
+
+@pytest.fixture
+def loopback(monkeypatch, where) -> Path:
+    monkeypatch.setenv(local.BACKEND, "loopback")
+    return where
+
+
+def _secret_file(where: Path) -> Path:
+    return where / "loopback.secret"
+
+
+def _port(where: Path, name: str) -> int:
+    return int((where / f"{name}.port").read_text())
+
+
+def test_the_secret_file_is_private_and_shared_by_both_ends(loopback, spawn):
+    old = os.umask(0)
+    try:
+        listener = local.listen("mine")
+    finally:
+        os.umask(old)
+    with listener:
+        info = os.lstat(_secret_file(loopback))
+        assert stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+        assert stat.S_IMODE(info.st_mode) == 0o600
+        assert info.st_size == 32
+        assert stat.S_IMODE(os.lstat(loopback / "mine.port").st_mode) == 0o600
+        before = _secret_file(loopback).read_bytes()
+        thread = _accept_one_in_thread(listener)
+        assert echo("mine") == b"hi:echo:ping"
+        thread.join(10)
+        assert _secret_file(loopback).read_bytes() == before  # made once, used by both
+
+
+@pytest.mark.parametrize("unfit", ["mode 0644", "short", "symlink"])
+def test_an_unfit_secret_file_is_refused_by_name(loopback, base, unfit):
+    place.directory()
+    secret = _secret_file(loopback)
+    if unfit == "symlink":
+        (base / "other").write_bytes(os.urandom(32))
+        secret.symlink_to(base / "other")
+        expected = "it is a symbolic link"
+    else:
+        secret.write_bytes(os.urandom(32 if unfit == "mode 0644" else 8))
+        secret.chmod(0o644 if unfit == "mode 0644" else 0o600)
+        expected = "its mode is 0644, not 0600" if unfit == "mode 0644" else "holds 8 bytes"
+    with pytest.raises(RuntimeDirError, match=f"{secret}.*{expected}.*Remove it"):
+        local.listen("x")
+    assert not (loopback / "x.port").exists()
+
+
+def test_a_client_with_the_wrong_secret_is_refused_both_ways(loopback, spawn):
+    """The listener proves itself first: a client with another secret stops and sends no proof."""
+    listener = spawn(LISTENER, "guarded")
+    ready(listener)
+    _secret_file(loopback).write_bytes(os.urandom(32))  # this client now holds another secret
+    with pytest.raises(UntrustedPeer, match=r"127\.0\.0\.1:\d+ .*did not prove it holds your "
+                                            "secret .*nothing was sent to it"):
+        local.connect("guarded", 10)
+    line = listener.stdout.readline()
+    assert line.startswith("refused a client of 127.0.0.1:"), line
+    assert "did not prove it holds your secret" in line
+
+
+def _raw_client(port: int, secret: bytes, name: str, hello: bytes = local.HELLO) -> bytes:
+    """A client written here, proving with *secret*: what the listener sends after its proof."""
+    with socket.create_connection(("127.0.0.1", port), 10) as sock:
+        nonce = os.urandom(32)
+        sock.sendall(hello + nonce)
+        reply = b""
+        while len(reply) < 64:
+            chunk = sock.recv(64 - len(reply))
+            if not chunk:
+                return b"closed before its proof"
+            reply += chunk
+        sock.sendall(local.proof(secret, b"client", name, port, reply[:32], nonce))
+        sock.settimeout(10)
+        return sock.recv(3)
+
+
+@pytest.mark.parametrize("wrong", ["secret", "name", "hello"])
+def test_the_listener_refuses_a_proof_made_without_the_secret(loopback, spawn, wrong):
+    listener = spawn(LISTENER, "guarded")
+    ready(listener)
+    port, secret = _port(loopback, "guarded"), _secret_file(loopback).read_bytes()
+    assert _raw_client(port, secret, "guarded") == b"hi:"  # the client written here is right
+    key = os.urandom(32) if wrong == "secret" else secret
+    name = "other" if wrong == "name" else "guarded"
+    hello = b"fleche-ssh local 0\n" if wrong == "hello" else local.HELLO
+    # A wrong start is refused before the listener's proof, a wrong proof after it.
+    assert _raw_client(port, key, name, hello) == (
+        b"closed before its proof" if wrong == "hello" else b"")
+    line = listener.stdout.readline()
+    reason = ("it did not start as a fleche-ssh client does" if wrong == "hello"
+              else "it did not prove it holds your secret")
+    assert line.startswith("refused a client of 127.0.0.1:") and reason in line, line
