@@ -9,6 +9,7 @@ through ``FLECHE_SSH_RUNTIME_DIR``, short enough for ``sun_path``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 from conftest import _require
 from fleche.remote import RemoteConnectionError
+from support.caches import wait_for
 from support.processes import stop_process
 
 from fleche_ssh.errors import AddressInUse, RuntimeDirError, UntrustedPeer
@@ -460,3 +462,133 @@ def test_the_listener_refuses_a_proof_made_without_the_secret(loopback, spawn, w
     reason = ("it did not start as a fleche-ssh client does" if wrong == "hello"
               else "it did not prove it holds your secret")
     assert line.startswith("refused a client of 127.0.0.1:") and reason in line, line
+
+
+def _squatter(reply: bytes):
+    """A TCP listener not of fleche-ssh: answers *reply*, keeps all it receives until EOF."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.settimeout(10)
+            conn.sendall(reply)
+            received.append(_until_closed(conn))
+        server.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server.getsockname()[1], thread, received
+
+
+def test_a_squatter_on_the_port_collects_only_a_random_challenge(loopback):
+    """Another program on the port a dead listener named: refused, having got 51 random bytes."""
+    with local.listen("squatted"):
+        pass  # the secret exists, as it does once a listener has run
+    port, thread, received = _squatter(os.urandom(64))
+    fd = place.open_private(str(loopback / "squatted.port"), os.O_WRONLY | os.O_CREAT)
+    os.write(fd, f"{port}\n".encode())
+    os.close(fd)
+    with pytest.raises(UntrustedPeer, match=f"127.0.0.1:{port} .*did not prove"):
+        local.connect("squatted", 10)
+    thread.join(10)
+    (got,) = received
+    assert got[: len(local.HELLO)] == local.HELLO
+    assert len(got) == len(local.HELLO) + 32  # the challenge, and not a byte more
+
+
+def test_a_relay_to_the_real_listener_is_refused(loopback, spawn):
+    """A proof is bound to the listener's port: relayed from another port, it does not verify."""
+    import threading
+
+    listener = spawn(LISTENER, "relayed")
+    ready(listener)
+    real = _port(loopback, "relayed")
+    relay = socket.create_server(("127.0.0.1", 0))
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := src.recv(4096):
+                dst.sendall(chunk)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        client, _ = relay.accept()
+        upstream = socket.create_connection(("127.0.0.1", real), 10)
+        threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+        pipe(client, upstream)
+
+    threading.Thread(target=serve, daemon=True).start()
+    (loopback / "relayed.port").write_text(f"{relay.getsockname()[1]}\n")
+    with pytest.raises(UntrustedPeer, match="did not prove"):
+        local.connect("relayed", 10)
+    line = listener.stdout.readline()  # and the listener, given no proof, refuses its side
+    assert line.startswith("refused") and "did not prove it holds your secret" in line, line
+    relay.close()
+
+
+class Capture:
+    """TCP payloads to or from one port on ``lo``, as the kernel carries them (AF_PACKET, root)."""
+
+    def __init__(self, port: int) -> None:
+        import threading
+
+        self.port = port
+        self.payloads: list[bytes] = []
+        self._raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+        self._raw.bind(("lo", 0))  # from here on, every frame is queued for us
+        self._raw.settimeout(0.1)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Capture:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._raw.close()
+
+    @property
+    def wire(self) -> bytes:
+        return b"".join(self.payloads)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._raw.recv(65536)
+            except TimeoutError:
+                continue
+            if frame[12:14] != b"\x08\x00" or frame[23] != 6:  # IPv4, TCP
+                continue
+            ip = 14
+            tcp = ip + (frame[ip] & 0x0F) * 4
+            ports = int.from_bytes(frame[tcp:tcp + 2]), int.from_bytes(frame[tcp + 2:tcp + 4])
+            end = ip + int.from_bytes(frame[ip + 2:ip + 4])
+            data = frame[tcp + (frame[tcp + 12] >> 4) * 4:end]
+            if self.port in ports and data:
+                self.payloads.append(data)
+
+
+def test_the_secret_never_crosses_the_wire(loopback, spawn):
+    import base64
+
+    if os.geteuid() != 0:
+        _require(["root (to capture packets on lo)"], "the wire-capture test")
+    listener = spawn(LISTENER, "watched")
+    ready(listener)
+    secret = _secret_file(loopback).read_bytes()
+    with Capture(_port(loopback, "watched")) as capture:
+        assert echo("watched") == b"hi:echo:ping"
+        assert wait_for(lambda: b"echo:ping" in capture.wire)  # read off the raw socket
+    wire = capture.wire
+    # There is something to look at: the whole exchange, handshake to echo, was captured.
+    assert local.HELLO in wire and b"hi:" in wire and b"echo:ping" in wire
+    assert len(wire) >= len(local.HELLO) + 32 + 64 + 32
+    for form in (secret, secret.hex().encode(), base64.b64encode(secret)):
+        assert form not in wire
