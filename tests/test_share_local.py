@@ -27,7 +27,7 @@ from fleche.remote import RemoteConnectionError
 from support.caches import wait_for
 from support.processes import stop_process
 
-from fleche_ssh.errors import AddressInUse, RuntimeDirError, UntrustedPeer
+from fleche_ssh.errors import AddressInUse, ConfigError, RuntimeDirError, UntrustedPeer
 from fleche_ssh.share import local, place
 from fleche_ssh.wire.unix import UntrustedSocket
 
@@ -592,3 +592,18 @@ def test_the_secret_never_crosses_the_wire(loopback, spawn):
     assert len(wire) >= len(local.HELLO) + 32 + 64 + 32
     for form in (secret, secret.hex().encode(), base64.b64encode(secret)):
         assert form not in wire
+
+
+def test_a_port_file_without_a_port_is_refused_by_name(loopback):
+    place.directory()
+    fd = place.open_private(str(loopback / "junk.port"), os.O_WRONLY | os.O_CREAT)
+    os.write(fd, b"not a port\n")
+    os.close(fd)
+    with pytest.raises(RuntimeDirError, match=r"junk\.port does not hold a port .*remove it"):
+        local.connect("junk", 10)
+
+
+def test_an_unknown_backend_is_a_config_error(monkeypatch, where):
+    monkeypatch.setenv(local.BACKEND, "pipes")
+    with pytest.raises(ConfigError, match="FLECHE_SSH_LOCAL_BACKEND='pipes': expected 'unix' or"):
+        local.listen("x")

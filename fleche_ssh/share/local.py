@@ -46,11 +46,13 @@ import stat
 import time
 from pathlib import Path
 
-from ..errors import AddressInUse, ConfigError, ConnectTimeout, RuntimeDirError, UntrustedPeer
-from ..wire.unix import UntrustedSocket, connect_owned, peer_uid
+from ..errors import AddressInUse as AddressInUse  # raised by listen(), through place.Claim
+from ..errors import ConfigError, ConnectTimeout, RuntimeDirError, UntrustedPeer
+from ..wire.unix import UntrustedSocket as UntrustedSocket  # raised by connect()
+from ..wire.unix import connect_owned, peer_uid
 from . import place
 
-__all__ = ["AddressInUse", "Listener", "UntrustedPeer", "UntrustedSocket", "connect", "listen"]
+__all__ = ["Listener", "backend", "connect", "listen"]
 
 #: Environment variable choosing the backend: ``unix`` or ``loopback``.
 BACKEND = "FLECHE_SSH_LOCAL_BACKEND"
@@ -134,8 +136,9 @@ class Listener:
     def _refuse(self, sock: socket.socket, why: str) -> UntrustedPeer:
         sock.close()
         return UntrustedPeer(
-            f"a client of {self.address} was refused: {why}. Nothing of the login was sent to "
-            f"it. If this repeats, another user's program is probing your shared login."
+            f"a client of {self.address} was refused and closed: {why}. Nothing of the login "
+            f"was sent to it. If no program of yours caused this, another program is probing "
+            f"your shared login: check who can reach {os.path.dirname(self._file)}."
         )
 
 
