@@ -293,17 +293,13 @@ def test_a_detached_process_has_a_session_of_its_own(spawn):
 # -- unix: the uid check itself -----------------------------------------------------------------
 
 
-def _open_to_others(base: Path, where: Path) -> None:
-    base.chmod(0o711)  # nobody may pass through, not list
-
-
 def test_a_client_of_another_user_is_refused_before_a_byte(where, base, spawn, monkeypatch):
     """A test-only directory and socket that nobody may reach: only the uid check stands."""
     monkeypatch.setenv(local.BACKEND, "unix")
     user = nobody()
     listener = local.listen("guarded")
     try:
-        _open_to_others(base, where)
+        base.chmod(0o711)  # nobody may pass through the test's base, not list it
         where.chmod(0o711)
         os.chmod(listener.address, 0o666)
         client = spawn(
@@ -335,7 +331,7 @@ def test_a_listener_of_another_user_is_refused_and_gets_nothing(where, base, spa
     monkeypatch.setenv(local.BACKEND, "unix")
     user = nobody()
     place.directory()
-    _open_to_others(base, where)
+    base.chmod(0o711)
     where.chmod(0o777)
     path = str(where / "squatted.sock")
     squatter = spawn(
