@@ -31,6 +31,7 @@ of what is sent.
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 import time
 import warnings
@@ -94,10 +95,16 @@ class _Bar:
 
     def __init__(self, direction: str, total: int, host: str) -> None:
         self._done = 0
+        shape: dict[str, int] = {}
+        if not in_kernel():
+            # tqdm draws nothing on a terminal that reports no size (a bare pty, some
+            # CI runners); shutil falls back to $COLUMNS and $LINES, else 80x24.
+            size = shutil.get_terminal_size()
+            shape = {"ncols": size.columns, "nrows": size.lines}
         self._bar = _tqdm()(
             total=total, desc=f"{host} {direction}", unit="B", unit_scale=True,
             unit_divisor=1024, delay=DELAY, mininterval=INTERVAL, file=sys.stderr,
-            leave=True, dynamic_ncols=True,
+            leave=True, **shape,
         )
 
     def __call__(self, direction: str, done: int, total: int) -> None:
