@@ -13,14 +13,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import textwrap
 import threading
 import time
 
 import pytest
 from fleche.call import Call
-from fleche.digest import digest
 from support.caches import wait_for
-from support.slow import slow_host
+from support.kernel import cell_messages, kernel, printed, run_cell
+from support.slow import slow_host, store
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -61,7 +62,9 @@ def interrupted(work) -> float:
     try:
         with pytest.raises(KeyboardInterrupt):
             work()
-        return time.monotonic() - sent[0]
+        took = time.monotonic() - sent[0]
+        print(f"KeyboardInterrupt {took:.3f} s after SIGINT")
+        return took
     finally:
         timer.cancel()
 
@@ -80,15 +83,12 @@ def assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in) -> None:
 
 
 def test_ctrl_c_during_a_load(make, slow, pool, sshd, remote_dir):
-    value = b"\x01" * SIZE
-    direct = make()
-    direct.save(Call(name="big", arguments={}, result=value))
-    direct.close()
+    key = store(make, b"\x01" * SIZE)
     cache = make(host=slow)
     assert cache.contains("0" * 64) is False  # logged in, server started
     sessions = pool.sessions()
     logged_in = logins(sshd)
-    took = interrupted(lambda: cache.load_value(digest(value)))
+    took = interrupted(lambda: cache.load_value(key))
     assert took < BOUND
     assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in)
 
@@ -104,3 +104,60 @@ def test_ctrl_c_during_a_save(make, slow, pool, sshd, remote_dir):
     assert took < BOUND
     assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in)
     assert files(remote_dir) == before
+
+
+CHECK = 'print(cache.contains("0" * 64), [id(s) for s in POOL.sessions()])\n'
+#: Times when the KeyboardInterrupt reaches the cell's code, and raises it on with that time.
+LOAD = """
+import time
+try:
+    cache.load_value({key!r})
+except KeyboardInterrupt:
+    raise KeyboardInterrupt(repr(time.monotonic())) from None
+"""
+
+
+def first_error(client, msg_id: str) -> dict:
+    """The error the cell *msg_id* reports on iopub, as soon as it arrives."""
+    deadline = time.monotonic() + 60
+    while True:
+        msg = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id:
+            if msg["header"]["msg_type"] == "error":
+                return msg["content"]
+            assert msg["header"]["msg_type"] != "execute_reply", msg
+
+
+def test_interrupt_kernel_during_a_load(make, slow, sshd, remote_dir, remote_python):
+    key = store(make, b"\x01" * SIZE)
+    setup = textwrap.dedent(f"""
+        from fleche_ssh import ParamikoCache
+        from fleche_ssh.ssh.pool import POOL
+        cache = ParamikoCache(host={slow!r}, python={remote_python!r},
+                              workdir={str(remote_dir)!r}, prompt="none")
+        """) + CHECK
+    with kernel() as (manager, client):
+        messages, reply = run_cell(client, setup)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        before = printed(messages)
+        assert before.startswith("False [")
+        logged_in = logins(sshd)
+
+        load = client.execute(LOAD.format(key=key))
+        time.sleep(AFTER)
+        sent = time.monotonic()
+        manager.interrupt_kernel()
+        error = first_error(client, load)
+        shown = time.monotonic() - sent
+        cell_messages(client, load)
+        assert client.get_shell_msg(timeout=10)["content"]["status"] == "error"
+        assert error["ename"] == "KeyboardInterrupt", error
+        caught = float(error["evalue"]) - sent
+        print(f"caught {caught:.3f} s, shown {shown:.3f} s after the interrupt")
+        assert caught < BOUND
+
+        assert wait_for(lambda: not remote_servers(remote_dir), 10), remote_servers(remote_dir)
+        messages, reply = run_cell(client, CHECK)  # the same cache, and the same logins
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert printed(messages) == before
+        assert logins(sshd) == logged_in

@@ -22,7 +22,8 @@ import time
 import pytest
 from fleche.call import Call
 from fleche.digest import digest
-from support.slow import slow_host
+from support.kernel import kernel, printed, run_cell
+from support.slow import slow_host, store
 
 from fleche_ssh.errors import ConfigError
 from fleche_ssh.progress import DELAY, INTERVAL, LARGE, resolve_progress
@@ -35,11 +36,7 @@ SIZE = 256 << 20
 @pytest.fixture
 def stored(make) -> str:
     """The key of a 256 MiB value in the remote cache, saved over the direct link."""
-    value = b"\x01" * SIZE
-    direct = make()
-    direct.save(Call(name="big", arguments={}, result=value))
-    direct.close()
-    return str(digest(value))
+    return store(make, b"\x01" * SIZE)
 
 
 @pytest.fixture
@@ -183,38 +180,12 @@ def test_no_bar_from_a_pool_worker_on_the_terminal(stored, slow, remote_dir, rem
 # -- a notebook ---------------------------------------------------------------------------
 
 
-def kernel():
-    import jupyter_client  # a test dependency (the "test" extra): missing, the test fails
-
-    return jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=60,
-                                                   env=dict(os.environ))
-
-
-def run_cell(client, code: str, timeout: float = 120) -> tuple[list[dict], dict]:
-    """Execute *code*; the iopub messages it caused and its execute_reply."""
-    msg_id = client.execute(code)
-    messages = []
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = client.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        messages.append(msg)
-        if msg["header"]["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-    return messages, client.get_shell_msg(timeout=10)
-
-
 def test_a_notebook_shows_the_bar_in_the_cell(stored, slow, remote_dir, remote_python):
-    manager, client = kernel()
-    try:
+    with kernel() as (_, client):
         cell = load_script(slow, remote_dir, remote_python, stored)
         messages, reply = run_cell(client, cell)
         assert reply["content"]["status"] == "ok", reply["content"]
-        out = "".join(m["content"]["text"] for m in messages
-                      if m["header"]["msg_type"] == "stream"
-                      and m["content"]["name"] == "stdout")
-        assert took(out) > DELAY
+        assert took(printed(messages)) > DELAY
         shown = [m for m in messages
                  if m["header"]["msg_type"] in ("display_data", "update_display_data")
                  or (m["header"]["msg_type"] == "stream" and m["content"]["name"] == "stderr")]
@@ -223,6 +194,3 @@ def test_a_notebook_shows_the_bar_in_the_cell(stored, slow, remote_dir, remote_p
         # Without ipywidgets: one text line redrawn in place, and no warning about widgets.
         assert f"{slow} received" in text and "100%" in text, text
         assert "Warning" not in text and "ipywidgets" not in text, text
-    finally:
-        client.stop_channels()
-        manager.shutdown_kernel(now=True)

@@ -39,3 +39,14 @@ def slow_host(client_home: Any, one_way_delay: float = 0.025) -> Iterator[str]:
         with client_home.config.open("a") as f:
             f.write(block)
         yield SLOW_HOST
+
+
+def store(make: Any, value: bytes) -> str:
+    """Save *value* in the remote cache over the direct link; its key, for ``load_value``."""
+    from fleche.call import Call
+    from fleche.digest import digest
+
+    direct = make()
+    direct.save(Call(name="big", arguments={}, result=value))
+    direct.close()
+    return str(digest(value))
