@@ -102,7 +102,7 @@ class _Bar:
             size = shutil.get_terminal_size()
             shape = {"ncols": size.columns, "nrows": size.lines}
         self._bar = _tqdm()(
-            total=total, desc=f"{host} {direction}", unit="B", unit_scale=True,
+            total=total, desc=f"{host} {direction}", unit="iB", unit_scale=True,
             unit_divisor=1024, delay=DELAY, mininterval=INTERVAL, file=sys.stderr,
             leave=True, **shape,
         )
