@@ -144,6 +144,15 @@ def test_small_calls_report_nothing(make):
     assert reports == []
 
 
+def report(direction: str, done: int, total: int) -> None:
+    """A progress callable with a name."""
+
+
+def test_a_callable_shows_as_its_name_in_the_config(make):
+    assert make(progress=report).config()["progress"] == f"{__name__}:report"
+    assert "progress" not in make().config()
+
+
 def test_progress_names_a_function_or_a_builtin():
     assert resolve_progress("os.path:join") is os.path.join
     assert callable(resolve_progress("auto")) and callable(resolve_progress("none"))

@@ -252,7 +252,8 @@ def _interruptible(work: Callable[[], bool], *, stop: Callable[[], object], name
     try:
         worker.join()
     except BaseException:
-        stop()
+        with contextlib.suppress(Exception):  # the interrupt, not a failure to stop, goes on
+            stop()
         worker.join(STOP_WAIT)
         raise
     if "error" in outcome:
