@@ -16,8 +16,8 @@ buffer that error messages quote.
 
 A frame of :data:`~fleche_ssh.progress.LARGE` bytes or more is a
 :class:`~fleche_ssh.progress.Transfer`, fed by the process's byte counter.
-Its body goes out from a worker thread while the caller's thread waits in
-an interruptible join: Ctrl-C (``KeyboardInterrupt``) then lands in that
+A body larger than one packet goes out from a worker thread while the
+caller's thread waits in an interruptible join: Ctrl-C (``KeyboardInterrupt``) then lands in that
 wait, never halfway through an SSH packet, which would break the login
 every other channel shares.  The caller drops the channel at once
 (:meth:`ExecChannel.close` with no wait), which ends the remote server.  When the server goes away,
@@ -86,12 +86,11 @@ class ExecChannel:
 
     def send_frame(self, frame: Frame) -> None:
         header, body = frame
+        total = len(header) + len(body)
         if len(body) <= SMALL_FRAME:
             sent = self._send_all(memoryview(header + body))
-        elif len(header) + len(body) < LARGE:
-            sent = self._send_large(header, body)
         else:
-            with self._moving("sent", len(header) + len(body)):
+            with self._moving("sent", total) if total >= LARGE else contextlib.nullcontext():
                 sent = _interruptible(lambda: self._send_large(header, body),
                                       stop=self.process.kill, name=self._stderr_thread.name)
         if not sent:
