@@ -17,10 +17,13 @@ buffer that error messages quote.
 A frame of :data:`~fleche_ssh.progress.LARGE` bytes or more is a
 :class:`~fleche_ssh.progress.Transfer`, fed by the process's byte counter.
 A body larger than one packet goes out from a worker thread while the
-caller's thread waits in an interruptible join: Ctrl-C (``KeyboardInterrupt``) then lands in that
-wait, never halfway through an SSH packet, which would break the login
-every other channel shares.  The caller drops the channel at once
-(:meth:`ExecChannel.close` with no wait), which ends the remote server.  When the server goes away,
+caller's thread waits in an interruptible join: Ctrl-C
+(``KeyboardInterrupt``) then lands in that wait, never halfway through an
+SSH packet, which would break the login every other channel shares.  The
+caller drops the channel at once (:meth:`ExecChannel.close` with no wait),
+which ends the remote server.
+
+When the server goes away,
 :meth:`ExecChannel.failure` says why, from its exit status or signal and
 those last lines.  Shutting down happens in one place,
 :meth:`ExecChannel.close`: EOF, a bounded wait for the exit status, then
@@ -71,6 +74,7 @@ class ExecChannel:
                  progress: Progress | None = None) -> None:
         self.process = process
         self._progress = progress if progress is not None else Progress(host)
+        self._sender = f"fleche-ssh-send-{host}"
         self.command = process.command
         self._send_all, self._recv_some = process.send_all, process.recv_some
         #: Bytes read past the end of the last answer (none, unless the server misbehaves).
@@ -92,7 +96,7 @@ class ExecChannel:
         else:
             with self._moving("sent", total) if total >= LARGE else contextlib.nullcontext():
                 sent = _interruptible(lambda: self._send_large(header, body),
-                                      stop=self.process.kill, name=self._stderr_thread.name)
+                                      stop=self.process.kill, name=self._sender)
         if not sent:
             raise ChannelClosed("the channel closed while sending")
 
@@ -219,11 +223,14 @@ class ExecChannel:
             self.process.close(wait)
         finally:
             # A finalizer may run this on any thread, the stderr thread included.
+            # Closing without a wait (an interrupted call) does not wait for it either.
             if self._stderr_thread is not threading.current_thread():
                 self._stderr_thread.join(0.5 if wait else 0.05)
 
 
 def _both(first: Counter, second: Counter) -> Counter:
+    """One counter telling two: a test's (or a benchmark's) and the progress transfer."""
+
     def count(direction: str, n: int) -> None:
         first(direction, n)
         second(direction, n)
@@ -246,7 +253,7 @@ def _interruptible(work: Callable[[], bool], *, stop: Callable[[], object], name
         except BaseException as e:
             outcome["error"] = e
 
-    worker = threading.Thread(target=run, name=name.replace("stderr", "send"), daemon=True)
+    worker = threading.Thread(target=run, name=name, daemon=True)
     worker.start()
     try:
         worker.join()
