@@ -34,9 +34,11 @@ from fleche_ssh.config.options import (
 from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ConfigError
 
-# A throwaway $HOME (local login name "ada") with the system file moved inside it.
+# A throwaway $HOME with the system file moved inside it, and $LOGNAME and $USER set to
+# ENVIRONMENT_USER, which is not the local user.
 home = test_target.home
 LOCAL_USER = test_target.LOCAL_USER
+ENVIRONMENT_USER = test_target.ENVIRONMENT_USER
 
 DATA = Path(__file__).parent / "data" / "ssh_configs"
 # Replaced in the copies: the copy's folder, and the same as a path relative to ~/.ssh.
@@ -119,13 +121,16 @@ def configs(tmp_path_factory, ssh_home) -> Path:
 def passwd_home(monkeypatch, ssh_home, client_key) -> Path:
     """``$HOME`` and the login name as ``ssh`` (run by ``_ssh``) sees them.
 
-    ``client_key`` is requested for its check that the OpenSSH client is
-    installed.
+    The variables that name a login are set to another name than the
+    password database's: ssh takes the local user (the default User,
+    ``%u``, ``Match localuser``) from the database, so fleche-ssh agrees
+    with it only if it does too.  ``client_key`` is requested for its check
+    that the OpenSSH client is installed.
     """
     home, passwd = ssh_home
     monkeypatch.setenv("HOME", str(home))
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, ENVIRONMENT_USER)
     monkeypatch.setitem(globals(), "_passwd", passwd)
     return home
 
@@ -467,9 +472,10 @@ def test_negated_host_patterns(home, pattern, matching, not_matching):
     ("user bob", "bob@alias", True),
     ("user bob", "alias", False),
     ("user alias-user", "alias", False),          # User is set later in the file
-    ("localuser ada", "alias", True),
-    ("localuser root,ada", "alias", True),
-    ("!localuser ada", "alias", False),
+    (f"localuser {LOCAL_USER}", "alias", True),
+    (f"localuser nobody,{LOCAL_USER}", "alias", True),
+    (f"!localuser {LOCAL_USER}", "alias", False),
+    (f"localuser {ENVIRONMENT_USER}", "alias", False),  # $LOGNAME is not the local user
     ("all", "alias", True),
     ('exec "test %h = real.example.org"', "alias", True),
     ('exec "test %n = other"', "alias", False),

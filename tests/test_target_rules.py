@@ -3,7 +3,8 @@ HostName, the last hop's host as ``%j``, the errors naming where a value came fr
 characters refused in a destination.
 
 Pure logic, run with a throwaway ``$HOME`` and no system-wide file, as in test_target.py.
-The local host name and uid, which a test cannot choose, are set on ``socket`` and ``os``.
+The local host name, uid and user name (the password database's entry for the uid), which
+a test cannot choose, are set on ``socket``, ``os`` and the resolver's lookup.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LOGNAME", "ada")
+    monkeypatch.setenv("LOGNAME", "not-the-local-user")
+    monkeypatch.setattr(target, "password_user", lambda: "ada")
     monkeypatch.setattr(target, "SYSTEM_CONFIG", tmp_path / "etc" / "ssh_config")
     monkeypatch.setattr(target.socket, "gethostname", lambda: "node7.cluster.example")
     monkeypatch.setattr(target.os, "getuid", lambda: 1234)

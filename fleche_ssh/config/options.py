@@ -93,7 +93,8 @@ DEFAULT_AUTH_TIMEOUT = 300.0
 OPTIONS: tuple[Option, ...] = (
     Option("HostName", "hostname", default=Computed(given_name), finish=hostname,
            default_doc="the host as given", doc="Real host name or address to connect to."),
-    Option("User", "user", default=Computed(local_user), default_doc="your local user name",
+    Option("User", "user", default=Computed(local_user),
+           default_doc="your local user name (the password database's, as ssh takes it)",
            flag="-l USER", doc="Remote user name."),
     Option("Port", "port", port, default=22, flag="-p PORT", doc="Remote SSH port."),
     Option("IdentityFile", "identity_file", values=UNIQUE, check=PATHS,

@@ -17,7 +17,6 @@ the file format.
 
 from __future__ import annotations
 
-import getpass
 import glob
 import os
 import re
@@ -153,6 +152,8 @@ class _Context:
 
     original_host: str
     user: str | None
+    #: The local user name (the password database's), for ``Match localuser``.
+    local_user: str
     resolution: Resolution
     hostname: Callable[[Resolution], str]
     expand: Callable[[str, Resolution, str], str]
@@ -311,15 +312,16 @@ class _Evaluator:
         if criterion == "originalhost":
             return match_pattern_list(patterns, ctx.original_host)
         if criterion == "user":
-            user = ctx.resolution.first("user") or ctx.user or getpass.getuser()
+            user = ctx.resolution.first("user") or ctx.user or ctx.local_user
             return match_pattern_list(patterns, user, fold_case=False)
-        return match_pattern_list(patterns, getpass.getuser(), fold_case=False)
+        return match_pattern_list(patterns, ctx.local_user, fold_case=False)
 
 
 def resolve_config(
     host: str,
     *,
     user: str | None,
+    local_user: str,
     files: list[tuple[Path, Path]],
     preset: Resolution,
     hostname: Callable[[Resolution], str],
@@ -330,7 +332,9 @@ def resolve_config(
     *files* pairs each config file with the folder its relative ``Include``
     lines start from.  *preset* holds what the command line and explicit
     keys set, which beat anything a file says.  Missing files are skipped,
-    as OpenSSH skips a missing ``~/.ssh/config``.  *hostname* and *expand*
+    as OpenSSH skips a missing ``~/.ssh/config``.  *local_user* is the
+    password database's name for this uid, which ``Match localuser`` tests
+    and ``Match user`` falls back to.  *hostname* and *expand*
     are the token expansions ``Match`` needs (see :class:`_Context`).
 
     A second pass follows when a ``Match final`` was seen or
@@ -338,8 +342,8 @@ def resolve_config(
     the name with ``CanonicalDomains``, but ``Match canonical`` blocks
     apply on that pass as they do for ssh.
     """
-    ctx = _Context(original_host=host, user=user, resolution=preset, hostname=hostname,
-                   expand=expand)
+    ctx = _Context(original_host=host, user=user, local_user=local_user, resolution=preset,
+                   hostname=hostname, expand=expand)
     evaluator = _Evaluator(ctx)
     for path, base in files:
         if path.exists():

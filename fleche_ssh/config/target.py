@@ -16,7 +16,6 @@ point fleche-ssh at a throwaway home.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import socket
@@ -42,6 +41,7 @@ from .tokens import (
     canonical_hostname,
     expand,
     expand_hostname,
+    password_user,
 )
 from .words import join_words, split_words
 
@@ -193,7 +193,7 @@ def resolve(
     if not alias:
         raise ConfigError(f"host {host!r} has no host name after '@'")
     command_line = parse_ssh_options(ssh_options)
-    local_user = getpass.getuser()
+    local_user = password_user()
 
     preset = Resolution()
     for option, value in _explicit_settings(dict(explicit or {})):
@@ -229,8 +229,9 @@ def resolve(
         return expand(command, _tokens(alias, so_far, local_user, match_host), "Match exec",
                       "Match exec", PATH_TOKENS)
 
-    resolution = resolve_config(alias, user=login_user or None, files=files, preset=preset,
-                                hostname=hostname, expand=match_exec)
+    resolution = resolve_config(alias, user=login_user or None, local_user=local_user,
+                                files=files, preset=preset, hostname=hostname,
+                                expand=match_exec)
     log_ignored(alias, resolution)
     target = _build(alias, resolution, local_user)
     jumps = target.proxy_command is None and _single(resolution, "proxyjump")

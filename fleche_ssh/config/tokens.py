@@ -11,6 +11,7 @@ token is refused.
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import os
 import re
@@ -173,6 +174,30 @@ def given_name(context: Context) -> str:
 
 def local_user(context: Context) -> str:
     return context.tokens["u"]
+
+
+def password_user() -> str:
+    """The local user name as ssh takes it: the password database's entry for this uid.
+
+    Not ``$LOGNAME`` or ``$USER``: a shell after ``su``, a job scheduler or
+    a container may leave those naming someone else, and ``ssh`` would then
+    log in (and expand ``%u``, test ``Match localuser``) as the uid's owner
+    all the same.  Windows has no password database; there the login name
+    is what ``ssh`` uses too.
+    """
+    try:
+        import pwd
+    except ImportError:
+        return getpass.getuser()
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise ConfigError(
+            f"no user exists for uid {uid} in the password database, so there is no local "
+            f"user name (ssh refuses to run too); add an entry for this uid, or run as a "
+            f"user that has one."
+        ) from None
 
 
 def home_files(*names: str) -> Computed:
