@@ -522,8 +522,37 @@ def test_invalid_lines_are_refused_with_file_and_line(home, line, expected):
     assert f"{config}:4" in str(raised.value)
 
 
-def test_invalid_value_in_a_block_that_does_not_apply_is_not_used(home):
-    write(home / ".ssh" / "config", "Host other\n    Port nonsense\n")
+@pytest.mark.parametrize(("lines", "ssh_says", "we_say"), [
+    ("Host other\n    Port nonsense\n", "Bad port", "Port: expected a port"),
+    ("Match originalhost other\n    ConnectTimeout soon\n", "invalid time value",
+     "ConnectTimeout: expected seconds"),
+    ("Host other\n    Include @INC@\n", "integer value invalid",
+     "ServerAliveCountMax: expected a whole"),
+    ("Host *\n    User first\nHost *\n    User two words\n", "extra arguments at end of line",
+     "User: expected one value"),
+    ("Host other\n    IdentitiesOnly\n", "no argument after keyword",
+     "IdentitiesOnly needs a value"),
+])
+def test_values_are_checked_in_every_block_as_ssh_checks_them(passwd_home, tmp_path, lines,
+                                                             ssh_says, we_say):
+    # Also in a block that does not apply, and after the value that is used, and in a
+    # file included where nothing applies: ssh parses every line it reads.
+    included = write(tmp_path / "included", "Host *\n    ServerAliveCountMax many\n")
+    config = write(tmp_path / "config", "# comment\n" + lines.replace("@INC@", str(included)))
+    bad = included if "@INC@" in lines else config
+    number = 2 if "@INC@" in lines else len(lines.splitlines()) + 1
+    done = _ssh(["-G", "-F", str(config), "this"])
+    assert done.returncode == 255 and ssh_says in done.stderr, done.stderr
+
+    with pytest.raises(ConfigError, match=re.escape(we_say)) as raised:
+        resolve("this", config_file=config)
+    assert str(raised.value).startswith(f"{bad}:{number}: ")
+
+
+def test_a_keyword_fleche_ssh_does_not_know_is_not_checked(home):
+    # ssh refuses a keyword it does not know; fleche-ssh reads files shared with other
+    # programs (Apple's UseKeychain), so it only logs one that applies.
+    write(home / ".ssh" / "config", "Host other\n    UseKeychain\nHost *\n    Frobnicate x\n")
     assert resolve("this").port == 22
 
 

@@ -327,6 +327,7 @@ def test_two_words_for_one_identity_file_are_refused_naming_the_source(home):
     with pytest.raises(ConfigError) as in_file:
         resolve("db")
     assert str(in_file.value).startswith(f"{path}:2: IdentityFile: expected one value")
+    _config(home, "")  # the line above is refused for every host, as ssh refuses it
     with pytest.raises(ConfigError) as in_options:
         resolve("plain", ssh_options=["-o", "IdentityFile=x y"])
     assert str(in_options.value).startswith("ssh_options: IdentityFile: expected one value")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from .options import VALUES
+from .options import BY_KEYWORD, VALUES
 from .rows import COMMAND, ONE, UNIQUE
 from .tokens import canonical_hostname
 from .words import join_words, split_words
@@ -223,14 +223,39 @@ def _split_line(line: str, where: str) -> tuple[str, list[str], str] | None:
     return found.group(1), args, found.group(2).strip()
 
 
+def _check(keyword: str, args: list[str], value: str, where: str, *, active: bool) -> None:
+    """Refuse a value ssh would refuse, in every block, whether it applies or not.
+
+    ssh parses each line it reads (``Port nonsense`` under a ``Host`` that
+    does not match still stops it with "Bad port"), so a file fleche-ssh
+    accepts is one ssh accepts too.  Only the keywords fleche-ssh has a
+    parser for are checked: one it does not know, with or without a value,
+    is ignored (and logged where it applies), as files shared with other
+    programs need.
+    """
+    option = BY_KEYWORD.get(keyword.lower())
+    if not args and (active or option is not None):
+        raise ConfigError(f"{where}: {keyword} needs a value")
+    if option is not None:
+        option.read(value, where)
+
+
 class _Evaluator:
     def __init__(self, context: _Context) -> None:
         self.ctx = context
 
-    def apply_file(self, path: Path, *, base: Path, depth: int = 0) -> None:
+    def apply_file(self, path: Path, *, base: Path, depth: int = 0,
+                   never_match: bool = False) -> None:
+        """Apply one file's lines; with *never_match*, only check them, as ssh does.
+
+        ssh reads a file included from a block that does not apply with no
+        block active (its ``SSHCONF_NEVERMATCH``), so that its values are
+        checked and an ``Include`` loop found wherever it is.
+        """
         if depth > MAX_INCLUDE_DEPTH:
-            raise ConfigError(f"{path}: Include nested more than {MAX_INCLUDE_DEPTH} deep")
-        active = True
+            raise ConfigError(f"{path}: Include nested more than {MAX_INCLUDE_DEPTH} deep "
+                              f"(an Include loop?)")
+        active = not never_match
         for number, line in enumerate(_read_lines(path), 1):
             where = f"{path}:{number}"
             parsed = _split_line(line, where)
@@ -239,30 +264,28 @@ class _Evaluator:
             keyword, args, raw = parsed
             key = keyword.lower()
             if key == "host":
-                active = match_pattern_list(args, self.ctx.host_line_name(), fold_case=False)
+                hit = match_pattern_list(args, self.ctx.host_line_name(), fold_case=False)
+                active = hit and not never_match
             elif key == "match":
-                active = self._match(args, where)
-            elif not active:
-                continue
+                active = self._match(args, where) and not never_match
             elif key == "include":
                 for pattern in args:
-                    self._include(pattern, base=base, depth=depth)
-            elif not args:
-                raise ConfigError(f"{where}: {keyword} needs a value")
-            elif key == "hostname" and self.ctx.final_pass:
-                # ssh has settled the name before this pass; HostName no longer changes it.
-                continue
+                    self._include(pattern, base=base, depth=depth, never_match=not active)
             else:
                 # A command is kept as written; anything else as its words, requoted.
                 value = raw if VALUES.get(key) is COMMAND else join_words(args)
+                _check(keyword, args, value, where, active=active)
+                if not active or (key == "hostname" and self.ctx.final_pass):
+                    # On the final pass ssh has settled the name; HostName no longer changes it.
+                    continue
                 self.ctx.resolution.set(keyword, value, where)
 
-    def _include(self, pattern: str, *, base: Path, depth: int) -> None:
+    def _include(self, pattern: str, *, base: Path, depth: int, never_match: bool) -> None:
         expanded = os.path.expanduser(pattern)
         if not os.path.isabs(expanded):
             expanded = str(base / expanded)
         for name in sorted(glob.glob(expanded)):
-            self.apply_file(Path(name), base=base, depth=depth + 1)
+            self.apply_file(Path(name), base=base, depth=depth + 1, never_match=never_match)
 
     def _match(self, args: list[str], where: str) -> bool:
         ctx = self.ctx
