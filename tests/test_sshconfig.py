@@ -549,6 +549,73 @@ def test_values_are_checked_in_every_block_as_ssh_checks_them(passwd_home, tmp_p
     assert str(raised.value).startswith(f"{bad}:{number}: ")
 
 
+MATCH_LINES = [
+    # (Match line, what ssh -G says of it: None when it accepts the file)
+    ("all host x", "'all' cannot be combined"),
+    ("all all", "'all' cannot be combined"),
+    ("canonical final all", "'all' cannot be combined"),
+    ("localuser root originalhost this all", "'all' cannot be combined"),
+    ("host this all", None),             # one criterion before "all" passes, as ssh counts
+    ("final all", None),
+    ("all # a comment", None),
+    ("!all", None),
+    ("host", "Bad Match condition"),
+    ("host this user", "Bad Match condition"),
+    ("exec", "Bad Match condition"),
+    ("tagged x", "Bad Match condition"),  # OpenSSH 9.4 criteria, unknown to 9.2 and to us
+    ("host x,this !user nobody", None),
+]
+
+
+@pytest.mark.parametrize(("criteria", "ssh_says"), MATCH_LINES)
+def test_match_lines_are_refused_where_ssh_refuses_them(passwd_home, tmp_path, criteria,
+                                                        ssh_says):
+    config = write(tmp_path / "config", f"# comment\nMatch {criteria}\n    Port 2201\n")
+    done = _ssh(["-G", "-F", str(config), "this"])
+    if ssh_says is None:
+        assert done.returncode == 0, done.stderr
+        port = int(re.search(r"^port (\d+)$", done.stdout, re.MULTILINE).group(1))
+        assert resolve("this", config_file=config).port == port
+        return
+    assert done.returncode == 255 and ssh_says in done.stderr, done.stderr
+    with pytest.raises(ConfigError) as raised:
+        resolve("this", config_file=config)
+    assert str(raised.value).startswith(f"{config}:2: Match ")
+
+
+def test_match_exec_is_not_run_once_the_line_has_failed(home, tmp_path):
+    ran = tmp_path / "ran"
+    write(home / ".ssh" / "config",
+          f'Match originalhost other exec "touch {ran}"\n    Port 2201\n'
+          f'Match originalhost this exec "touch {ran}"\n    Port 2202\n')
+    assert resolve("other").port == 2201 and ran.exists()
+    ran.unlink()
+    assert resolve("this").port == 2202 and ran.exists()
+    ran.unlink()
+    assert resolve("third").port == 22 and not ran.exists()
+
+
+def test_a_bad_token_in_a_skipped_match_exec_is_refused_with_file_and_line(passwd_home,
+                                                                           tmp_path):
+    config = write(tmp_path / "config", 'Host *\n    Port 2022\nMatch host x exec "test %z"\n')
+    done = _ssh(["-G", "-F", str(config), "this"])
+    assert done.returncode == 255 and "%z" in done.stderr, done.stderr
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{config}:3: Match exec: unknown token %z in 'test %z'")):
+        resolve("this", config_file=config)
+
+
+def test_an_include_loop_is_refused_even_under_a_block_that_does_not_apply(passwd_home,
+                                                                          tmp_path):
+    config = write(tmp_path / "config", "Host other\n    Include %s\nHost *\n    Port 2022\n")
+    config.write_text(config.read_text() % config)
+    done = _ssh(["-G", "-F", str(config), "this"])
+    assert done.returncode == 255 and "Too many recursive" in done.stderr, done.stderr
+    with pytest.raises(ConfigError, match="Include nested more than 16 deep") as raised:
+        resolve("this", config_file=config)
+    assert f"included from {config}:2" in str(raised.value)
+
+
 def test_a_keyword_fleche_ssh_does_not_know_is_not_checked(home):
     # ssh refuses a keyword it does not know; fleche-ssh reads files shared with other
     # programs (Apple's UseKeychain), so it only logs one that applies.

@@ -189,7 +189,8 @@ def test_match_criteria_errors_name_the_criterion(home):
             f"{config}:1: Match criterion '!colour' is not supported by fleche-ssh "
             "(supported: all, canonical, final, exec, host, originalhost, user, localuser).")):
         resolve("h")
-    write(config, "Match all user\n")
+    # "Match all user" is refused too, for combining "all" (see test_sshconfig.py).
+    write(config, "Match host h user\n")
     with pytest.raises(ConfigError, match=re.escape(f"{config}:1: Match user needs an argument")):
         resolve("h")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .options import BY_KEYWORD, VALUES
+from .patterns import match_pattern_list
 from .rows import COMMAND, ONE, UNIQUE
 from .tokens import canonical_hostname
 from .words import join_words, split_words
@@ -44,49 +45,6 @@ STRUCTURE = frozenset({"host", "match", "include"})
 _CANONICALIZING = frozenset({"yes", "always", "true"})
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
                 "localuser")
-
-
-def _pattern_match(pattern: str, text: str) -> bool:
-    """OpenSSH's ``match_pattern``: ``*`` and ``?`` wildcards, case-sensitive."""
-    p, t = pattern, text
-    # Iterative wildcard matching with backtracking on the last '*'.
-    pi = ti = 0
-    star, mark = -1, 0
-    while ti < len(t):
-        if pi < len(p) and p[pi] in ("?", t[ti]):
-            pi += 1
-            ti += 1
-        elif pi < len(p) and p[pi] == "*":
-            star, mark = pi, ti
-            pi += 1
-        elif star != -1:
-            pi, mark = star + 1, mark + 1
-            ti = mark
-        else:
-            return False
-    while pi < len(p) and p[pi] == "*":
-        pi += 1
-    return pi == len(p)
-
-
-def match_pattern_list(patterns: list[str], text: str, *, fold_case: bool = True) -> bool:
-    """True when *text* matches a positive pattern and no negated (``!``) one.
-
-    OpenSSH compares host names case-insensitively (known_hosts, ``Match
-    host``, ``Match originalhost``) but ``Host`` lines, ``Match user`` and
-    ``Match localuser`` case-sensitively: ``Host Login*`` does not apply to
-    ``ssh login1``.
-    """
-    if fold_case:
-        patterns, text = [p.lower() for p in patterns], text.lower()
-    matched = False
-    for pattern in patterns:
-        if pattern.startswith("!"):
-            if _pattern_match(pattern[1:], text):
-                return False
-        elif _pattern_match(pattern, text):
-            matched = True
-    return matched
 
 
 @dataclass
@@ -147,7 +105,8 @@ class _Context:
 
     ``hostname`` gives the ``HostName`` obtained so far with its ``%h``
     expanded (the name as given when there is none); ``expand`` fills the
-    tokens of a ``Match exec`` command, ``%h`` being the host passed to it.
+    tokens of a ``Match exec`` command, ``%h`` being the host passed to it,
+    naming the file and line passed with it when a token is refused.
     """
 
     original_host: str
@@ -156,7 +115,7 @@ class _Context:
     local_user: str
     resolution: Resolution
     hostname: Callable[[Resolution], str]
-    expand: Callable[[str, Resolution, str], str]
+    expand: Callable[[str, Resolution, str, str], str]
     final_pass: bool = False
     wants_final: bool = False
 
@@ -252,9 +211,6 @@ class _Evaluator:
         block active (its ``SSHCONF_NEVERMATCH``), so that its values are
         checked and an ``Include`` loop found wherever it is.
         """
-        if depth > MAX_INCLUDE_DEPTH:
-            raise ConfigError(f"{path}: Include nested more than {MAX_INCLUDE_DEPTH} deep "
-                              f"(an Include loop?)")
         active = not never_match
         for number, line in enumerate(_read_lines(path), 1):
             where = f"{path}:{number}"
@@ -270,7 +226,8 @@ class _Evaluator:
                 active = self._match(args, where) and not never_match
             elif key == "include":
                 for pattern in args:
-                    self._include(pattern, base=base, depth=depth, never_match=not active)
+                    self._include(pattern, where, base=base, depth=depth,
+                                  never_match=not active)
             else:
                 # A command is kept as written; anything else as its words, requoted.
                 value = raw if VALUES.get(key) is COMMAND else join_words(args)
@@ -280,16 +237,32 @@ class _Evaluator:
                     continue
                 self.ctx.resolution.set(keyword, value, where)
 
-    def _include(self, pattern: str, *, base: Path, depth: int, never_match: bool) -> None:
+    def _include(self, pattern: str, where: str, *, base: Path, depth: int,
+                 never_match: bool) -> None:
         expanded = os.path.expanduser(pattern)
         if not os.path.isabs(expanded):
             expanded = str(base / expanded)
         for name in sorted(glob.glob(expanded)):
+            if depth >= MAX_INCLUDE_DEPTH:
+                # As ssh, which stops at the same depth: a file that includes itself,
+                # directly or through others, would otherwise be read forever.
+                raise ConfigError(
+                    f"{name}: Include nested more than {MAX_INCLUDE_DEPTH} deep, included "
+                    f"from {where}: an Include loop? ssh refuses this file too."
+                )
             self.apply_file(Path(name), base=base, depth=depth + 1, never_match=never_match)
 
     def _match(self, args: list[str], where: str) -> bool:
+        """A ``Match`` line's result, or :class:`ConfigError` for one ssh refuses.
+
+        As OpenSSH 9's ``match_cfg_line``: every criterion must hold; ``all``
+        ends the line and stands alone (after at most one other criterion,
+        as ssh counts); an ``exec`` is not run once an earlier criterion
+        failed, though its tokens are still checked.
+        """
         ctx = self.ctx
         result = True
+        attributes = 0
         i = 0
         if not args:
             raise ConfigError(f"{where}: Match needs criteria")
@@ -303,23 +276,32 @@ class _Evaluator:
                     f"(supported: {', '.join(_MATCH_WORDS)})."
                 )
             if criterion == "all":
-                hit = True
-            elif criterion in ("canonical", "final"):
+                if attributes > 1 or i + 1 < len(args):
+                    raise ConfigError(
+                        f"{where}: Match all cannot be combined with other criteria, as ssh "
+                        f"refuses it: write 'Match all' alone, or the other criteria alone."
+                    )
+                return result and not negate
+            attributes += 1
+            if criterion in ("canonical", "final"):
                 ctx.wants_final = ctx.wants_final or criterion == "final"
                 hit = ctx.final_pass
             else:
                 if i + 1 >= len(args):
                     raise ConfigError(f"{where}: Match {criterion} needs an argument")
                 i += 1
-                hit = self._criterion(criterion, args[i], where)
+                hit = self._criterion(criterion, args[i], where, run=result)
             result = result and (hit != negate)
             i += 1
         return result
 
-    def _criterion(self, criterion: str, arg: str, where: str) -> bool:
+    def _criterion(self, criterion: str, arg: str, where: str, *, run: bool) -> bool:
+        """Whether one criterion with its argument holds; *run* is false once the line failed."""
         ctx = self.ctx
         if criterion == "exec":
-            command = ctx.expand(arg, ctx.resolution, ctx.destination())
+            command = ctx.expand(arg, ctx.resolution, ctx.destination(), where)
+            if not run:
+                return False
             try:
                 done = subprocess.run(
                     ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
@@ -348,7 +330,7 @@ def resolve_config(
     files: list[tuple[Path, Path]],
     preset: Resolution,
     hostname: Callable[[Resolution], str],
-    expand: Callable[[str, Resolution, str], str],
+    expand: Callable[[str, Resolution, str, str], str],
 ) -> Resolution:
     """Evaluate *files* for *host*, on top of the settings already in *preset*.
 

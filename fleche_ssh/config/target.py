@@ -225,8 +225,8 @@ def resolve(
     def hostname(so_far: Resolution) -> str:
         return _hostname(alias, so_far)
 
-    def match_exec(command: str, so_far: Resolution, match_host: str) -> str:
-        return expand(command, _tokens(alias, so_far, local_user, match_host), "Match exec",
+    def match_exec(command: str, so_far: Resolution, match_host: str, where: str) -> str:
+        return expand(command, _tokens(alias, so_far, local_user, match_host), where,
                       "Match exec", PATH_TOKENS)
 
     resolution = resolve_config(alias, user=login_user or None, local_user=local_user,

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 import paramiko
 
-from ..config.sshconfig import match_pattern_list
+from ..config.patterns import match_pattern_list
 from ..config.target import Target
 from ..errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
 
