@@ -233,6 +233,10 @@ def as_ssh_G(ours: Target) -> dict[str, object]:
         "serveraliveinterval": ours.server_alive_interval,
         "serveralivecountmax": ours.server_alive_count_max,
         "compression": ours.compression,
+        "hostkeyalias": ours.host_key_alias,
+        "checkhostip": ours.check_host_ip,
+        "revokedhostkeys": ours.revoked_host_keys,
+        "knownhostscommand": ours.known_hosts_command,
     }
 
 
@@ -276,6 +280,15 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
         "serveraliveinterval": interval,
         "serveralivecountmax": int(one("serveralivecountmax")),
         "compression": one("compression") == "yes",
+        "hostkeyalias": one("hostkeyalias"),
+        "checkhostip": one("checkhostip") == "yes",
+        # ssh 9 expands ``~`` in the file when it reads it, and no token.
+        "revokedhostkeys": one("revokedhostkeys") and os.path.expanduser(
+            one("revokedhostkeys")),
+        # Printed as written: the data files give it only the tokens of the host key,
+        # which ssh fills in when it runs the command (test_known_hosts_command.py).
+        "knownhostscommand": (None if one("knownhostscommand") in (None, "none")
+                              else one("knownhostscommand")),
     }
     assert as_ssh_G(ours) == expected
     return ours
@@ -330,6 +343,9 @@ SSH_OPTIONS = [
     ["-o", "IdentityAgent=~/.ssh/agent.%C"],
     ["-o", "BatchMode=yes", "-o", "HashKnownHosts=yes"],
     ["-o", "GlobalKnownHostsFile=/etc/k1 ~/k2"],
+    ["-o", "HostKeyAlias=Shared-Login", "-o", "CheckHostIP=yes"],
+    ["-o", "RevokedHostKeys=~/.ssh/revoked", "-o", "KnownHostsCommand=/opt/kh %I %H"],
+    ["-o", "KnownHostsCommand=none"],
 ]
 
 
@@ -634,15 +650,15 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
                    "Host box\n"
                    "    HostName box.example.org\n"
                    "    ControlMaster auto\n"
-                   "    HostKeyAlias cluster-login\n"
+                   "    VerifyHostKeyDNS yes\n"
                    "    KexAlgorithms +diffie-hellman-group14-sha1\n"
                    "    AddressFamily any\n"
                    "    UseKeychain yes\n"
                    "Host *\n"
                    "    ControlMaster no\n"
-                   "    HostKeyAlias second-value\n"
+                   "    VerifyHostKeyDNS ask\n"
                    "    Port 2022\n")
-    alias = UNHONOURED_BY_KEYWORD["hostkeyalias"].effect
+    dns = UNHONOURED_BY_KEYWORD["verifyhostkeydns"].effect
     algorithms = UNHONOURED_BY_KEYWORD["kexalgorithms"].effect
     unsupported = "is not supported by fleche-ssh, ignored"
 
@@ -653,7 +669,7 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
     where = f"ssh config for box: {config}"
     assert logged(caplog) == [
         (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
-        (logging.WARNING, f"{where}:6: HostKeyAlias cluster-login {unsupported}; {alias}"),
+        (logging.WARNING, f"{where}:6: VerifyHostKeyDNS yes {unsupported}; {dns}"),
         (logging.INFO,
          f"{where}:7: KexAlgorithms +diffie-hellman-group14-sha1 {unsupported}; {algorithms}"),
         # "any" is what fleche-ssh does anyway.
@@ -664,13 +680,13 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
 
 def test_each_resolution_and_each_jump_host_logs_its_own_lines(home, caplog):
     config = write(home / ".ssh" / "config",
-                   "Host inner\n    ProxyJump gw\nHost *\n    HostKeyAlias shared\n")
+                   "Host inner\n    ProxyJump gw\nHost *\n    VerifyHostKeyDNS yes\n")
     with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
         resolve("inner")
         resolve("inner")
     assert [message.split(":")[0] for _, message in logged(caplog)] == [
         "ssh config for inner", "ssh config for gw"] * 2
-    assert all(f"{config}:4: HostKeyAlias shared" in message for _, message in logged(caplog))
+    assert all(f"{config}:4: VerifyHostKeyDNS yes" in message for _, message in logged(caplog))
 
 
 @pytest.mark.parametrize("row", UNHONOURED, ids=lambda row: row.keyword)

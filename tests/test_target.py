@@ -347,6 +347,7 @@ def test_describe_rows(home, aliases):
         ("serveraliveinterval", "15"),
         ("serveralivecountmax", "3"),
         ("compression", "no"),
+        ("checkhostip", "no"),
     ]
 
 

@@ -315,10 +315,10 @@ def test_a_loop_through_an_inherited_proxy_jump_names_each_line_once(home):
 
 
 def test_an_unsupported_keyword_is_logged_for_the_host_and_line(home, caplog):
-    path = _config(home, "Host db\n    HostKeyAlias shared\n")
+    path = _config(home, "Host db\n    VerifyHostKeyDNS yes\n")
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh"):
         resolve("db")
-    assert (f"ssh config for db: {path}:2: HostKeyAlias shared is not supported by fleche-ssh"
+    assert (f"ssh config for db: {path}:2: VerifyHostKeyDNS yes is not supported by fleche-ssh"
             in caplog.text)
 
 

@@ -54,6 +54,18 @@ class TargetFields:
     control_paths: tuple[str, ...] = field(default=(), kw_only=True)
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    host_key_alias: str | None = field(default=None, kw_only=True)
+    """Name to look the host key up and record it under in known_hosts, instead of the host name
+    and port (a tunnel, several servers on one host)."""
+    check_host_ip: bool = field(default=False, kw_only=True)
+    """Also check the server's address in known_hosts, and record it: warns of a key that differs
+    for the address (not through a proxy or to loopback)."""
+    revoked_host_keys: str | None = field(default=None, kw_only=True)
+    """File of public keys (one per line) refused as host keys; if it cannot be read, every host
+    is refused.  A binary KRL is refused as unreadable."""
+    known_hosts_command: str | None = field(default=None, kw_only=True)
+    """Command (absolute path, no shell) whose output is read as more known_hosts lines; tokens
+    as for a path, and %f %H %I %K %t."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -98,6 +110,18 @@ class CacheFields(SshCache):
     control_path: str | None = None
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    host_key_alias: str | None = None
+    """Name to look the host key up and record it under in known_hosts, instead of the host name
+    and port (a tunnel, several servers on one host)."""
+    check_host_ip: bool | None = None
+    """Also check the server's address in known_hosts, and record it: warns of a key that differs
+    for the address (not through a proxy or to loopback)."""
+    revoked_host_keys: str | None = None
+    """File of public keys (one per line) refused as host keys; if it cannot be read, every host
+    is refused.  A binary KRL is refused as unreadable."""
+    known_hosts_command: str | None = None
+    """Command (absolute path, no shell) whose output is read as more known_hosts lines; tokens
+    as for a path, and %f %H %I %K %t."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

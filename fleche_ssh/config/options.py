@@ -71,9 +71,12 @@ from .tokens import (
     control_paths,
     given_name,
     home_files,
+    home_path,
     home_path_list,
     hostname,
+    known_hosts_command,
     local_user,
+    lowercase,
     path,
     path_list,
     paths,
@@ -152,6 +155,20 @@ OPTIONS: tuple[Option, ...] = (
            doc="Control socket of a live OpenSSH master (``ssh -M``): when one listens "
                "there, the remote server runs through it and fleche-ssh logs in nowhere. "
                "``none``: never."),
+    # Which host keys are trusted: see fleche_ssh.ssh.hostkeys.
+    Option("HostKeyAlias", "host_key_alias", finish=lowercase,
+           doc="Name to look the host key up and record it under in known_hosts, instead "
+               "of the host name and port (a tunnel, several servers on one host)."),
+    Option("CheckHostIP", "check_host_ip", yes_no, default=False,
+           doc="Also check the server's address in known_hosts, and record it: warns of a "
+               "key that differs for the address (not through a proxy or to loopback)."),
+    Option("RevokedHostKeys", "revoked_host_keys", finish=home_path,
+           doc="File of public keys (one per line) refused as host keys; if it cannot be "
+               "read, every host is refused.  A binary KRL is refused as unreadable."),
+    Option("KnownHostsCommand", "known_hosts_command", values=COMMAND,
+           finish=known_hosts_command,
+           doc="Command (absolute path, no shell) whose output is read as more known_hosts "
+               "lines; tokens as for a path, and %f %H %I %K %t."),
 )
 
 #: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
@@ -223,10 +240,6 @@ UNHONOURED: tuple[Unhonoured, ...] = (
                "ssh would take a connected socket from the ProxyCommand instead of its output",
                same=_NO),
     # Which host keys ssh trusts.
-    Unhonoured("HostKeyAlias", "ssh would look the host key up in known_hosts under this name"),
-    Unhonoured("KnownHostsCommand", "ssh would also trust the host keys this command prints",
-               values=COMMAND),
-    Unhonoured("RevokedHostKeys", "ssh would refuse the host keys listed in this file"),
     Unhonoured("VerifyHostKeyDNS", "ssh would trust host keys published in DNS (SSHFP)",
                same=_NO),
     # How ssh logs in.
@@ -249,8 +262,6 @@ UNHONOURED: tuple[Unhonoured, ...] = (
     Unhonoured("ConnectionAttempts", "ssh would try to connect this many times", logging.INFO,
                same=frozenset({"1"})),
     Unhonoured("TCPKeepAlive", "ssh would not turn TCP keepalive on", logging.INFO, same=_YES),
-    Unhonoured("CheckHostIP", "ssh would also check the host's address in known_hosts",
-               logging.INFO, same=_NO),
 )
 
 #: Keywords fleche-ssh neither acts on nor reports, whose lines are still kept as

@@ -29,7 +29,7 @@ from .cmdline import parse_ssh_options
 from .fields import TargetFields
 from .ignored import log_ignored
 from .options import BY_KEY, BY_KEYWORD, OPTIONS
-from .rows import WORDS, Option
+from .rows import COMMAND, WORDS, Option
 from .sshconfig import Resolution, resolve_config
 from .tokens import (
     COMMAND_TOKENS,
@@ -69,7 +69,13 @@ class Target(TargetFields):
 
     @property
     def known_hosts_name(self) -> str:
-        """The name known_hosts files use: ``host``, or ``[host]:port`` off port 22."""
+        """The name known_hosts files use: ``host``, or ``[host]:port`` off port 22.
+
+        With a ``HostKeyAlias``, the alias alone, without a port, as ssh
+        looks it up and records it.
+        """
+        if self.host_key_alias is not None:
+            return self.host_key_alias
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
     @property
@@ -109,6 +115,8 @@ def _as_text(option: Option, value: Any) -> list[str]:
     """
     if isinstance(value, bool):
         return ["yes" if value else "no"]
+    if option.values is COMMAND:
+        return [str(value)]  # a command is kept as written, as on a config line
     items = value if isinstance(value, (list, tuple)) else [value]
     words = [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in items]
     if option.values is WORDS:

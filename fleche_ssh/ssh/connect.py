@@ -13,6 +13,7 @@ then does the login start.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import time
@@ -100,6 +101,24 @@ def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess 
     return open_socket(target), None
 
 
+def checked_address(target: Target, sock: Any, proxy: ProxyProcess | None,
+                    via: Session | None) -> str | None:
+    """The server's address as known_hosts writes it, when ``CheckHostIP`` applies.
+
+    As ssh decides: only when it is on, over a TCP connection of our own
+    (through a proxy or jump host the address is not the server's), not to
+    a loopback address, and not when the host was given as that very text.
+    """
+    if not target.check_host_ip or proxy is not None or via is not None:
+        return None
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0])
+    except (OSError, ValueError):
+        return None
+    text = str(address) if target.port == 22 else f"[{address}]:{target.port}"
+    return None if address.is_loopback or text == target.hostname else text
+
+
 def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> list[str]:
     chosen = [name for name in first if name in available]
     return chosen + [name for name in available if name not in chosen]
@@ -172,7 +191,8 @@ def connect(target: Target, login: Login, keys: KeyCache, via: Session | None = 
     try:
         key = transport.get_remote_server_key()
         ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
-        verified = hostkeys.verify(target, key, ask, known)
+        address = checked_address(target, sock, proxy, via)
+        verified = hostkeys.verify(target, key, ask, known, address)
         report = authenticate(transport, target, login.prompter, timeout=login.auth_timeout,
                               can_ask=login.can_ask, keys=keys)
     except BaseException:
