@@ -348,6 +348,9 @@ def test_describe_rows(home, aliases):
         ("serveralivecountmax", "3"),
         ("compression", "no"),
         ("checkhostip", "no"),
+        ("canonicalizehostname", "no"),
+        ("canonicalizefallbacklocal", "yes"),
+        ("canonicalizemaxdots", "1"),
     ]
 
 

@@ -42,6 +42,7 @@ from .parsers import (
     POSITIVE_SECONDS,
     WHOLE_NUMBER,
     choice,
+    cname_rule,
     count,
     interval,
     path_check,
@@ -77,6 +78,7 @@ from .tokens import (
     known_hosts_command,
     local_user,
     lowercase,
+    no_words,
     path,
     path_list,
     paths,
@@ -169,6 +171,23 @@ OPTIONS: tuple[Option, ...] = (
            finish=known_hosts_command,
            doc="Command (absolute path, no shell) whose output is read as more known_hosts "
                "lines; tokens as for a path, and %f %H %I %K %t."),
+    # Where: the name ssh settles on before reading its files again (config/canonical.py).
+    Option("CanonicalizeHostname", "canonicalize_hostname",
+           choice("no", "yes", "always", aliases={"true": "yes", "false": "no"}),
+           default="no",
+           doc="Complete a short host name with each CanonicalDomains suffix, connect to "
+               "the first that resolves and read the config again for it: ``no``, ``yes`` "
+               "(not through a proxy or jump host) or ``always``."),
+    Option("CanonicalDomains", "canonical_domains", values=WORDS, check=PATHS, default=(),
+           finish=no_words, doc="Domain suffixes CanonicalizeHostname tries, in order."),
+    Option("CanonicalizeFallbackLocal", "canonicalize_fallback_local", yes_no, default=True,
+           doc="When no suffix resolves, connect to the name as written (``no``: refuse)."),
+    Option("CanonicalizeMaxDots", "canonicalize_max_dots", count, default=1,
+           doc="Names with more dots than this are taken as complete, not canonicalized."),
+    Option("CanonicalizePermittedCNAMEs", "canonicalize_permitted_cnames", cname_rule,
+           values=WORDS, check=PATHS, default=(), finish=no_words,
+           doc="``source:target`` pattern lists: a name matching *source* whose DNS "
+               "alias (CNAME) matches *target* is replaced by that alias."),
 )
 
 #: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
@@ -232,10 +251,6 @@ UNHONOURED: tuple[Unhonoured, ...] = (
                same=frozenset({"any"})),
     Unhonoured("BindAddress", "ssh would connect from this local address"),
     Unhonoured("BindInterface", "ssh would connect from the address of this interface"),
-    Unhonoured("CanonicalizeHostname",
-               "ssh would try the name with each CanonicalDomains suffix and connect to the "
-               "first that resolves (fleche-ssh applies Match canonical blocks, but connects to "
-               "the name as written)", same=_NO),
     Unhonoured("ProxyUseFdpass",
                "ssh would take a connected socket from the ProxyCommand instead of its output",
                same=_NO),

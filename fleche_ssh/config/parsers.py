@@ -103,6 +103,14 @@ def text(value: str) -> str:
     return value
 
 
+def cname_rule(text: str) -> str:
+    """A ``CanonicalizePermittedCNAMEs`` rule, ``source:target`` pattern lists, or ``none``."""
+    source, colon, target = text.partition(":")
+    if text.lower() != "none" and not (colon and source and target):
+        raise ValueError(f"expected source:target (domain pattern lists) or none, got {text!r}")
+    return text
+
+
 def return_type(parse: Callable[[str], Any]) -> str:
     """The type a parser gives, as written in its annotation."""
     found = getattr(parse, "__annotations__", {}).get("return")

@@ -331,6 +331,7 @@ def resolve_config(
     preset: Resolution,
     hostname: Callable[[Resolution], str],
     expand: Callable[[str, Resolution, str, str], str],
+    canonicalize: Callable[[str, Resolution], str] = lambda name, resolution: name,
 ) -> Resolution:
     """Evaluate *files* for *host*, on top of the settings already in *preset*.
 
@@ -343,9 +344,9 @@ def resolve_config(
     are the token expansions ``Match`` needs (see :class:`_Context`).
 
     A second pass follows when a ``Match final`` was seen or
-    ``CanonicalizeHostname`` is on, as in ssh; fleche-ssh does not rewrite
-    the name with ``CanonicalDomains``, but ``Match canonical`` blocks
-    apply on that pass as they do for ssh.
+    ``CanonicalizeHostname`` is on, as in ssh, for the name *canonicalize*
+    settles on (:func:`fleche_ssh.config.canonical.canonicalize`): it
+    becomes the ``HostName``, and ``Host`` and ``Match host`` lines test it.
     """
     ctx = _Context(original_host=host, user=user, local_user=local_user, resolution=preset,
                    hostname=hostname, expand=expand)
@@ -353,7 +354,14 @@ def resolve_config(
     for path, base in files:
         if path.exists():
             evaluator.apply_file(path, base=base)
+    name = canonical_hostname(ctx.destination())
+    settled = canonicalize(name, ctx.resolution)
     if ctx.wants_final or ctx.canonicalizing():
+        if settled != name:
+            resolution = ctx.resolution
+            resolution.values["hostname"] = [join_words([settled])]
+            resolution.sources["hostname"] = resolution.sources.get("canonicalizehostname", "")
+            resolution.spellings.setdefault("hostname", "HostName")
         ctx.final_pass = True
         for path, base in files:
             if path.exists():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .canonical import GetAddrInfo, canonicalize
 from .cmdline import parse_ssh_options
 from .fields import TargetFields
 from .ignored import log_ignored
@@ -181,12 +182,14 @@ def resolve(
     ssh_options: Sequence[str] = (),
     config_file: str | os.PathLike[str] | None = None,
     explicit: Mapping[str, Any] | None = None,
+    getaddrinfo: GetAddrInfo = socket.getaddrinfo,
     _seen: tuple[str, ...] = (),
 ) -> Target:
     """Resolve *host* (an alias, a name or ``user@name``) into a :class:`Target`.
 
     Jump hosts are resolved too, each through the same config file with its
-    own settings, as ``ssh -J`` resolves them.
+    own settings, as ``ssh -J`` resolves them.  *getaddrinfo* answers the
+    lookups of ``CanonicalizeHostname``, as :func:`socket.getaddrinfo` does.
 
     Raises:
         ConfigError: an option value is invalid, naming where it was set, or
@@ -237,9 +240,12 @@ def resolve(
         return expand(command, _tokens(alias, so_far, local_user, match_host), where,
                       "Match exec", PATH_TOKENS)
 
+    def settle(name: str, so_far: Resolution) -> str:
+        return canonicalize(name, so_far, getaddrinfo)
+
     resolution = resolve_config(alias, user=login_user or None, local_user=local_user,
                                 files=files, preset=preset, hostname=hostname,
-                                expand=match_exec)
+                                expand=match_exec, canonicalize=settle)
     log_ignored(alias, resolution)
     target = _build(alias, resolution, local_user)
     jumps = target.proxy_command is None and _single(resolution, "proxyjump")
@@ -250,7 +256,7 @@ def resolve(
                    resolution.sources.get("proxyjump", ""), "ProxyJump", COMMAND_TOKENS)
     where = resolution.sources.get("proxyjump", "")
     try:
-        jump = _resolve_jump(jumps, config, (*_seen, host))
+        jump = _resolve_jump(jumps, config, (*_seen, host), getaddrinfo)
     except ConfigError as e:
         if where in str(e):
             raise
@@ -268,7 +274,7 @@ def _unsafe(c: str) -> bool:
 
 
 def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,
-                  seen: tuple[str, ...]) -> Target:
+                  seen: tuple[str, ...], getaddrinfo: GetAddrInfo) -> Target:
     """The last hop of a ``ProxyJump`` list, reached through the hops before it."""
     *before, last = [hop.strip() for hop in spec.split(",")]
     if not last:
@@ -283,7 +289,8 @@ def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,
     explicit: dict[str, Any] = {"port": port}
     if before:
         explicit["proxy_jump"] = ",".join(before)
-    return resolve(host, config_file=config, explicit=explicit, _seen=seen)
+    return resolve(host, config_file=config, explicit=explicit, getaddrinfo=getaddrinfo,
+                   _seen=seen)
 
 
 def _split_hop(hop: str) -> tuple[str, int | None]:

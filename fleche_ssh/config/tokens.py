@@ -126,6 +126,11 @@ def home_path_list(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
     return () if value[0].lower() == "none" else tuple(os.path.expanduser(p) for p in value)
 
 
+def no_words(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
+    """Words on one line, ``none`` meaning none at all."""
+    return () if value[0].lower() == "none" else value
+
+
 def lowercase(value: str, context: Context) -> str:
     """A name as ssh keeps it: ``HostKeyAlias`` is lowercased, as host names are."""
     return value.lower()
