@@ -368,8 +368,12 @@ def test_known_key_types_in_file_order(tmp_path, keys):
     )
     assert keygen("-H", "-f", str(path)).returncode == 0  # hashed entries count too
 
-    assert hostkeys.known_key_types(target) == [
-        "ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519"]
+    found = hostkeys.known_key_types(target)
+    plain = [t for t in found if not t.endswith("-cert-v01@openssh.com")]
+    assert plain == ["ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519"]
+    # The @cert-authority line puts certificates first, those of the known types first.
+    assert found[:3] == [f"{t}-cert-v01@openssh.com" for t in plain]
+    assert found[-3:] == plain
     assert hostkeys.known_key_types(make_target(tmp_path / "empty")) == []
 
 

@@ -32,6 +32,7 @@ from ..errors import (
 )
 from . import hostkeys
 from .auth import KeyCache, authenticate
+from .hostcerts import cert_types
 from .liveness import Keepalive
 from .proxy import ProxyProcess, open_jump, start_proxy_command
 from .session import Login, Session
@@ -136,7 +137,8 @@ def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transpor
     transport.handshake_timeout = timeout
     options = transport.get_security_options()
     options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
-    options.key_types = _prefer(options.key_types, key_types)
+    # Certificates last unless known_hosts trusts a CA for the host (see known_key_types).
+    options.key_types = _prefer((*options.key_types, *cert_types(options.key_types)), key_types)
     transport.use_compression(target.compression)
     try:
         transport.start_client(timeout=timeout)

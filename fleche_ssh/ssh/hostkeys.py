@@ -6,7 +6,8 @@ module reads known_hosts line by line instead: a line it cannot use is
 skipped with a debug log, hashed (``|1|``) and wildcard entries match as in
 OpenSSH, ``@revoked`` keys are refused, and the key types known for a host
 are reported so the handshake can prefer them (a server offering another
-type would otherwise look like an unknown host).  A ``HostKeyAlias`` is
+type would otherwise look like an unknown host).  ``@cert-authority`` lines
+trust host certificates (:mod:`~fleche_ssh.ssh.hostcerts`).  A ``HostKeyAlias`` is
 the name looked up and recorded (:attr:`Target.known_hosts_name`);
 ``CheckHostIP`` checks and records the server's address as well; the keys
 of a ``KnownHostsCommand`` count as known_hosts lines and a
@@ -36,8 +37,9 @@ import paramiko
 
 from ..config.patterns import match_pattern_list
 from ..config.target import Target
-from ..errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
-from .known_sources import check_revoked, command_lines, fingerprint
+from ..errors import ChangedHostKey, PromptUnavailable, UnknownHostKey
+from .hostcerts import cert_types, certificate, verify_certificate
+from .known_sources import check_revoked, command_lines, fingerprint, refuse_revoked
 
 logger = logging.getLogger("fleche_ssh.hostkeys")
 
@@ -200,9 +202,15 @@ def known_key_types(target: Target, entries: list[KnownKey] | None = None) -> li
     """
     found: list[str] = []
     entries = known_entries(target) if entries is None else entries
-    for entry in entries + command_entries(target, "ORDER", target.hostname):
+    entries = entries + command_entries(target, "ORDER", target.hostname)
+    for entry in entries:
         if entry.marker is None and entry.keytype not in found:
             found.append(entry.keytype)
+    if any(entry.marker == "cert-authority" for entry in entries):
+        # A CA is trusted for this host: ask for a certificate first, as ssh does, of the
+        # known key types, then of every type Paramiko offers (in its own order).
+        return list(dict.fromkeys(cert_types([*found, *paramiko.Transport._preferred_keys])
+                                  + found))
     return found
 
 
@@ -219,10 +227,16 @@ def verify(target: Target, key: paramiko.PKey, ask: Ask | None,
     when ``CheckHostIP`` applies (see :func:`_check_address`).  Raises a
     :class:`HostKeyError` subclass on refusal.
     """
-    check_revoked(target, key)
+    cert = certificate(key)
+    check_revoked(target, key, cert.ca_blob if cert is not None else None)
     name = target.known_hosts_name
     entries = known_entries(target) if entries is None else entries
-    found, changed = _look_up(target, key, entries + command_entries(target, "HOSTNAME", name, key))
+    entries = entries + command_entries(target, "HOSTNAME", name, key)
+    if cert is not None:
+        by_ca = verify_certificate(target, key, cert, entries)
+        if by_ca is not None:
+            return by_ca
+    found, changed = _look_up(target, key, entries)
     by_address: tuple[KnownKey | None, list[KnownKey]] = (None, [])
     if address is not None:
         files = target.known_hosts_files + target.global_known_hosts_files
@@ -254,13 +268,8 @@ def _look_up(target: Target, key: paramiko.PKey,
     A key marked ``@revoked`` is refused here, whatever else says it is known.
     """
     keytype, blob = key.get_name(), key.get_base64()
-    for entry in entries:
-        if entry.marker == "revoked" and entry.blob == blob:
-            raise HostKeyError(
-                f"The {keytype} host key of {target.known_hosts_name} ({fingerprint(key)}) is "
-                f"marked @revoked in {entry.where}. Refusing to connect: ask the "
-                f"administrators of {target.hostname} for the current key."
-            )
+    refuse_revoked(target, entries, blob, f"The {keytype} host key of "
+                   f"{target.known_hosts_name} ({fingerprint(key)})")
     plain = [e for e in entries if e.marker is None and e.keytype == keytype]
     found = next((e for e in plain if e.blob == blob), None)
     return found, [e for e in plain if e.blob != blob]

@@ -88,8 +88,11 @@ def command_lines(target: Target, reason: str, looked_up: str,
     return list(enumerate(text.splitlines(), 1))
 
 
-def check_revoked(target: Target, key: paramiko.PKey) -> None:
+def check_revoked(target: Target, key: paramiko.PKey, ca: bytes | None = None) -> None:
     """Refuse *key* if the target's ``RevokedHostKeys`` file lists it, or cannot be read.
+
+    *ca* is the blob of the CA that signed the key's certificate, which the
+    file may list too.
 
     The file lists public keys one per line (``ssh-ed25519 AAAA... comment``);
     a binary KRL is refused with a message saying it is not read, rather
@@ -116,10 +119,10 @@ def check_revoked(target: Target, key: paramiko.PKey) -> None:
     if len(data) > MAX_BYTES:
         raise HostKeyError(f"RevokedHostKeys {path} is larger than {MAX_BYTES >> 20} MiB; "
                            f"it is not a list of public keys.")
-    blob = key.asbytes()
+    blobs = {key.asbytes(), ca}
     for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
         fields = line.split()
-        if len(fields) >= 2 and not fields[0].startswith("#") and _blob(fields[1]) == blob:
+        if len(fields) >= 2 and not fields[0].startswith("#") and _blob(fields[1]) in blobs:
             raise HostKeyError(
                 f"The {shown} ({fingerprint(key)}) is revoked by {path}:{number}. Refusing "
                 f"to connect: ask the administrators of {target.hostname} for the current key."
@@ -132,3 +135,15 @@ def _blob(text: str) -> bytes | None:
     except ValueError:
         return None
 
+
+def refuse_revoked(target: Target, entries: list, blob: str, what: str) -> None:
+    """Refuse to connect when an ``@revoked`` line among *entries* holds *blob*.
+
+    *what* names the key in the message (the host key, or the CA that signed it).
+    """
+    for entry in entries:
+        if entry.marker == "revoked" and entry.blob == blob:
+            raise HostKeyError(
+                f"{what} is marked @revoked in {entry.where}. Refusing to connect: ask the "
+                f"administrators of {target.hostname} for the current key."
+            )
