@@ -237,6 +237,11 @@ def as_ssh_G(ours: Target) -> dict[str, object]:
         "checkhostip": ours.check_host_ip,
         "revokedhostkeys": ours.revoked_host_keys,
         "knownhostscommand": ours.known_hosts_command,
+        "canonicalizehostname": ours.canonicalize_hostname,
+        "canonicaldomains": list(ours.canonical_domains),
+        "canonicalizefallbacklocal": ours.canonicalize_fallback_local,
+        "canonicalizemaxdots": ours.canonicalize_max_dots,
+        "canonicalizepermittedcnames": list(ours.canonicalize_permitted_cnames),
     }
 
 
@@ -250,6 +255,9 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
 
     def no_file(files: str) -> str:
         return "" if files == "none" else files
+
+    def words(text: str) -> list[str]:
+        return [] if text == "none" else text.split()
 
     identities, certificates = ssh_loaded_files(config, host, options)
     timeout, policy, interval = one("connecttimeout"), one("stricthostkeychecking"), float(
@@ -289,6 +297,14 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
         # which ssh fills in when it runs the command (test_known_hosts_command.py).
         "knownhostscommand": (None if one("knownhostscommand") in (None, "none")
                               else one("knownhostscommand")),
+        # ssh -G prints yes as true, no as false.
+        "canonicalizehostname": SSH_G_POLICY.get(one("canonicalizehostname"),
+                                                 one("canonicalizehostname")),
+        "canonicaldomains": words(one("canonicaldomains")),
+        "canonicalizefallbacklocal": one("canonicalizefallbacklocal") == "yes",
+        "canonicalizemaxdots": int(one("canonicalizemaxdots")),
+        # Printed with this spelling, source:target rules separated by blanks.
+        "canonicalizepermittedcnames": words(one("canonicalizePermittedcnames")),
     }
     assert as_ssh_G(ours) == expected
     return ours

@@ -41,6 +41,11 @@ MATCH_EXEC_TIMEOUT = 10.0
 
 #: ssh_config's own structure, which is never a setting.
 STRUCTURE = frozenset({"host", "match", "include"})
+#: What ssh has settled before its final pass, which that pass no longer changes: the
+#: name, and how it was canonicalized (ssh fills in their defaults before canonicalizing).
+SETTLED = frozenset({"hostname", "canonicalizehostname", "canonicaldomains",
+                     "canonicalizefallbacklocal", "canonicalizemaxdots",
+                     "canonicalizepermittedcnames"})
 # CanonicalizeHostname values that make ssh read its files a second time.
 _CANONICALIZING = frozenset({"yes", "always", "true"})
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
@@ -232,8 +237,7 @@ class _Evaluator:
                 # A command is kept as written; anything else as its words, requoted.
                 value = raw if VALUES.get(key) is COMMAND else join_words(args)
                 _check(keyword, args, value, where, active=active)
-                if not active or (key == "hostname" and self.ctx.final_pass):
-                    # On the final pass ssh has settled the name; HostName no longer changes it.
+                if not active or (key in SETTLED and self.ctx.final_pass):
                     continue
                 self.ctx.resolution.set(keyword, value, where)
 
