@@ -54,6 +54,31 @@ class TargetFields:
     control_paths: tuple[str, ...] = field(default=(), kw_only=True)
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    host_key_alias: str | None = field(default=None, kw_only=True)
+    """Name to look the host key up and record it under in known_hosts, instead of the host name
+    and port (a tunnel, several servers on one host)."""
+    check_host_ip: bool = field(default=False, kw_only=True)
+    """Also check the server's address in known_hosts, and record it: warns of a key that differs
+    for the address (not through a proxy or to loopback)."""
+    revoked_host_keys: str | None = field(default=None, kw_only=True)
+    """File of public keys (one per line) refused as host keys; if it cannot be read, every host
+    is refused.  A binary KRL is refused as unreadable."""
+    known_hosts_command: str | None = field(default=None, kw_only=True)
+    """Command (absolute path, no shell) whose output is read as more known_hosts lines; tokens
+    as for a path, and %f %H %I %K %t."""
+    canonicalize_hostname: str = field(default='no', kw_only=True)
+    """Complete a short host name with each CanonicalDomains suffix, connect to the first that
+    resolves and read the config again for it: ``no``, ``yes`` (not through a proxy or jump
+    host) or ``always``."""
+    canonical_domains: tuple[str, ...] = field(default=(), kw_only=True)
+    """Domain suffixes CanonicalizeHostname tries, in order."""
+    canonicalize_fallback_local: bool = field(default=True, kw_only=True)
+    """When no suffix resolves, connect to the name as written (``no``: refuse)."""
+    canonicalize_max_dots: int = field(default=1, kw_only=True)
+    """Names with more dots than this are taken as complete, not canonicalized."""
+    canonicalize_permitted_cnames: tuple[str, ...] = field(default=(), kw_only=True)
+    """``source:target`` pattern lists: a name matching *source* whose DNS alias (CNAME) matches
+    *target* is replaced by that alias."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -98,6 +123,31 @@ class CacheFields(SshCache):
     control_path: str | None = None
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    host_key_alias: str | None = None
+    """Name to look the host key up and record it under in known_hosts, instead of the host name
+    and port (a tunnel, several servers on one host)."""
+    check_host_ip: bool | None = None
+    """Also check the server's address in known_hosts, and record it: warns of a key that differs
+    for the address (not through a proxy or to loopback)."""
+    revoked_host_keys: str | None = None
+    """File of public keys (one per line) refused as host keys; if it cannot be read, every host
+    is refused.  A binary KRL is refused as unreadable."""
+    known_hosts_command: str | None = None
+    """Command (absolute path, no shell) whose output is read as more known_hosts lines; tokens
+    as for a path, and %f %H %I %K %t."""
+    canonicalize_hostname: str | None = None
+    """Complete a short host name with each CanonicalDomains suffix, connect to the first that
+    resolves and read the config again for it: ``no``, ``yes`` (not through a proxy or jump
+    host) or ``always``."""
+    canonical_domains: str | Sequence[str] | None = None
+    """Domain suffixes CanonicalizeHostname tries, in order."""
+    canonicalize_fallback_local: bool | None = None
+    """When no suffix resolves, connect to the name as written (``no``: refuse)."""
+    canonicalize_max_dots: int | None = None
+    """Names with more dots than this are taken as complete, not canonicalized."""
+    canonicalize_permitted_cnames: str | Sequence[str] | None = None
+    """``source:target`` pattern lists: a name matching *source* whose DNS alias (CNAME) matches
+    *target* is replaced by that alias."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

@@ -13,6 +13,7 @@ then does the login start.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import time
@@ -31,6 +32,7 @@ from ..errors import (
 )
 from . import hostkeys
 from .auth import KeyCache, authenticate
+from .hostcerts import cert_types
 from .liveness import Keepalive
 from .proxy import ProxyProcess, open_jump, start_proxy_command
 from .session import Login, Session
@@ -100,6 +102,24 @@ def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess 
     return open_socket(target), None
 
 
+def checked_address(target: Target, sock: Any, proxy: ProxyProcess | None,
+                    via: Session | None) -> str | None:
+    """The server's address as known_hosts writes it, when ``CheckHostIP`` applies.
+
+    As ssh decides: only when it is on, over a TCP connection of our own
+    (through a proxy or jump host the address is not the server's), not to
+    a loopback address, and not when the host was given as that very text.
+    """
+    if not target.check_host_ip or proxy is not None or via is not None:
+        return None
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0])
+    except (OSError, ValueError):
+        return None
+    text = str(address) if target.port == 22 else f"[{address}]:{target.port}"
+    return None if address.is_loopback or text == target.hostname else text
+
+
 def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> list[str]:
     chosen = [name for name in first if name in available]
     return chosen + [name for name in available if name not in chosen]
@@ -117,7 +137,8 @@ def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transpor
     transport.handshake_timeout = timeout
     options = transport.get_security_options()
     options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
-    options.key_types = _prefer(options.key_types, key_types)
+    # Certificates last unless known_hosts trusts a CA for the host (see known_key_types).
+    options.key_types = _prefer((*options.key_types, *cert_types(options.key_types)), key_types)
     transport.use_compression(target.compression)
     try:
         transport.start_client(timeout=timeout)
@@ -172,7 +193,8 @@ def connect(target: Target, login: Login, keys: KeyCache, via: Session | None = 
     try:
         key = transport.get_remote_server_key()
         ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
-        verified = hostkeys.verify(target, key, ask, known)
+        address = checked_address(target, sock, proxy, via)
+        verified = hostkeys.verify(target, key, ask, known, address)
         report = authenticate(transport, target, login.prompter, timeout=login.auth_timeout,
                               can_ask=login.can_ask, keys=keys)
     except BaseException:
