@@ -14,12 +14,13 @@ really go out back to back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,49 +228,48 @@ def test_large_values_both_ways_at_once_on_one_channel(make, remote_dir):
     assert len(servers_in(remote_dir)) == 1
 
 
-def test_a_small_call_takes_another_channel_while_a_large_one_is_in_flight(make, remote_dir):
-    cache = make(channels=2)
+@contextlib.contextmanager
+def a_large_load_in_flight(cache: ParamikoCache,
+                           answers: list[object]) -> Iterator[tuple[int, bytes]]:
+    """A ``load_value`` of 8 MiB sent to a stopped server: in flight until the block ends.
+
+    Yields the server's pid and the value, which is appended to *answers* once loaded.
+    """
     value = os.urandom(8 * MIB)
     key = cache._rpc("save_value", value)
-    first = pid_of(cache)
-    os.kill(first, signal.SIGSTOP)  # the large answer cannot come until SIGCONT
-    loaded: list[object] = []
+    pid = pid_of(cache)
+    os.kill(pid, signal.SIGSTOP)  # the large answer cannot come until SIGCONT
+    loader = threading.Thread(target=lambda: answers.append(cache.load_value(key)), daemon=True)
     try:
-        loader = threading.Thread(target=lambda: loaded.append(cache.load_value(key)),
-                                  daemon=True)
         loader.start()
         assert wait_for(lambda: lane(cache).large == 1)
+        yield pid, value
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    loader.join(JOIN)
+
+
+def test_a_small_call_takes_another_channel_while_a_large_one_is_in_flight(make, remote_dir):
+    cache = make(channels=2)
+    loaded: list[object] = []
+    with a_large_load_in_flight(cache, loaded) as (first, value):
         second = pid_of(cache)  # answered while the load waits: on a second server
         assert second != first and len(servers_in(remote_dir)) == 2
         assert cache.contains("0" * 64) is False
         assert lane(cache).pipeline.in_flight == 1  # nothing queued behind the load
-    finally:
-        os.kill(first, signal.SIGCONT)
-    loader.join(JOIN)
     assert loaded == [value]
 
 
 def test_a_small_call_waits_rather_than_queue_behind_a_large_one(make, remote_dir):
     cache = make(channels=1)
-    value = os.urandom(8 * MIB)
-    key = cache._rpc("save_value", value)
-    pid = pid_of(cache)
-    os.kill(pid, signal.SIGSTOP)
     answers: list[object] = []
-    try:
-        loader = threading.Thread(target=lambda: answers.append(cache.load_value(key)),
-                                  daemon=True)
-        loader.start()
-        assert wait_for(lambda: lane(cache).large == 1)
+    with a_large_load_in_flight(cache, answers) as (pid, value):
         small = threading.Thread(target=lambda: answers.append(cache.contains("0" * 64)),
                                  daemon=True)
         small.start()
         time.sleep(0.3)
         assert small.is_alive()  # waiting for the channel ...
         assert lane(cache).pipeline.in_flight == 1  # ... without a request behind the load
-    finally:
-        os.kill(pid, signal.SIGCONT)
-    loader.join(JOIN)
     small.join(JOIN)
     assert answers == [value, False]  # the load first, then the small call
     assert servers_in(remote_dir) == [pid]

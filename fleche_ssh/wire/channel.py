@@ -58,7 +58,8 @@ class ExecChannel:
         self.process = process
         self.command = process.command
         self._send_all, self._recv_some = process.send_all, process.recv_some
-        #: Bytes read past the end of the last answer (none, unless the server misbehaves).
+        #: Bytes read past the end of the last answer: the start of the next one, when
+        #: requests are pipelined.
         self._pending = b""
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._log = logging.getLogger(host_logger_name(host))
