@@ -32,7 +32,7 @@ from fleche.digest import digest
 from support.caches import wait_for
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.errors import RemoteCommandError
+from fleche_ssh.errors import RemoteCommandError, RemoteConnectionError
 from fleche_ssh.wire import lanes
 from fleche_ssh.wire.frames import encode_frame
 from fleche_ssh.wire.memory import MemoryRemote, Script
@@ -302,6 +302,44 @@ def test_requests_go_out_before_the_first_answer_comes():
     assert results == [False] * 5
     server.close()
     assert remote.processes[0].join(JOIN)
+
+
+def test_an_interrupted_send_closes_the_server_and_fails_the_calls_on_it():
+    interrupt = threading.Event()
+
+    def counter(way: str, n: int) -> None:
+        if way == "sent" and interrupt.is_set():
+            interrupt.clear()
+            raise KeyboardInterrupt  # Ctrl-C as the frame goes out
+
+    local = cache_from_config({"values": {"type": "memory"}, "calls": {"type": "memory"}})
+    remote = MemoryRemote(local, script=Script(stalled=True), counter=counter)
+    cache = ParamikoCache(host="memory", channels=1)  # the server holds it weakly
+    server = RemoteServer(cache, opener=remote)
+    outcome: list[BaseException] = []
+
+    def waiting() -> None:
+        try:
+            server.call("contains", "0" * 64)
+        except BaseException as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=waiting, daemon=True)
+    thread.start()
+    assert wait_for(lambda: server._pool.lanes and server._pool.lanes[0].pipeline.in_flight)
+    interrupt.set()
+    with pytest.raises(KeyboardInterrupt):
+        server.call("expand", "1" * 8)
+    thread.join(JOIN)
+    (error,) = outcome
+    assert type(error) is RemoteConnectionError
+    assert "'contains' on memory got no answer: 'expand'" in str(error)
+    assert "was interrupted" in str(error)
+    assert remote.processes[0].join(JOIN)  # its server was closed
+    remote.script = Script()
+    assert server.call("contains", "0" * 64) is False  # on a new one
+    assert len(remote.processes) == 2
+    server.close()
 
 
 # -- the choice of channel (pure logic) -------------------------------------------------------

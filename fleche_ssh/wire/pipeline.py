@@ -194,8 +194,8 @@ class Pipeline:
         if isinstance(cause, _Interrupted):
             return RemoteConnectionError(
                 f"{method!r} on {self._host} got no answer: {cause.args[0]!r}, sharing its "
-                f"remote server, was interrupted mid-frame, which closed that server. "
-                f"Call again; the next call starts a new one."
+                f"remote server, was interrupted while its frame was sent or read, which "
+                f"closed that server. Call again; the next call starts a new one."
             )
         error = self.channel.failure(method, cause)
         error.__cause__ = cause
