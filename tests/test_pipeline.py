@@ -32,7 +32,7 @@ from fleche.digest import digest
 from support.caches import wait_for
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.errors import RemoteCommandError, RemoteConnectionError
+from fleche_ssh.errors import ProtocolError, RemoteCommandError, RemoteConnectionError
 from fleche_ssh.wire import lanes
 from fleche_ssh.wire.frames import encode_frame
 from fleche_ssh.wire.memory import MemoryRemote, Script
@@ -339,6 +339,32 @@ def test_an_interrupted_send_closes_the_server_and_fails_the_calls_on_it():
     remote.script = Script()
     assert server.call("contains", "0" * 64) is False  # on a new one
     assert len(remote.processes) == 2
+    server.close()
+
+
+def test_text_in_place_of_a_frame_fails_every_request_in_flight():
+    local = cache_from_config({"values": {"type": "memory"}, "calls": {"type": "memory"}})
+    remote = MemoryRemote(local, script=Script(stdout=b"Welcome to the cluster\n", stalled=True))
+    cache = ParamikoCache(host="memory", channels=1)  # the server holds it weakly
+    server = RemoteServer(cache, opener=remote)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            server.call("contains", "0" * 64)
+        except BaseException as e:
+            outcome.append(e)
+
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    assert wait_for(lambda: server._pool.lanes and server._pool.lanes[0].pipeline.in_flight == 3)
+    remote.processes[0].resume()
+    for thread in threads:
+        thread.join(JOIN)
+    assert [type(e) for e in outcome] == [ProtocolError] * 3
+    assert all("Welcome to the cluster" in str(e) for e in outcome)
+    assert len({id(e) for e in outcome}) == 3  # each thread raises an error of its own
     server.close()
 
 

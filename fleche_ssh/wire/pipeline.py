@@ -198,6 +198,8 @@ class Pipeline:
                 f"closed that server. Call again; the next call starts a new one."
             )
         error = self.channel.failure(method, cause)
-        error.__cause__ = cause
+        if error is not cause:
+            error.__cause__ = cause
+            return error
         # failure() hands a ProtocolError back as it is; each thread raises its own.
-        return error if first or error is not cause else ProtocolError(*cause.args)
+        return error if first else ProtocolError(*cause.args)
