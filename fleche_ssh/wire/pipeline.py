@@ -26,9 +26,10 @@ Every way the server can end a call is local to what it affects:
   :meth:`~.channel.ExecChannel.failure`'s typed error, the channel is
   closed, and a call that has not sent yet raises :class:`Broken`, for
   the server to retry it on another channel;
-* a caller interrupted while sending or reading (Ctrl-C) leaves a frame
-  half written or half read: the channel is closed as the stock cache
-  closes its connection, and the other requests in flight fail saying so.
+* a caller interrupted while sending or waiting (Ctrl-C) may leave a
+  frame half written or half read: the channel is closed, as an
+  interrupted call's channel is without pipelining, and the other
+  requests in flight fail saying so.
 """
 
 from __future__ import annotations
