@@ -15,6 +15,7 @@ really go out back to back.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -278,13 +279,41 @@ def test_a_small_call_waits_rather_than_queue_behind_a_large_one(make, remote_di
 # -- the requests go out back to back ---------------------------------------------------------
 
 
+@dataclasses.dataclass
+class InMemory:
+    """A RemoteServer on fleche's own server loop in this process (pure pipeline logic).
+
+    ``failures`` collects what :meth:`call_catching` calls raise.
+    """
+
+    remote: MemoryRemote
+    cache: ParamikoCache  # the server holds it weakly
+    server: RemoteServer
+    failures: list[BaseException] = dataclasses.field(default_factory=list)
+
+    def call_catching(self) -> None:
+        try:
+            self.server.call("contains", "0" * 64)
+        except BaseException as e:
+            self.failures.append(e)
+
+    def in_flight(self) -> int:
+        lanes_ = self.server._pool.lanes
+        return lanes_[0].pipeline.in_flight if lanes_ else 0
+
+
+def in_memory(script: Script, counter: Any = None) -> InMemory:
+    local = cache_from_config({"values": {"type": "memory"}, "calls": {"type": "memory"}})
+    remote = MemoryRemote(local, script=script, counter=counter)
+    cache = ParamikoCache(host="memory", channels=1)
+    return InMemory(remote, cache, RemoteServer(cache, opener=remote))
+
+
 def test_requests_go_out_before_the_first_answer_comes():
     sent: list[int] = []
-    local = cache_from_config({"values": {"type": "memory"}, "calls": {"type": "memory"}})
-    remote = MemoryRemote(local, script=Script(stalled=True),
-                          counter=lambda way, n: sent.append(n) if way == "sent" else None)
-    cache = ParamikoCache(host="memory", channels=1)
-    server = RemoteServer(cache, opener=remote)
+    world = in_memory(Script(stalled=True),
+                      counter=lambda way, n: sent.append(n) if way == "sent" else None)
+    remote, server = world.remote, world.server
     frame = sum(map(len, encode_frame(("contains", ("0" * 64,), {}))))
     results: list[object] = []
     threads = [threading.Thread(target=lambda: results.append(server.call("contains", "0" * 64)),
@@ -312,21 +341,11 @@ def test_an_interrupted_send_closes_the_server_and_fails_the_calls_on_it():
             interrupt.clear()
             raise KeyboardInterrupt  # Ctrl-C as the frame goes out
 
-    local = cache_from_config({"values": {"type": "memory"}, "calls": {"type": "memory"}})
-    remote = MemoryRemote(local, script=Script(stalled=True), counter=counter)
-    cache = ParamikoCache(host="memory", channels=1)  # the server holds it weakly
-    server = RemoteServer(cache, opener=remote)
-    outcome: list[BaseException] = []
-
-    def waiting() -> None:
-        try:
-            server.call("contains", "0" * 64)
-        except BaseException as e:
-            outcome.append(e)
-
-    thread = threading.Thread(target=waiting, daemon=True)
+    world = in_memory(Script(stalled=True), counter=counter)
+    remote, server, outcome = world.remote, world.server, world.failures
+    thread = threading.Thread(target=world.call_catching, daemon=True)
     thread.start()
-    assert wait_for(lambda: server._pool.lanes and server._pool.lanes[0].pipeline.in_flight)
+    assert wait_for(lambda: world.in_flight() == 1)
     interrupt.set()
     with pytest.raises(KeyboardInterrupt):
         server.call("expand", "1" * 8)
@@ -343,22 +362,12 @@ def test_an_interrupted_send_closes_the_server_and_fails_the_calls_on_it():
 
 
 def test_text_in_place_of_a_frame_fails_every_request_in_flight():
-    local = cache_from_config({"values": {"type": "memory"}, "calls": {"type": "memory"}})
-    remote = MemoryRemote(local, script=Script(stdout=b"Welcome to the cluster\n", stalled=True))
-    cache = ParamikoCache(host="memory", channels=1)  # the server holds it weakly
-    server = RemoteServer(cache, opener=remote)
-    outcome: list[BaseException] = []
-
-    def call() -> None:
-        try:
-            server.call("contains", "0" * 64)
-        except BaseException as e:
-            outcome.append(e)
-
-    threads = [threading.Thread(target=call, daemon=True) for _ in range(3)]
+    world = in_memory(Script(stdout=b"Welcome to the cluster\n", stalled=True))
+    remote, server, outcome = world.remote, world.server, world.failures
+    threads = [threading.Thread(target=world.call_catching, daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
-    assert wait_for(lambda: server._pool.lanes and server._pool.lanes[0].pipeline.in_flight == 3)
+    assert wait_for(lambda: world.in_flight() == 3)
     remote.processes[0].resume()
     for thread in threads:
         thread.join(JOIN)
