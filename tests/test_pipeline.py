@@ -227,6 +227,8 @@ def test_large_values_both_ways_at_once_on_one_channel(make, remote_dir):
 
     assert in_threads(work, 4) == [[True] * 4] * 4
     assert len(servers_in(remote_dir)) == 1
+    # Progress counted each direction's frames apart, and left the process as it was.
+    assert lane(cache).pipeline.channel.process.counter is None
 
 
 @contextlib.contextmanager

@@ -113,3 +113,8 @@ class CacheFields(SshCache):
     connection.  The calls of several threads are pipelined on each (sent back to back,
     answered in order), so one is enough for many threads making small calls; more let remote
     work run in parallel (large loads and saves, slow lookups).  See :doc:`/performance`."""
+    progress: Any = field(default='auto', repr=False)
+    """How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar on a
+    terminal's stderr or in the notebook, once a transfer has run a second; nothing in batch
+    jobs and pool workers), ``"none"``, ``"module:function"``, or in Python a callable
+    ``report(direction, bytes_done, total)``.  See :ref:`progress`."""

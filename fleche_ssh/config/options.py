@@ -192,6 +192,12 @@ OWN_KEYS: tuple[OwnKey, ...] = (
         "answered in order), so one is enough for many threads making small calls; more let "
         "remote work run in parallel (large loads and saves, slow lookups).  See "
         ":doc:`/performance`.", default=1, type="int"),
+    OwnKey("progress", HANDLER,
+        'How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar '
+        "on a terminal's stderr or in the notebook, once a transfer has run a second; nothing "
+        'in batch jobs and pool workers), ``"none"``, ``"module:function"``, or in Python a '
+        "callable ``report(direction, bytes_done, total)``.  See :ref:`progress`.",
+        default="auto", type="Any", repr=False),
 )
 
 # Keywords that only matter to the ssh binary: connection sharing, which the

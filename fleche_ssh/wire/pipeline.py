@@ -188,7 +188,8 @@ class Pipeline:
             for s, error in zip(failed, errors, strict=True):
                 s.error, s.done = error, True
             self._cond.notify_all()
-        self.channel.close()
+        # Interrupted: the caller wants control back now, not after the remote's exit.
+        self.channel.close(0.0 if isinstance(cause, _Interrupted) else EXIT_WAIT)
 
     def _error(self, method: str, cause: BaseException, *, first: bool) -> RemoteConnectionError:
         """The error *method* gets when the channel ends with *cause*."""

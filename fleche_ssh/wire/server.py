@@ -16,6 +16,12 @@ lookup order of :mod:`.sources` (a live OpenSSH master, else a
 authenticated transport); in tests, :class:`~.memory.MemoryRemote`.  The
 pool, the frames and the error messages above it are the same whichever
 carries the bytes.
+
+A call interrupted (``KeyboardInterrupt`` from Ctrl-C or a notebook's
+"interrupt kernel") drops its channel at once, without the bounded wait for
+an exit status: the remote server, its stdio gone, ends, a value it was
+still receiving is not stored, the calls pipelined on the same channel fail
+saying so, and the login under it stays for the next call.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import RemoteConnectionError
+from ..progress import Progress, resolve_progress
 from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ExecChannel
 from .command import server_command
@@ -76,6 +83,7 @@ class RemoteServer:
         self._opener = opener
         self._host = cache.host
         self._limit = cache.channels
+        self._progress = Progress(cache.host, resolve_progress(cache.progress))
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
@@ -180,7 +188,7 @@ class RemoteServer:
                                  cache.workdir)
         process = (self._opener(command) if self._opener is not None
                    else open_process(cache, command))
-        return ExecChannel(process, host=self._host)
+        return ExecChannel(process, host=self._host, progress=self._progress)
 
     def reconnect(self) -> None:
         """Close this cache's channels; the next call opens a new one on the live transport."""
