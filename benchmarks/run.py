@@ -58,19 +58,20 @@ class Plan:
     memory_mib: int
     memory_reps: int
     rtts_ms: tuple[int, ...]
-    channels: tuple[int, ...]
-    threads: int
+    #: Thread counts of the concurrency figures: each with one channel (pipelined)
+    #: and with as many channels as threads, next to stock.
+    threads: tuple[int, ...]
     concurrency_seconds: float
     concurrency_reps: int
 
 
 FULL = Plan(name="full", import_reps=3, first_answer_reps=7, reps=5, round_trip_calls=2000,
             bulk_mib=(64, 256), scaling_mib=(1, 16, 64, 256), bulk_batch_mib=64,
-            memory_mib=256, memory_reps=3, rtts_ms=(10, 50), channels=(1, 2, 4, 8), threads=8,
+            memory_mib=256, memory_reps=3, rtts_ms=(10, 50), threads=(1, 2, 4, 8),
             concurrency_seconds=2.0, concurrency_reps=2)
 SMOKE = Plan(name="smoke", import_reps=1, first_answer_reps=1, reps=1, round_trip_calls=50,
              bulk_mib=(2,), scaling_mib=(1, 2), bulk_batch_mib=1, memory_mib=2, memory_reps=1,
-             rtts_ms=(10,), channels=(1, 4), threads=8, concurrency_seconds=0.3,
+             rtts_ms=(50,), threads=(1, 8), concurrency_seconds=0.5,
              concurrency_reps=1)
 
 
@@ -161,22 +162,44 @@ def measure_memory(bench: Bench, plan: Plan, samples: dict, digests: dict[str, s
     progress(f"peak memory: {pair(samples['memory'])}")
 
 
+def concurrency_configs(plan: Plan) -> list[tuple[Impl, int, int]]:
+    """(client, threads, channels): stock, then ours on one channel and on one per thread."""
+    configs: list[tuple[Impl, int, int]] = []
+    for threads in plan.threads:
+        configs += [(STOCK, threads, 1), (OURS, threads, 1)]
+        if threads > 1:
+            configs.append((OURS, threads, threads))
+    return configs
+
+
+def concurrency_key(impl: Impl, threads: int, channels: int) -> str:
+    """The sample key: ``stock/8``, ``fleche-ssh/8/1`` (8 threads, 1 channel) ..."""
+    return f"stock/{threads}" if impl is STOCK else f"{impl.name}/{threads}/{channels}"
+
+
 def measure_concurrency(bench: Bench, plan: Plan, samples: dict) -> None:
-    """Per added RTT: stock, then ParamikoCache with each channel count, ``threads`` threads."""
-    configs = [(STOCK, 1)] + [(OURS, n) for n in plan.channels]
+    """Per added RTT and thread count: stock, ours pipelined on 1 channel, ours on N channels.
+
+    After each run of ours, the number of channels it opened is recorded:
+    one channel means one remote server process served every thread.
+    """
+    configs = concurrency_configs(plan)
     for rtt in plan.rtts_ms:
         kwargs = bench.cache_kwargs(relay_host(rtt))
+        per = samples["concurrency"][rtt]
         for rep in range(plan.concurrency_reps):
-            for impl, channels in configs if rep % 2 == 0 else configs[::-1]:
+            for impl, threads, channels in configs if rep % 2 == 0 else configs[::-1]:
                 cache = open_cache(impl, kwargs, channels)
                 try:
-                    ops = measure.ops_per_second(cache, plan.threads, plan.concurrency_seconds)
+                    ops = measure.ops_per_second(cache, threads, plan.concurrency_seconds)
+                    if impl is OURS:
+                        samples["servers"][f"{rtt}/{threads}/{channels}"] = (
+                            cache._conn.open_channels)
                 finally:
                     finish(impl, cache)
-                key = "stock" if impl is STOCK else channels
-                samples["concurrency"][rtt].setdefault(key, []).append(ops)
+                per.setdefault(concurrency_key(impl, threads, channels), []).append(ops)
         progress(f"concurrency RTT +{rtt} ms: "
-                 f"{ {k: round(median_of(v)) for k, v in samples['concurrency'][rtt].items()} }")
+                 f"{ {k: round(median_of(v)) for k, v in per.items()} }")
 
 
 @contextlib.contextmanager
@@ -233,11 +256,9 @@ def medians(samples: dict, plan: Plan) -> dict[str, Any]:
         "bulk": {impl: {op: {mib: median_of(s) for mib, s in per_size.items()}
                         for op, per_size in ops.items()}
                  for impl, ops in samples["bulk"].items()},
-        "concurrency": {
-            rtt: {"stock": median_of(per["stock"]),
-                  OURS.name: {n: median_of(per[n]) for n in plan.channels}}
-            for rtt, per in samples["concurrency"].items()
-        },
+        "concurrency": {rtt: {key: median_of(s) for key, s in per.items()}
+                        for rtt, per in samples["concurrency"].items()},
+        "servers": samples["servers"],
         "master": {metric: pair(per) for metric, per in samples["master"].items()},
     }
 
@@ -310,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         **{metric: by_impl(list) for metric in ("import", "first_answer", "round_trip", "memory")},
         "bulk": by_impl(lambda: {"save": {}, "load": {}}),
         "concurrency": {rtt: {} for rtt in plan.rtts_ms},
+        "servers": {},
         "master": {metric: by_impl(list)
                    for metric in ("first_answer", "round_trip", "save", "load")},
     }

@@ -9,10 +9,10 @@ through ``self._conn.call(...)``.
 
 The connection, :class:`RemoteServer`, keeps up to ``channels`` exec
 channels, each running its own ``python -m fleche remote --serve``, on the
-one shared, authenticated transport of :mod:`fleche_ssh.ssh.pool`.  A call
-borrows an idle channel (opening one if fewer than ``channels`` are open,
-else waiting), so calls from several threads run in parallel where the
-stock cache serialises them.
+one shared, authenticated transport of :mod:`fleche_ssh.ssh.pool`.  The
+calls of several threads are pipelined on a channel (sent back to back,
+their answers matched in order), where the stock cache serialises them;
+more channels let remote work run in parallel.
 
 A ``ParamikoCache`` pickles as its configuration: in another process it
 connects lazily on first use, which is what lets ``fleche.wrap_executor``

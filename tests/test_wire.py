@@ -361,7 +361,7 @@ def test_closing_a_stalled_server_is_bounded(memory):
     cache, remote = memory()
     cache.info()
     process = remote.processes[0]
-    channel = cache._conn._pool.idle[0]
+    channel = cache._conn._pool.lanes[0].pipeline.channel
     process.stall()
     started = time.monotonic()
     channel.close(0.2)  # EOF, no exit status within 0.2 s: dropped

@@ -159,8 +159,10 @@ class CacheFields(SshCache):
     """Seconds allowed for logging in, the time a person takes to type a code included.  Nothing
     waits longer than this for an answer."""
     channels: int = 1
-    """How many remote server processes this cache may run at once, and so how many calls from
-    different threads proceed in parallel.  All of them share the one SSH connection."""
+    """How many remote server processes this cache may run at once, all on the one SSH
+    connection.  The calls of several threads are pipelined on each (sent back to back,
+    answered in order), so one is enough for many threads making small calls; more let remote
+    work run in parallel (large loads and saves, slow lookups).  See :doc:`/performance`."""
     progress: Any = field(default='auto', repr=False)
     """How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar on a
     terminal's stderr or in the notebook, once a transfer has run a second; nothing in batch

@@ -224,9 +224,11 @@ OWN_KEYS: tuple[OwnKey, ...] = (
         "Nothing waits longer than this for an answer.",
         default=DEFAULT_AUTH_TIMEOUT, type="float"),
     OwnKey("channels", WHOLE_NUMBER,
-        "How many remote server processes this cache may run at once, and so how many calls "
-        "from different threads proceed in parallel.  All of them share the one SSH "
-        "connection.", default=1, type="int"),
+        "How many remote server processes this cache may run at once, all on the one SSH "
+        "connection.  The calls of several threads are pipelined on each (sent back to back, "
+        "answered in order), so one is enough for many threads making small calls; more let "
+        "remote work run in parallel (large loads and saves, slow lookups).  See "
+        ":doc:`/performance`.", default=1, type="int"),
     OwnKey("progress", HANDLER,
         'How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar '
         "on a terminal's stderr or in the notebook, once a transfer has run a second; nothing "

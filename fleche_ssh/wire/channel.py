@@ -75,9 +75,15 @@ class ExecChannel:
         self.process = process
         self._progress = progress if progress is not None else Progress(host)
         self._sender = f"fleche-ssh-send-{host}"
+        #: The progress transfer of the frame moving in each direction, and the counter
+        #: the process had before the first of them started.
+        self._transfers: dict[str, Counter] = {}
+        self._outer: Counter | None = None
+        self._counting_lock = threading.Lock()
         self.command = process.command
         self._send_all, self._recv_some = process.send_all, process.recv_some
-        #: Bytes read past the end of the last answer (none, unless the server misbehaves).
+        #: Bytes read past the end of the last answer: the start of the next one, when
+        #: requests are pipelined.
         self._pending = b""
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
         self._log = logging.getLogger(host_logger_name(host))
@@ -106,16 +112,33 @@ class ExecChannel:
 
     @contextlib.contextmanager
     def _moving(self, direction: str, total: int, done: int = 0) -> Iterator[None]:
-        """Count this frame's bytes into a progress transfer while the block moves them."""
+        """Count this frame's bytes into a progress transfer while the block moves them.
+
+        With pipelined calls a frame can go out while another comes in, on
+        two threads: each direction has its own transfer, and the process's
+        own counter (a test's, a benchmark's) is told of every byte, as before.
+        """
         transfer = self._progress.start(direction, total, done)
         process = self.process
-        before = process.counter
-        process.counter = transfer.count if before is None else _both(before, transfer.count)
+        with self._counting_lock:
+            if not self._transfers:
+                self._outer, process.counter = process.counter, self._count
+            self._transfers[direction] = transfer.count
         try:
             yield
         finally:
-            process.counter = before
+            with self._counting_lock:
+                del self._transfers[direction]
+                if not self._transfers:
+                    process.counter = self._outer
             transfer.end(transfer.done >= total)
+
+    def _count(self, direction: str, n: int) -> None:
+        if self._outer is not None:
+            self._outer(direction, n)
+        count = self._transfers.get(direction)
+        if count is not None:
+            count(direction, n)
 
     def recv_frame(self) -> Any:
         """The next answer, unpickled.
@@ -226,15 +249,6 @@ class ExecChannel:
             # Closing without a wait (an interrupted call) does not wait for it either.
             if self._stderr_thread is not threading.current_thread():
                 self._stderr_thread.join(0.5 if wait else 0.05)
-
-
-def _both(first: Counter, second: Counter) -> Counter:
-    """One counter telling two: a test's (or a benchmark's) and the progress transfer."""
-
-    def count(direction: str, n: int) -> None:
-        first(direction, n)
-        second(direction, n)
-    return count
 
 
 def _interruptible(work: Callable[[], bool], *, stop: Callable[[], object], name: str) -> bool:

@@ -1,9 +1,13 @@
 """The remote fleche server(s) of one cache: a small pool of exec channels.
 
-A call borrows an idle channel (opening one if fewer than ``channels`` are
-open, else waiting), so calls from several threads run in parallel where
-the stock cache serialises them.  Every channel runs its own ``python -m
-fleche remote --serve``.
+Every channel runs its own ``python -m fleche remote --serve``, and the
+calls of several threads are pipelined on it (:mod:`.pipeline`): their
+requests go out back to back and the answers are matched to them in
+order, so eight threads get nearly eight times the calls per second of
+one over a link with latency, from one remote process.  A call takes an
+idle channel, else opens one while fewer than ``channels`` are open, else
+joins the least loaded; a small call never queues behind a large one
+(:mod:`.lanes`).
 
 How that command is started is the *opener*'s business, given to
 :class:`RemoteServer` as httpx gives a client its transport: by default the
@@ -16,7 +20,8 @@ carries the bytes.
 A call interrupted (``KeyboardInterrupt`` from Ctrl-C or a notebook's
 "interrupt kernel") drops its channel at once, without the bounded wait for
 an exit status: the remote server, its stdio gone, ends, a value it was
-still receiving is not stored, and the login under it stays for the next call.
+still receiving is not stored, the calls pipelined on the same channel fail
+saying so, and the login under it stays for the next call.
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import ProtocolError, RemoteConnectionError
+from ..errors import RemoteConnectionError
 from ..progress import Progress, resolve_progress
 from ..ssh.pool import POOL
-from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
+from .channel import EXIT_WAIT, ExecChannel
 from .command import server_command
-from .frames import Undecodable, encode_frame
+from .frames import encode_frame
+from .lanes import OPEN, Lane, choose, is_large
+from .pipeline import Broken, Pipeline
 from .process import RemoteProcess
 from .sources import open_process
 
@@ -48,8 +55,13 @@ Opener = Callable[[str], RemoteProcess]
 
 @dataclass
 class _Pool:
-    idle: list[ExecChannel] = field(default_factory=list)
-    open: int = 0
+    lanes: list[Lane] = field(default_factory=list)
+    #: Channels being opened, which count towards ``channels`` already.
+    opening: int = 0
+
+    @property
+    def open(self) -> int:
+        return len(self.lanes) + self.opening
 
 
 class RemoteServer:
@@ -98,7 +110,7 @@ class RemoteServer:
     def idle_channels(self) -> int:
         """How many channels wait for a call."""
         with self._cond:
-            return len(self._pool.idle)
+            return sum(lane.users == 0 and not lane.pipeline.broken for lane in self._pool.lanes)
 
     @property
     def open_channels(self) -> int:
@@ -107,28 +119,20 @@ class RemoteServer:
             return self._pool.open
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        # Pickled before a channel is borrowed: a value that cannot be sent fails
+        # Pickled before a channel is chosen: a value that cannot be sent fails
         # here, nothing is sent, and the server keeps running.
         frame = encode_frame((method, args, kwargs))
-        channel, generation = self._borrow()
-        reusable, wait = False, EXIT_WAIT
-        try:
-            logger.debug("rpc → %s", method)
+        large = is_large(method, frame)
+        while True:
+            lane, generation = self._borrow(large)
             try:
-                channel.send_frame(frame)
-                tag, payload = channel.recv_frame()
-            except (ChannelClosed, EOFError, OSError, ProtocolError) as e:
-                raise channel.failure(method, e) from e
-            except Undecodable as e:
-                reusable = True  # the answer was read to its end
-                raise e.explained(method, self._host) from None
-            reusable = True
-        except BaseException as e:
-            if not isinstance(e, Exception):  # interrupted: nobody waits for the remote's exit
-                wait = 0.0
-            raise
-        finally:
-            self._give_back(channel, generation, reusable, wait)
+                logger.debug("rpc → %s", method)
+                tag, payload = lane.pipeline.call(method, frame)
+            except Broken:
+                continue  # lost before this call sent anything: on another channel
+            finally:
+                self._give_back(lane, generation, large)
+            break
         logger.debug("rpc ← %s %s", method, tag)
         if tag == "ok":
             return payload
@@ -139,33 +143,44 @@ class RemoteServer:
             raise payload
         raise RemoteConnectionError(f"Unexpected response tag from the remote cache: {tag!r}")
 
-    def _borrow(self) -> tuple[ExecChannel, int]:
+    def _borrow(self, large: bool) -> tuple[Lane, int]:
         with self._cond:
-            while not self._pool.idle and self._pool.open >= self._limit:
+            while True:
+                pool = self._pool
+                pool.lanes[:] = [lane for lane in pool.lanes if not lane.pipeline.broken]
+                chosen = choose(pool.lanes, may_open=pool.open < self._limit, large=large)
+                if isinstance(chosen, Lane):
+                    chosen.users += 1
+                    chosen.large += large
+                    return chosen, self._generation
+                if chosen == OPEN:
+                    break
                 self._cond.wait()
-            if self._pool.idle:
-                return self._pool.idle.pop(), self._generation
-            self._pool.open += 1
+            pool.opening += 1
             generation = self._generation
         try:
-            return self._open(), generation
+            lane = Lane(Pipeline(self._open(), host=self._host), users=1, large=int(large))
         except BaseException:
             with self._cond:
-                self._pool.open -= generation == self._generation
-                self._cond.notify()
+                pool.opening -= 1
+                self._cond.notify_all()
             raise
-
-    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool,
-                   wait: float = EXIT_WAIT) -> None:
         with self._cond:
-            keep = reusable and generation == self._generation
-            if keep:
-                self._pool.idle.append(channel)
-            else:
-                self._pool.open -= generation == self._generation
-            self._cond.notify()
-        if not keep:
-            channel.close(wait)
+            pool.opening -= 1
+            pool.lanes.append(lane)
+            self._cond.notify_all()
+        return lane, generation
+
+    def _give_back(self, lane: Lane, generation: int, large: bool) -> None:
+        with self._cond:
+            lane.users -= 1
+            lane.large -= large
+            # A lane of an earlier generation (close() came while it was in use) is
+            # closed by the last call on it.
+            stale = generation != self._generation and lane.users == 0
+            self._cond.notify_all()
+        if stale:
+            lane.pipeline.close()
 
     def _open(self) -> ExecChannel:
         cache = self._cache
@@ -182,8 +197,9 @@ class RemoteServer:
     def close(self, wait: float = EXIT_WAIT) -> None:
         """Close the idle channels, waiting up to *wait* s for each remote server to exit."""
         with self._cond:
-            idle, self._pool = self._pool.idle, _Pool()
+            lanes, self._pool = self._pool.lanes, _Pool()
+            idle = [lane for lane in lanes if lane.users == 0]
             self._generation += 1
             self._cond.notify_all()
-        for channel in idle:
-            channel.close(wait)
+        for lane in idle:
+            lane.pipeline.close(wait)

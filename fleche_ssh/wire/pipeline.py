@@ -1,0 +1,207 @@
+"""Many threads over one remote server: requests back to back, answers matched in order.
+
+The stock server (:func:`fleche.remote.serve`) reads a request, answers it,
+and only then reads the next, so the answers on a channel come in the order
+the requests went out.  A :class:`Pipeline` uses that: a call appends its
+slot to the channel's FIFO and writes its frame under one send lock (so
+slots and frames are in the same order), then waits for its slot.  One of
+the waiting callers at a time holds the *reader role*: it reads answers
+off the channel and completes the slots at the head of the FIFO, its own
+among them, and then hands the role to the next waiter.  No thread is
+spent on reading, and a lone caller reads its own answer, as before.
+
+Reading never waits for writing: the reader role is only ever held by a
+caller whose frame is entirely sent, and the reader never takes the send
+lock.  So a large request blocked on a full window, while the server is
+itself blocked writing a large answer to an earlier request, is always
+drained by that earlier request's caller.
+
+Every way the server can end a call is local to what it affects:
+
+* an ``("err", exc)`` answer, or one that cannot be unpickled here
+  (:class:`~.frames.Undecodable`), is read to its end and fails only its
+  own request;
+* a channel that closes, or answers with something that is not a frame,
+  is out of step for good: every request in flight fails with
+  :meth:`~.channel.ExecChannel.failure`'s typed error, the channel is
+  closed, and a call that has not sent yet raises :class:`Broken`, for
+  the server to retry it on another channel;
+* a caller interrupted while sending or waiting (Ctrl-C) may leave a
+  frame half written or half read: the channel is closed, as an
+  interrupted call's channel is without pipelining, and the other
+  requests in flight fail saying so.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ProtocolError, RemoteConnectionError
+from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
+from .frames import Frame, Undecodable
+
+#: How long a waiter sleeps before looking at its slot again.  Nothing depends on it:
+#: every change of a slot or of the reader role notifies, this only bounds each wait.
+WAIT_STEP = 1.0
+#: What ends a channel for good: it closed, or it is out of step.
+_LOST = (ChannelClosed, EOFError, OSError, ProtocolError)
+
+
+class Broken(Exception):
+    """The channel was given up before this call sent anything: try another one."""
+
+
+class _Interrupted(Exception):
+    """The cause given to the other requests when a caller's send or read was cut off."""
+
+
+@dataclass(eq=False)
+class _Slot:
+    """One request in flight and, once done, its answer or its error."""
+
+    method: str
+    done: bool = False
+    answer: Any = None
+    error: BaseException | None = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+class Pipeline:
+    """One :class:`~.channel.ExecChannel` shared by the calls of many threads."""
+
+    def __init__(self, channel: ExecChannel, *, host: str) -> None:
+        self.channel = channel
+        self._host = host
+        self._send_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._fifo: collections.deque[_Slot] = collections.deque()
+        self._reading = False
+        #: No further request goes out on this channel; it is closed, or being closed.
+        self.broken = False
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests on this channel wait for their answer."""
+        with self._cond:
+            return len(self._fifo)
+
+    def call(self, method: str, frame: Frame) -> Any:
+        """Send *frame* and return the server's answer to it, ``(tag, payload)``.
+
+        Raises:
+            Broken: the channel was given up before anything was sent.
+            RemoteConnectionError: the channel was lost with this request in flight.
+            Exception: the answer could not be unpickled here (the original error, explained).
+        """
+        slot = _Slot(method)
+        with self._send_lock:
+            with self._cond:
+                if self.broken:
+                    raise Broken(method)
+                self._fifo.append(slot)
+            try:
+                self.channel.send_frame(frame)
+            except _LOST as e:
+                self._break(e)
+            except BaseException:
+                self._break(_Interrupted(method))
+                raise
+        return self._wait(slot)
+
+    def _wait(self, slot: _Slot) -> Any:
+        """Wait for *slot*, taking the reader role whenever nobody holds it.
+
+        A caller interrupted here leaves its answer unread on the channel, or
+        half read: the channel is closed, as for an interrupted send.
+        """
+        try:
+            while True:
+                with self._cond:
+                    while not slot.done and (self._reading or self.broken):
+                        self._cond.wait(WAIT_STEP)
+                    if slot.done:
+                        return slot.result()
+                    self._reading = True
+                try:
+                    self._read_until(slot)
+                finally:
+                    with self._cond:
+                        self._reading = False
+                        self._cond.notify_all()
+        except BaseException:
+            if not slot.done:
+                self._break(_Interrupted(slot.method))
+            raise
+
+    def _read_until(self, slot: _Slot) -> None:
+        """As the reader: complete the slots at the head of the FIFO until *slot* is done."""
+        while True:
+            with self._cond:
+                if slot.done or self.broken:
+                    return
+                head = self._fifo[0]
+            answer: Any = None
+            error: BaseException | None = None
+            try:
+                answer = self.channel.recv_frame()
+            except Undecodable as e:  # read to its end: the channel is still in step
+                error = e.explained(head.method, self._host)
+            except _LOST as e:
+                self._break(e)
+                return
+            with self._cond:
+                if self._fifo and self._fifo[0] is head:
+                    self._fifo.popleft()
+                    head.answer, head.error, head.done = answer, error, True
+                    self._cond.notify_all()
+
+    def close(self, wait: float = EXIT_WAIT) -> None:
+        """Send nothing more, and close the channel: EOF, then up to *wait* s for its exit."""
+        with self._cond:
+            if self.broken:
+                return  # closed by _break, or being closed
+            self.broken = True
+        self.channel.close(wait)
+
+    def _break(self, cause: BaseException) -> None:
+        """Fail every request in flight with *cause* explained, then close the channel.
+
+        The errors are worked out before the channel is closed, since
+        :meth:`~.channel.ExecChannel.failure` asks it for the exit status and
+        the last lines of stderr.
+        """
+        with self._cond:
+            if self.broken:
+                return
+            self.broken = True
+            failed = list(self._fifo)
+            self._fifo.clear()
+        errors = [self._error(s.method, cause, first=i == 0) for i, s in enumerate(failed)]
+        with self._cond:
+            for s, error in zip(failed, errors, strict=True):
+                s.error, s.done = error, True
+            self._cond.notify_all()
+        # Interrupted: the caller wants control back now, not after the remote's exit.
+        self.channel.close(0.0 if isinstance(cause, _Interrupted) else EXIT_WAIT)
+
+    def _error(self, method: str, cause: BaseException, *, first: bool) -> RemoteConnectionError:
+        """The error *method* gets when the channel ends with *cause*."""
+        if isinstance(cause, _Interrupted):
+            return RemoteConnectionError(
+                f"{method!r} on {self._host} got no answer: {cause.args[0]!r}, sharing its "
+                f"remote server, was interrupted while its frame was sent or read, which "
+                f"closed that server. Call again; the next call starts a new one."
+            )
+        error = self.channel.failure(method, cause)
+        if error is not cause:
+            error.__cause__ = cause
+            return error
+        # failure() hands a ProtocolError back as it is; each thread raises its own.
+        return error if first else ProtocolError(*cause.args)
