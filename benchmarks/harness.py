@@ -10,7 +10,9 @@ what another one saved, which the memory probe (a separate process) and
 multi-channel caches rely on.
 
 Host aliases: ``bench`` goes straight to sshd; ``bench-rtt<N>`` goes
-through a :class:`~relay.DelayRelay` that adds N ms to every round trip.
+through a :class:`~support.relay.DelayRelay` that adds N ms to every round
+trip, ``bench-rtt<N>-<M>mbit`` through one that also caps the bandwidth at
+M Mbit/s.
 """
 
 from __future__ import annotations
@@ -25,12 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay import DelayRelay
-
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from support.keys import hash_known_host, known_hosts_entry, make_client_key  # noqa: E402
+from support.relay import DelayRelay  # noqa: E402
 from support.remote import write_remote_workdir  # noqa: E402
 from support.sshd import Sshd, start_sshd  # noqa: E402
 from support.tools import missing_sshd_tools  # noqa: E402
@@ -38,8 +39,9 @@ from support.tools import missing_sshd_tools  # noqa: E402
 HOST = "bench"
 
 
-def relay_host(rtt_ms: int) -> str:
-    return f"{HOST}-rtt{rtt_ms}"
+def relay_host(rtt_ms: int, mbit: int | None = None) -> str:
+    """The alias through the relay adding *rtt_ms*, capped at *mbit* Mbit/s if given."""
+    return f"{HOST}-rtt{rtt_ms}" + (f"-{mbit}mbit" if mbit else "")
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,11 @@ def _client_home(root: Path, server: Sshd, key: Path,
 
 
 @contextlib.contextmanager
-def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
+def bench_world(rtts_ms: Sequence[int],
+                capped: Sequence[tuple[int, int]] = ()) -> Iterator[Bench]:
     """Start sshd and one relay per added RTT; point ``$HOME`` at a throwaway home.
+
+    *capped* adds a relay per ``(rtt_ms, mbit)`` that also caps the bandwidth.
 
     ``$HOME`` is set for the whole process (and the memory probes it starts),
     and ``SSH_AUTH_SOCK`` removed, so the developer's own keys and agent never
@@ -123,6 +128,9 @@ def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
         for rtt in rtts_ms:
             relay = stack.enter_context(DelayRelay(server.port, rtt / 2000))
             ports[relay_host(rtt)] = relay.port
+        for rtt, mbit in capped:
+            relay = stack.enter_context(DelayRelay(server.port, rtt / 2000, rate=mbit * 1e6 / 8))
+            ports[relay_host(rtt, mbit)] = relay.port
         config = _client_home(root, server, key, ports)
         os.environ["HOME"] = str(config.parent.parent)
         os.environ.pop("SSH_AUTH_SOCK", None)

@@ -3,10 +3,12 @@
     python benchmarks/window.py                    # 2, 4, 8, 16, 64 MiB windows, 128 MiB each
     python benchmarks/window.py --mib 64 --rtt 50  # through a relay adding 50 ms per round trip
 
-Why ``fleche_ssh.wire.paramiko_process.WINDOW_SIZE`` is what it is: each window size
-downloads ``head -c N /dev/zero`` over a fresh connection to a loopback
-sshd (raw channel I/O, no fleche server, so only the transport is timed)
-and reports MB/s and the CPU seconds sshd's session processes used.  A
+Why a channel's receive window starts at
+``fleche_ssh.wire.paramiko_process.WINDOW_SIZE`` and grows only where the
+window bounds the transfer: each fixed window size downloads ``head -c N
+/dev/zero`` over a fresh connection to a loopback sshd (raw channel I/O, no
+fleche server, so only the transport is timed) and reports MB/s and the
+CPU seconds sshd's session processes used.  A
 download cannot run faster than window / round-trip time, which argues for
 a large window; sshd, given a large window, queues the remote output and
 spends more CPU per byte, which argues against.  Linux only (reads /proc).
@@ -58,7 +60,8 @@ def download(cache: ParamikoCache, size: int, window: int,
     POOL.close_all()
     target = cache.target()
     process = ParamikoProcess.open(POOL.session(target, cache.login(target)),
-                                   f"sleep 0.2; head -c {size} /dev/zero", window_size=window)
+                                   f"sleep 0.2; head -c {size} /dev/zero",
+                                   window_size=window, window_cap=window)
     try:
         rest = size - len(process.recv(1))  # timing starts once data flows
         cpu, started = sshd_cpu(listener), time.perf_counter()
