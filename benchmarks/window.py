@@ -17,41 +17,14 @@ spends more CPU per byte, which argues against.  Linux only (reads /proc).
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 from harness import HOST, bench_world, relay_host
-from measure import MIB, median_of
+from measure import MIB, median_of, sshd_cpu
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.ssh.pool import POOL
 from fleche_ssh.wire.paramiko_process import ParamikoProcess
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> tuple[int, float]:
-    """(parent pid, CPU seconds) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def sshd_cpu(listener: int) -> float:
-    """CPU seconds used so far by the processes sshd forked for its sessions."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stats[int(entry.name)] = _stat(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, grew = {listener}, True
-    while grew:
-        kids = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
-        tree |= kids
-        grew = bool(kids)
-    return sum(cpu for pid, (_, cpu) in stats.items() if pid in tree and pid != listener)
 
 
 def download(cache: ParamikoCache, size: int, window: int,
