@@ -18,7 +18,8 @@ import support as sshd_helpers
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 HEADER = ["metric", "unit", "stock", "fleche-ssh", "ratio", "target", "pass/fail"]
-#: One table row per metric the benchmark promises (smoke sizes: 2 MiB bulk, RTT +10 ms),
+#: One table row per metric the benchmark promises (smoke sizes: 2 MiB bulk, RTT +10 ms, the
+#: capped link at 100 Mbit/s + 10 ms),
 #: and whether it has a target; the others are context for the targeted ones.
 METRICS = {
     "client import (fresh interpreter)": False,
@@ -31,6 +32,12 @@ METRICS = {
     "time/MiB spread, load 1, 2 MiB": True,
     "8 threads contains, RTT +10 ms, 1 channel(s)": False,
     "8 threads contains, RTT +10 ms, 4 channel(s)": True,
+    "save_value 2 MiB, RTT +10 ms": False,
+    "load_value 2 MiB, RTT +10 ms": False,
+    "save_value 2 MiB, 100 Mbit/s + 10 ms": False,
+    "load_value 2 MiB, 100 Mbit/s + 10 ms": True,
+    "sshd CPU per MB, load_value 2 MiB, loopback": False,
+    "sshd CPU per MB, load_value 2 MiB, RTT +10 ms": False,
     "through an OpenSSH master: first answer": True,
     "through an OpenSSH master: small round trip (50 x contains)": True,
     "through an OpenSSH master: save_value 2 MiB": True,

@@ -71,6 +71,8 @@ class ReceiveWindow:
     round_trip: float | None = None
     #: False once doubling the window did not raise the rate.
     growing: bool = True
+    #: The size the window started at.
+    floor: int = field(init=False, default=0)
     _granted: int = field(init=False, default=0)
     _arrived: int = field(init=False, default=0)
     _unacked: int = field(init=False, default=0)
@@ -87,7 +89,7 @@ class ReceiveWindow:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
-        self._granted = self.size
+        self._granted = self.floor = self.size
 
     def sent(self, now: float) -> None:
         """We wrote to the server at *now*: the next answer byte is at least a round trip away."""
