@@ -11,12 +11,14 @@ intact; on loopback the window stays at its starting size.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 
 import pytest
 from support.keys import hash_known_host, known_hosts_entry
 from support.relay import DelayRelay
 
+from fleche_ssh.wire import paramiko_process
 from fleche_ssh.wire.paramiko_process import WINDOW_SIZE, ParamikoProcess, window_control
 from fleche_ssh.wire.window import CAP, FLOOR, ReceiveWindow
 
@@ -90,6 +92,23 @@ def test_default_bounds():
     assert window_control(), "this Paramiko lacks what the growing window relies on"
 
 
+@pytest.fixture
+def internals_missing(monkeypatch):
+    """A Paramiko without one of the Channel attributes the window control uses."""
+    monkeypatch.setattr(paramiko_process, "_CHANNEL_INTERNALS",
+                        (*paramiko_process._CHANNEL_INTERNALS, "in_window_gone"))
+    window_control.cache_clear()
+    yield
+    window_control.cache_clear()
+
+
+def test_without_the_internals_it_says_so_in_the_debug_log(internals_missing, caplog):
+    with caplog.at_level(logging.DEBUG, "fleche_ssh.window"):
+        assert window_control() is False
+    assert "lacks in_window_gone: channels keep Paramiko's fixed 4194304-byte window" \
+        in caplog.text
+
+
 # -- against the real sshd ----------------------------------------------------------------
 
 
@@ -120,6 +139,15 @@ def test_a_large_load_at_distance_grows_the_window_and_arrives_intact(make, rela
     assert window.round_trip is not None and window.round_trip >= 0.05
     assert window.size > FLOOR, f"the window did not grow: {window}"
     assert window.size <= CAP
+
+
+def test_without_the_internals_a_channel_keeps_paramikos_own_window(make, internals_missing):
+    cache = make()
+    value = os.urandom(16 * MIB)
+    assert cache.load_value(cache._rpc("save_value", value)) == value
+    process = _process(cache)
+    assert process.window is None
+    assert process._channel.in_window_size == WINDOW_SIZE
 
 
 def test_on_loopback_the_window_stays_at_its_starting_size(make):
