@@ -153,3 +153,25 @@ class DelayRelay:
                 sink.sendall(data)
             except OSError:
                 return
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python relay.py TARGET_PORT ONE_WAY_DELAY [RATE]``: relay until stdin closes.
+
+    Prints the listening port on its first line.  The benchmark runs its
+    relays this way, in processes of their own: in the benchmark's process
+    their threads would compete for the interpreter lock with the Python
+    client being timed (and not with the stock client, a separate ``ssh``).
+    """
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    rate = float(args[2]) if len(args) > 2 else None
+    with DelayRelay(int(args[0]), float(args[1]), rate=rate) as relay:
+        print(relay.port, flush=True)
+        sys.stdin.read()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
