@@ -26,14 +26,16 @@ MIB = 1 << 20
 
 
 def simulate(window: ReceiveWindow, *, rtt: float, bandwidth: float, seconds: float,
-             start: float = 0.0, step: float = 0.001) -> float:
+             start: float = 0.0, reader: float | None = None, step: float = 0.001) -> float:
     """Drive *window* with a link of *rtt* and *bandwidth* (bytes/s); the bytes/s it carried.
 
     A request goes out at *start* and reaches the server half a round trip
     later; from then on the server sends whatever its credit and the
-    bandwidth allow each step.  The reader consumes every byte the moment
-    it arrives, and its grants reach the server half a round trip later.
+    bandwidth allow each step.  The reader consumes what has arrived, at
+    most *reader* bytes/s (None: every byte the moment it arrives), and its
+    grants reach the server half a round trip later.
     """
+    backlog = 0
     window.sent(start)
     credit, delivered = window.size, 0
     data: collections.deque[tuple[float, int]] = collections.deque()
@@ -49,6 +51,10 @@ def simulate(window: ReceiveWindow, *, rtt: float, bandwidth: float, seconds: fl
         while data and data[0][0] <= now:
             n = data.popleft()[1]
             window.arrived(n, now)
+            backlog += n
+        n = backlog if reader is None else min(backlog, int(reader * step))
+        if n:
+            backlog -= n
             delivered += n
             if grant := window.consumed(n, now):
                 grants.append((now + rtt / 2, grant))
@@ -73,6 +79,13 @@ def test_on_a_long_fat_link_the_window_grows_to_the_bandwidth_delay_product(rtt)
     # Once grown, the next transfer fills the link from its start.
     assert simulate(window, rtt=rtt, bandwidth=bandwidth, seconds=2.0, start=10.0) \
         > 0.9 * bandwidth
+
+
+def test_a_reader_slower_than_the_link_keeps_the_window():
+    # The window allows 84 MB/s at 50 ms; the reader takes 60 MB/s: it is the bottleneck.
+    window = ReceiveWindow()
+    simulate(window, rtt=0.05, bandwidth=1e9, seconds=3.0, reader=60e6)
+    assert window.size == FLOOR
 
 
 def test_the_window_never_grows_past_its_cap():

@@ -76,12 +76,15 @@ class _CountingPipe(BufferedPipe):
         super().feed(data)
 
 
-def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow) -> None:
+def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow,
+                      opening: float) -> None:
     """Count arrivals on *channel*, and stop Paramiko handing consumed bytes back itself.
 
     Runs between opening the channel and starting the command: no data
-    has arrived yet.
+    has arrived yet.  Opening it, since *opening*, took one round trip,
+    the window's first sample.
     """
+    window.round_trip_took(time.monotonic() - opening)
     channel.in_buffer = _CountingPipe(window, answer=True)
     channel.in_stderr_buffer = _CountingPipe(window, answer=False)
     channel.in_window_threshold = _NEVER
@@ -112,8 +115,8 @@ class ParamikoProcess(RemoteProcess):
         window = ReceiveWindow(window_size, window_cap) if window_control() else None
         channel = session.open_exec(
             command, window_size=window_size, max_packet_size=MAX_PACKET_SIZE,
-            prepare=None if window is None else functools.partial(_take_over_window,
-                                                                  window=window))
+            prepare=None if window is None else functools.partial(
+                _take_over_window, window=window, opening=time.monotonic()))
         return cls(channel, command=command, session=session, window=window)
 
     def send(self, data: memoryview) -> int:

@@ -13,25 +13,28 @@ learns what it needs from two events: bytes *arrived* (the transport read a
 data packet) and bytes *consumed* (the reader took them, which is when the
 window reopens).
 
-* **Round trip.**  Two kinds of sample, each at least one round trip: the
-  time from a request going out to the first byte of its answer (the
-  remote server answers requests, it never speaks first), close to the
-  round trip for a small call; and the time from sending a window
-  adjustment to the arrival of the first byte beyond what had been granted
-  before it, close to the round trip whenever the server was waiting for
-  the window.  The least sample is the round trip.  (A sample of the
-  second kind alone is not enough: when the server is not waiting for the
-  window, it measures how long the server takes to use up its credit.)
+* **Round trip.**  Three kinds of sample, each at least one round trip:
+  opening the channel (the server confirms at once, before any data is
+  queued on the way); the time from a request going out to the first byte
+  of its answer (the remote server answers requests, it never speaks
+  first), close to the round trip for a small call; and the time from
+  sending a window adjustment to the arrival of the first byte beyond what
+  had been granted before it, close to the round trip whenever the server
+  was waiting for the window.  The least sample is the round trip.  (The
+  last kind alone is not enough: when the server is not waiting for the
+  window, it measures how long the server takes to use up its credit, and
+  a queue on a slow link inflates it.)
 * **Is the window the bottleneck?**  Every epoch (two round trips, at least
   :data:`MIN_EPOCH`) the consumption rate is measured.  When more than half
-  a window went by per round trip, the window may be what limits: it
-  doubles.  The next epoch's rate is compared with the one before (half of
-  that epoch still runs at the old window, so a window that was the
-  bottleneck shows about 1.5x): a window that doubled without the rate
-  rising by :data:`GAIN` was not the bottleneck (the link, a CPU or a
-  queue on the way is), and the window stops growing.  Judging by the
-  effect, not by bandwidth x delay alone, keeps a queue on the path (which
-  inflates the measured round trip) from inflating the window with it.
+  a window went by per round trip, and the reader caught up with the bytes
+  that had arrived at least once (a reader always behind is what limits,
+  and a larger window would only pile more up in the server's buffers),
+  the window may be what limits: it doubles.  The next epoch's rate is
+  compared with the one before (half of that epoch still runs at the old
+  window, so a window that was the bottleneck shows about 1.5x): a window
+  that doubled without the rate rising by :data:`GAIN` was not the
+  bottleneck (the link, a CPU or a queue on the way is), and the window
+  stops growing.
 
 It holds no Paramiko object, so any receive path (Paramiko's, or a leaner
 one) can drive it.  Its methods are called from the transport's reader
@@ -56,6 +59,8 @@ CAP = 64 << 20
 MIN_EPOCH = 0.05
 #: The rise in rate a doubled window must bring to keep growing.
 GAIN = 1.2
+#: Fewer bytes than this waiting to be read (two packets) is a reader that caught up.
+CAUGHT_UP = 1 << 16
 #: A pause in consumption longer than this many round trips (or 0.2 s) is
 #: the caller doing something else, not the link: the epoch starts over.
 IDLE_ROUND_TRIPS = 4
@@ -75,6 +80,9 @@ class ReceiveWindow:
     floor: int = field(init=False, default=0)
     _granted: int = field(init=False, default=0)
     _arrived: int = field(init=False, default=0)
+    _consumed: int = field(init=False, default=0)
+    #: Whether the reader took every byte that had arrived, this epoch.
+    _caught_up: bool = field(init=False, default=False)
     _unacked: int = field(init=False, default=0)
     #: (bytes granted before an adjustment, when it was sent), oldest first.
     _marks: collections.deque[tuple[int, float]] = field(
@@ -90,6 +98,15 @@ class ReceiveWindow:
 
     def __post_init__(self) -> None:
         self._granted = self.floor = self.size
+
+    def round_trip_took(self, seconds: float) -> None:
+        """A round trip measured elsewhere (opening the channel) took *seconds*."""
+        with self._lock:
+            self._sample(seconds)
+
+    def _sample(self, seconds: float) -> None:
+        if self.round_trip is None or seconds < self.round_trip:
+            self.round_trip = seconds
 
     def sent(self, now: float) -> None:
         """We wrote to the server at *now*: the next answer byte is at least a round trip away."""
@@ -113,9 +130,7 @@ class ReceiveWindow:
             while marks and marks[0][0] < self._arrived:
                 samples.append(now - marks.popleft()[1])
             if samples:
-                least = min(samples)
-                if self.round_trip is None or least < self.round_trip:
-                    self.round_trip = least
+                self._sample(min(samples))
 
     def consumed(self, n: int, now: float) -> int:
         """The reader took *n* bytes at *now*: the bytes to grant the server (0: none yet).
@@ -126,6 +141,9 @@ class ReceiveWindow:
         """
         with self._lock:
             self._unacked += n
+            self._consumed += n
+            if self._arrived - self._consumed < CAUGHT_UP:
+                self._caught_up = True
             grant = self._measure(n, now)
             if self._unacked > self.size // 10:
                 grant, self._unacked = grant + self._unacked, 0
@@ -141,14 +159,14 @@ class ReceiveWindow:
         start = self._epoch_start
         self._last_consumed, last = now, self._last_consumed
         if start is None or now - last > idle:
-            self._epoch_start, self._epoch_bytes = now, 0
+            self._epoch_start, self._epoch_bytes, self._caught_up = now, 0, False
             return 0
         self._epoch_bytes += n
         if rtt is None or now - start < max(2 * rtt, MIN_EPOCH):
             return 0
-        rate = self._epoch_bytes / (now - start)
-        self._epoch_start, self._epoch_bytes = now, 0
-        return self._decide(rate, rtt)
+        rate, caught_up = self._epoch_bytes / (now - start), self._caught_up
+        self._epoch_start, self._epoch_bytes, self._caught_up = now, 0, False
+        return self._decide(rate, rtt) if caught_up else 0
 
     def _decide(self, rate: float, rtt: float) -> int:
         if not self.growing or self.size >= self.cap:
