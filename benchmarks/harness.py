@@ -10,7 +10,9 @@ what another one saved, which the memory probe (a separate process) and
 multi-channel caches rely on.
 
 Host aliases: ``bench`` goes straight to sshd; ``bench-rtt<N>`` goes
-through a :class:`~relay.DelayRelay` that adds N ms to every round trip.
+through a :class:`~support.relay.DelayRelay` that adds N ms to every round
+trip, ``bench-rtt<N>-<M>mbit`` through one that also caps the bandwidth at
+M Mbit/s.  Each relay runs in a process of its own.
 """
 
 from __future__ import annotations
@@ -18,14 +20,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from relay import DelayRelay
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
@@ -36,10 +37,13 @@ from support.sshd import Sshd, start_sshd  # noqa: E402
 from support.tools import missing_sshd_tools  # noqa: E402
 
 HOST = "bench"
+#: Bound on a relay process stopping once its stdin closes.
+RELAY_STOP = 10.0
 
 
-def relay_host(rtt_ms: int) -> str:
-    return f"{HOST}-rtt{rtt_ms}"
+def relay_host(rtt_ms: int, mbit: int | None = None) -> str:
+    """The alias through the relay adding *rtt_ms*, capped at *mbit* Mbit/s if given."""
+    return f"{HOST}-rtt{rtt_ms}" + (f"-{mbit}mbit" if mbit else "")
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,34 @@ def _client_home(root: Path, server: Sshd, key: Path,
 
 
 @contextlib.contextmanager
-def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
+def relay_process(target_port: int, one_way_delay: float,
+                  rate: float | None = None) -> Iterator[int]:
+    """A :class:`~support.relay.DelayRelay` in a process of its own; yields its port.
+
+    Not in this process: its threads would take the interpreter lock from
+    the Python client being timed, and not from the stock client.
+    """
+    argv = [sys.executable, str(TESTS / "support" / "relay.py"), str(target_port),
+            str(one_way_delay), *([] if rate is None else [str(rate)])]
+    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            yield int(proc.stdout.readline())
+        finally:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(RELAY_STOP)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def bench_world(rtts_ms: Sequence[int],
+                capped: Sequence[tuple[int, int]] = ()) -> Iterator[Bench]:
     """Start sshd and one relay per added RTT; point ``$HOME`` at a throwaway home.
+
+    *capped* adds a relay per ``(rtt_ms, mbit)`` that also caps the bandwidth.
 
     ``$HOME`` is set for the whole process (and the memory probes it starts),
     and ``SSH_AUTH_SOCK`` removed, so the developer's own keys and agent never
@@ -121,8 +151,10 @@ def bench_world(rtts_ms: Sequence[int]) -> Iterator[Bench]:
         stack.callback(server.stop)
         ports = {HOST: server.port}
         for rtt in rtts_ms:
-            relay = stack.enter_context(DelayRelay(server.port, rtt / 2000))
-            ports[relay_host(rtt)] = relay.port
+            ports[relay_host(rtt)] = stack.enter_context(relay_process(server.port, rtt / 2000))
+        for rtt, mbit in capped:
+            ports[relay_host(rtt, mbit)] = stack.enter_context(
+                relay_process(server.port, rtt / 2000, rate=mbit * 1e6 / 8))
         config = _client_home(root, server, key, ports)
         os.environ["HOME"] = str(config.parent.parent)
         os.environ.pop("SSH_AUTH_SOCK", None)

@@ -25,6 +25,7 @@ MIB = 1 << 20
 PROBE = Path(__file__).resolve().parent / "memprobe.py"
 #: Bound on one memory-probe subprocess (it connects, loads one value, exits).
 PROBE_TIMEOUT = 300.0
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def make_value(size: int, tag: int) -> Any:
@@ -85,18 +86,56 @@ class Bulk:
     save: float
     load: float
     digest: str
+    #: CPU seconds sshd's session processes spent during the load (when asked for).
+    load_sshd_cpu: float | None = None
 
 
-def bulk(cache: Any, value: Any) -> Bulk:
-    """Seconds to ``save_value`` then ``load_value`` *value*; the loaded copy is checked."""
+def bulk(cache: Any, value: Any, sshd_pid: int | None = None) -> Bulk:
+    """Seconds to ``save_value`` then ``load_value`` *value*; the loaded copy is checked.
+
+    With *sshd_pid* (the listening sshd), also the CPU its session
+    processes spent during the load.
+    """
     started = time.perf_counter()
     digest = cache._rpc("save_value", value)
+    cpu = None if sshd_pid is None else sshd_cpu(sshd_pid)
     saved = time.perf_counter()
     loaded = cache.load_value(digest)
     done = time.perf_counter()
+    if cpu is not None and sshd_pid is not None:
+        cpu = sshd_cpu(sshd_pid) - cpu
     if not same_value(value, loaded):
         raise RuntimeError(f"load_value({digest}) returned a different value than was saved")
-    return Bulk(save=saved - started, load=done - saved, digest=str(digest))
+    return Bulk(save=saved - started, load=done - saved, digest=str(digest), load_sshd_cpu=cpu)
+
+
+def _stat(pid: int) -> tuple[str, int, float]:
+    """(command name, parent pid, CPU seconds) of a process, from /proc."""
+    name, rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)
+    fields = rest.split()
+    return name.split("(", 1)[1], int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def sshd_cpu(listener: int) -> float:
+    """CPU seconds used so far by the sshd processes forked for sessions (Linux: /proc).
+
+    Only sshd's own: the remote servers they start are the same Python
+    for both clients, and would hide what the SSH side costs.
+    """
+    stats: dict[int, tuple[str, int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stats[int(entry.name)] = _stat(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {listener}, True
+    while grew:
+        kids = {pid for pid, (_, ppid, _) in stats.items() if ppid in tree} - tree
+        tree |= kids
+        grew = bool(kids)
+    return sum(cpu for pid, (name, _, cpu) in stats.items()
+               if pid in tree and pid != listener and name.startswith("sshd"))
 
 
 def ops_per_second(cache: Any, threads: int, seconds: float) -> float:

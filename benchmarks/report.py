@@ -95,6 +95,7 @@ def rows(med: dict[str, Any], plan: Any) -> list[Row]:
         out.append(_row(f"remote servers for {most} threads on 1 channel, RTT +{rtt} ms",
                         "processes", 1, med["servers"][f"{rtt}/{most}/1"],
                         Target("<= 1 (ours)", operator.le, 1, "ours")))
+    out += wide_area_rows(med, plan)
     master = med["master"]
     mib = plan.bulk_mib[0]
     out += [
@@ -127,6 +128,49 @@ def concurrency_rows(per: dict[str, float], rtt: int, threads: tuple[int, ...]) 
         if n > 1:
             out.append(_row(f"{n} thread(s) contains, RTT +{rtt} ms, {n} channels", "ops/s",
                             stock, per[f"fleche-ssh/{n}/{n}"]))
+    return out
+
+
+#: Load targets at distance: ratio to stock by added round trip (ms).
+WAN_LOAD_TARGETS = {50: 2.5, 100: 3.0}
+
+
+def _rate(mib: int, seconds: float) -> float:
+    return mib * MIB / MB / seconds
+
+
+def _cpu_per_mb(mib: int, cpu: float) -> float:
+    """sshd CPU milliseconds per MB moved."""
+    return cpu * 1000 / (mib * MIB / MB)
+
+
+def wide_area_rows(med: dict[str, Any], plan: Any) -> list[Row]:
+    """Save and load through each relay, the capped link, and sshd's CPU per byte."""
+    out = []
+    impls = ("stock", "fleche-ssh")
+    for rtt in plan.wan_rtts_ms:
+        per = med["wan"][f"+{rtt} ms"]
+        for op in ("save", "load"):
+            for mib in plan.wan_mib:
+                target = WAN_LOAD_TARGETS.get(rtt) if op == "load" else None
+                out.append(_row(f"{op}_value {mib} MiB, RTT +{rtt} ms", "MB/s",
+                                *(_rate(mib, per[impl][op][mib]) for impl in impls),
+                                None if target is None else at_least(target)))
+    rtt, mbit = plan.capped
+    per, mib, link = med["wan"][f"{mbit} Mbit/s + {rtt} ms"], plan.capped_mib, mbit / 8
+    for op in ("save", "load"):
+        target = (Target(f">= {0.9 * link:.3g} MB/s (0.9x link)", operator.ge, 0.9 * link,
+                         "ours") if op == "load" else None)
+        out.append(_row(f"{op}_value {mib} MiB, {mbit} Mbit/s + {rtt} ms", "MB/s",
+                        *(_rate(mib, per[impl][op][mib]) for impl in impls), target))
+    mib = max(plan.scaling_mib)
+    out.append(_row(f"sshd CPU per MB, load_value {mib} MiB, loopback", "ms/MB",
+                    *(_cpu_per_mb(mib, med["bulk"][impl]["sshd_cpu"][mib]) for impl in impls)))
+    mib = max(plan.wan_mib)
+    for rtt in plan.wan_rtts_ms:
+        per = med["wan"][f"+{rtt} ms"]
+        out.append(_row(f"sshd CPU per MB, load_value {mib} MiB, RTT +{rtt} ms", "ms/MB",
+                        *(_cpu_per_mb(mib, per[impl]["sshd_cpu"][mib]) for impl in impls)))
     return out
 
 
@@ -193,6 +237,37 @@ def write_plot(path: Path, med: dict[str, Any], plan: Any) -> bool:
     right.set(xlabel="threads", ylabel="contains ops/s", title="Threads through one cache")
     right.set_xticks(plan.threads)
     right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_wan_plot(path: Path, med: dict[str, Any], plan: Any) -> bool:
+    """Throughput against added round-trip time, both clients; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    mib = max(plan.wan_mib)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for impl, style in (("stock", "--"), ("fleche-ssh", "-")):
+        for op, marker in (("save", "o"), ("load", "s")):
+            rtts, rates = [], []
+            if mib in med["bulk"][impl][op]:
+                rtts.append(0)
+                rates.append(_rate(mib, med["bulk"][impl][op][mib]))
+            for rtt in plan.wan_rtts_ms:
+                rtts.append(rtt)
+                rates.append(_rate(mib, med["wan"][f"+{rtt} ms"][impl][op][mib]))
+            ax.plot(rtts, rates, style, marker=marker, label=f"{impl} {op}_value")
+    ax.set(xlabel="added round-trip time (ms; 0 = loopback)", ylabel="MB/s",
+           title=f"{mib} MiB values against round-trip time")
+    ax.set_xticks([0, *plan.wan_rtts_ms])
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,17 +1,19 @@
 """Benchmark fleche's stock ``SshCache`` against ``fleche_ssh.ParamikoCache``, side by side.
 
-    python benchmarks/run.py            # full run, a few minutes
+    python benchmarks/run.py            # full run, about ten minutes
     python benchmarks/run.py --smoke    # seconds: tiny sizes, one repetition (CI)
 
-Starts its own loopback sshd (and delaying relays for the latency
-figures), builds a throwaway ``$HOME``, and measures both clients in the
-same run against the same server and the same on-disk remote cache.  The
-clients take turns at every step, each going first half of the time, so
-that drift on a busy machine hits both.  Figures are medians.
+Starts its own loopback sshd (and delaying relays for the latency and
+wide-area figures, one of them also capping the bandwidth), builds a
+throwaway ``$HOME``, and measures both clients in the same run against
+the same server and the same on-disk remote cache.  The clients take
+turns at every step, each going first half of the time, so that drift on
+a busy machine hits both.  Figures are medians.
 
 Prints ``metric | unit | stock | fleche-ssh | ratio | target | pass/fail``
 and writes ``results/<mode>.json`` (every sample, the environment, the
-negotiated ciphers) and ``results/<mode>.png``.  Targets are reported, not
+negotiated ciphers), ``results/<mode>.png`` and ``results/<mode>-wide-area.png``
+(throughput against round-trip time).  Targets are reported, not
 enforced: the exit status is 0 unless the benchmark itself failed.
 """
 
@@ -63,16 +65,27 @@ class Plan:
     threads: tuple[int, ...]
     concurrency_seconds: float
     concurrency_reps: int
+    #: Added round trips of the wide-area rows, their value sizes and repetitions
+    #: (the slowest round trip gets ``wan_slow_reps``: its stock transfers take long).
+    wan_rtts_ms: tuple[int, ...]
+    wan_mib: tuple[int, ...]
+    wan_reps: int
+    wan_slow_reps: int
+    #: The bandwidth-capped link: (added round trip ms, Mbit/s), and its value size.
+    capped: tuple[int, int]
+    capped_mib: int
 
 
 FULL = Plan(name="full", import_reps=3, first_answer_reps=7, reps=5, round_trip_calls=2000,
             bulk_mib=(64, 256), scaling_mib=(1, 16, 64, 256), bulk_batch_mib=64,
             memory_mib=256, memory_reps=3, rtts_ms=(10, 50), threads=(1, 2, 4, 8),
-            concurrency_seconds=2.0, concurrency_reps=2)
+            concurrency_seconds=2.0, concurrency_reps=2, wan_rtts_ms=(10, 50, 100),
+            wan_mib=(64, 256), wan_reps=3, wan_slow_reps=1, capped=(50, 100), capped_mib=64)
 SMOKE = Plan(name="smoke", import_reps=1, first_answer_reps=1, reps=1, round_trip_calls=50,
              bulk_mib=(2,), scaling_mib=(1, 2), bulk_batch_mib=1, memory_mib=2, memory_reps=1,
              rtts_ms=(50,), threads=(1, 8), concurrency_seconds=0.5,
-             concurrency_reps=1)
+             concurrency_reps=1, wan_rtts_ms=(10,), wan_mib=(2,), wan_reps=1, wan_slow_reps=1,
+             capped=(10, 100), capped_mib=2)
 
 
 def progress(message: str) -> None:
@@ -140,10 +153,12 @@ def measure_round_trips_and_bulk(bench: Bench, plan: Plan, samples: dict) -> dic
                     turn += 1
                     for impl in alternating(turn):
                         tag += 1
-                        result = measure.bulk(caches[impl.name], measure.make_value(mib * MIB, tag))
+                        result = measure.bulk(caches[impl.name], measure.make_value(mib * MIB, tag),
+                                              bench.sshd.process.pid)
                         bulk = samples["bulk"][impl.name]
                         bulk["save"].setdefault(mib, []).append(result.save)
                         bulk["load"].setdefault(mib, []).append(result.load)
+                        bulk["sshd_cpu"].setdefault(mib, []).append(result.load_sshd_cpu)
                         digests[f"{impl.name} {mib}"] = result.digest
         finally:
             for impl in (STOCK, OURS):
@@ -202,6 +217,45 @@ def measure_concurrency(bench: Bench, plan: Plan, samples: dict) -> None:
                  f"{ {k: round(median_of(v)) for k, v in per.items()} }")
 
 
+def wide_area_links(plan: Plan) -> list[tuple[str, str, int]]:
+    """(sample key, host alias, repetitions) of every wide-area link the plan measures."""
+    links = [(f"+{rtt} ms", relay_host(rtt), plan.wan_slow_reps if rtt >= 100 else plan.wan_reps)
+             for rtt in plan.wan_rtts_ms]
+    rtt, mbit = plan.capped
+    return [*links, (f"{mbit} Mbit/s + {rtt} ms", relay_host(rtt, mbit), plan.wan_reps)]
+
+
+def measure_wide_area(bench: Bench, plan: Plan, samples: dict) -> None:
+    """Save and load through each relay, both clients open side by side, taking turns.
+
+    The caches stay open for all of a link's repetitions: a channel's
+    receive window, once grown, serves the loads after the first, as it
+    does for a cache in use.
+    """
+    tag = 20_000
+    for link, host, reps in wide_area_links(plan):
+        sizes = (plan.capped_mib,) if "Mbit" in link else plan.wan_mib
+        per = samples["wan"].setdefault(link, by_impl(lambda: {"save": {}, "load": {},
+                                                               "sshd_cpu": {}}))
+        caches = {impl.name: open_cache(impl, bench.cache_kwargs(host)) for impl in (STOCK, OURS)}
+        try:
+            for rep in range(reps):
+                for mib in sizes:
+                    for impl in alternating(rep):
+                        tag += 1
+                        result = measure.bulk(caches[impl.name], measure.make_value(mib * MIB, tag),
+                                              bench.sshd.process.pid)
+                        per[impl.name]["save"].setdefault(mib, []).append(result.save)
+                        per[impl.name]["load"].setdefault(mib, []).append(result.load)
+                        per[impl.name]["sshd_cpu"].setdefault(mib, []).append(result.load_sshd_cpu)
+        finally:
+            for impl in (STOCK, OURS):
+                finish(impl, caches[impl.name])
+        loads = {impl: {mib: round(mib * MIB / 1e6 / median_of(t)) for mib, t in
+                        per[impl]["load"].items()} for impl in per}
+        progress(f"wide area {link}: load MB/s {loads}")
+
+
 @contextlib.contextmanager
 def openssh_master(bench: Bench) -> Iterator[str]:
     """A live ``ssh -M`` master for the benchmark host; yields its control socket path."""
@@ -253,14 +307,19 @@ def medians(samples: dict, plan: Plan) -> dict[str, Any]:
         "first_answer": pair(samples["first_answer"]),
         "round_trip": pair(samples["round_trip"]),
         "memory": pair(samples["memory"]),
-        "bulk": {impl: {op: {mib: median_of(s) for mib, s in per_size.items()}
-                        for op, per_size in ops.items()}
-                 for impl, ops in samples["bulk"].items()},
+        "bulk": _bulk_medians(samples["bulk"]),
+        "wan": {link: _bulk_medians(per) for link, per in samples["wan"].items()},
         "concurrency": {rtt: {key: median_of(s) for key, s in per.items()}
                         for rtt, per in samples["concurrency"].items()},
         "servers": samples["servers"],
         "master": {metric: pair(per) for metric, per in samples["master"].items()},
     }
+
+
+def _bulk_medians(per_impl: dict[str, Any]) -> dict[str, Any]:
+    return {impl: {op: {mib: median_of(s) for mib, s in per_size.items()}
+                   for op, per_size in ops.items()}
+            for impl, ops in per_impl.items()}
 
 
 def environment(bench: Bench) -> dict[str, Any]:
@@ -326,17 +385,19 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     if args.reps:
         plan = replace(plan, first_answer_reps=args.reps, reps=args.reps,
-                       memory_reps=args.reps, concurrency_reps=args.reps)
+                       memory_reps=args.reps, concurrency_reps=args.reps, wan_reps=args.reps,
+                       wan_slow_reps=min(args.reps, plan.wan_slow_reps))
     samples: dict[str, Any] = {
         **{metric: by_impl(list) for metric in ("import", "first_answer", "round_trip", "memory")},
-        "bulk": by_impl(lambda: {"save": {}, "load": {}}),
+        "bulk": by_impl(lambda: {"save": {}, "load": {}, "sshd_cpu": {}}),
+        "wan": {},
         "concurrency": {rtt: {} for rtt in plan.rtts_ms},
         "servers": {},
         "master": {metric: by_impl(list)
                    for metric in ("first_answer", "round_trip", "save", "load")},
     }
     started = time.monotonic()
-    with bench_world(plan.rtts_ms) as bench:
+    with bench_world(sorted({*plan.rtts_ms, *plan.wan_rtts_ms}), [plan.capped]) as bench:
         progress(f"sshd on port {bench.sshd.port}; plan {plan.name}")
         env = environment(bench)
         progress(f"ciphers: fleche-ssh {env['fleche_ssh_transport']}, "
@@ -346,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         digests = measure_round_trips_and_bulk(bench, plan, samples)
         measure_memory(bench, plan, samples, digests)
         measure_concurrency(bench, plan, samples)
+        measure_wide_area(bench, plan, samples)
         measure_through_master(bench, plan, samples)
     med = medians(samples, plan)
     rows = report.rows(med, plan)
@@ -356,8 +418,10 @@ def main(argv: list[str] | None = None) -> int:
                                   "seconds": time.monotonic() - started,
                                   "samples": samples, "medians": med}, rows)
     png_path = args.out / f"{plan.name}.png"
-    plotted = report.write_plot(png_path, med, plan)
-    print(f"\nwrote {json_path}" + (f" and {png_path}" if plotted else
+    wan_png_path = args.out / f"{plan.name}-wide-area.png"
+    plotted = report.write_plot(png_path, med, plan) and report.write_wan_plot(
+        wan_png_path, med, plan)
+    print(f"\nwrote {json_path}" + (f", {png_path} and {wan_png_path}" if plotted else
                                      " (no plot: pip install matplotlib)"))
     print(f"total {time.monotonic() - started:.0f} s")
     return 0

@@ -3,10 +3,12 @@
     python benchmarks/window.py                    # 2, 4, 8, 16, 64 MiB windows, 128 MiB each
     python benchmarks/window.py --mib 64 --rtt 50  # through a relay adding 50 ms per round trip
 
-Why ``fleche_ssh.wire.paramiko_process.WINDOW_SIZE`` is what it is: each window size
-downloads ``head -c N /dev/zero`` over a fresh connection to a loopback
-sshd (raw channel I/O, no fleche server, so only the transport is timed)
-and reports MB/s and the CPU seconds sshd's session processes used.  A
+Why a channel's receive window starts at
+``fleche_ssh.wire.paramiko_process.WINDOW_SIZE`` and grows only where the
+window bounds the transfer: each fixed window size downloads ``head -c N
+/dev/zero`` over a fresh connection to a loopback sshd (raw channel I/O, no
+fleche server, so only the transport is timed) and reports MB/s and the
+CPU seconds sshd's session processes used.  A
 download cannot run faster than window / round-trip time, which argues for
 a large window; sshd, given a large window, queues the remote output and
 spends more CPU per byte, which argues against.  Linux only (reads /proc).
@@ -15,41 +17,14 @@ spends more CPU per byte, which argues against.  Linux only (reads /proc).
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 from harness import HOST, bench_world, relay_host
-from measure import MIB, median_of
+from measure import MIB, median_of, sshd_cpu
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.ssh.pool import POOL
 from fleche_ssh.wire.paramiko_process import ParamikoProcess
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> tuple[int, float]:
-    """(parent pid, CPU seconds) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def sshd_cpu(listener: int) -> float:
-    """CPU seconds used so far by the processes sshd forked for its sessions."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stats[int(entry.name)] = _stat(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, grew = {listener}, True
-    while grew:
-        kids = {pid for pid, (ppid, _) in stats.items() if ppid in tree} - tree
-        tree |= kids
-        grew = bool(kids)
-    return sum(cpu for pid, (_, cpu) in stats.items() if pid in tree and pid != listener)
 
 
 def download(cache: ParamikoCache, size: int, window: int,
@@ -58,7 +33,8 @@ def download(cache: ParamikoCache, size: int, window: int,
     POOL.close_all()
     target = cache.target()
     process = ParamikoProcess.open(POOL.session(target, cache.login(target)),
-                                   f"sleep 0.2; head -c {size} /dev/zero", window_size=window)
+                                   f"sleep 0.2; head -c {size} /dev/zero",
+                                   window_size=window, window_cap=window)
     try:
         rest = size - len(process.recv(1))  # timing starts once data flows
         cpu, started = sshd_cpu(listener), time.perf_counter()

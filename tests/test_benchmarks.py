@@ -18,8 +18,8 @@ import support as sshd_helpers
 
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 HEADER = ["metric", "unit", "stock", "fleche-ssh", "ratio", "target", "pass/fail"]
-#: One table row per metric the benchmark promises (smoke sizes: 2 MiB bulk, RTT +50 ms,
-#: 1 and 8 threads),
+#: One table row per metric the benchmark promises (smoke sizes: 2 MiB bulk, RTT +50 ms for
+#: 1 and 8 threads, RTT +10 ms and the capped link at 100 Mbit/s + 10 ms for transfers),
 #: and whether it has a target; the others are context for the targeted ones.
 METRICS = {
     "client import (fresh interpreter)": False,
@@ -34,6 +34,12 @@ METRICS = {
     "8 thread(s) contains, RTT +50 ms, 1 channel (pipelined)": True,
     "8 thread(s) contains, RTT +50 ms, 8 channels": False,
     "remote servers for 8 threads on 1 channel, RTT +50 ms": True,
+    "save_value 2 MiB, RTT +10 ms": False,
+    "load_value 2 MiB, RTT +10 ms": False,
+    "save_value 2 MiB, 100 Mbit/s + 10 ms": False,
+    "load_value 2 MiB, 100 Mbit/s + 10 ms": True,
+    "sshd CPU per MB, load_value 2 MiB, loopback": False,
+    "sshd CPU per MB, load_value 2 MiB, RTT +10 ms": False,
     "through an OpenSSH master: first answer": True,
     "through an OpenSSH master: small round trip (50 x contains)": True,
     "through an OpenSSH master: save_value 2 MiB": True,

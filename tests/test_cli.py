@@ -174,7 +174,10 @@ def test_check_host_prints_every_step(client_home, remote_dir, remote_python):
                 "methods offered +publickey", r"methods used +publickey \(",
                 f"python +{re.escape(remote_python)}", f"fleche +{re.escape(fleche.__version__)}",
                 f"cwd +{re.escape(str(remote_dir))}", r"median of \d+ contains\(\) +\S+ m?s",
-                r"upload 8 MiB +[\d.]+ MB/s", r"download 8 MiB +[\d.]+ MB/s"):
+                r"upload 8 MiB +[\d.]+ MB/s", r"download 8 MiB +[\d.]+ MB/s",
+                r"link round trip +[\d.]+ m?s \(measured on the channel\)",
+                r"upload window +2\.0 MiB \(the server's\): at most \d+ MB/s",
+                r"download window +4\.0 MiB: at most \d+ MB/s"):
         assert re.search(rf"^ +{row}", out, re.M), f"no {row!r} row in:\n{out}"
     assert "All checks passed for testhost." in out
 

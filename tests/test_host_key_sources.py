@@ -3,7 +3,7 @@
 Each case is run twice with the same settings: by fleche-ssh and by the
 ``ssh`` binary (``ssh -F CONFIG testhost true``), and both must accept or
 refuse alike, and leave the same known_hosts lines.  A second port to the
-same sshd is a relay (``benchmarks/relay.py``); for ``CheckHostIP``, which
+same sshd is a relay (``tests/support/relay.py``); for ``CheckHostIP``, which
 ssh turns off for loopback, the relay listens on another address of this
 machine.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import support as sshd_helpers
 from support.processes import run_tool
+from support.relay import DelayRelay
 
-from benchmarks.relay import DelayRelay
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]

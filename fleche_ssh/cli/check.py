@@ -114,7 +114,37 @@ def _throughput(state: CheckState) -> Rows:
     if back != payload:
         raise ValueError(f"the value loaded back differs from the {PAYLOAD_BYTES} bytes saved")
     size = f"{PAYLOAD_BYTES >> 20} MiB"
-    return [(f"upload {size}", _rate(up)), (f"download {size}", _rate(down))]
+    return [(f"upload {size}", _rate(up)), (f"download {size}", _rate(down)),
+            *_flow_control(state)]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1 << 20):.1f} MiB"
+
+
+def _flow_control(state: CheckState) -> Rows:
+    """The round trip the channel measured, and the window that bounds each direction.
+
+    A transfer moves at most one window per round trip: naming both says
+    whether a slow figure is the link's distance or something else (the
+    remote disk, a CPU, the bandwidth).
+    """
+    from ..wire.paramiko_process import ParamikoProcess
+
+    processes = [process for process in state.cache._conn.idle_processes()
+                 if isinstance(process, ParamikoProcess)]
+    window = processes[0].window if processes else None
+    if window is None or window.round_trip is None:
+        return []
+    rtt, server_window = window.round_trip, processes[0].server_window
+    grown = f", grown from {_mib(window.floor)}" if window.size > window.floor else ""
+    return [
+        ("link round trip", f"{duration(rtt)} (measured on the channel)"),
+        ("upload window", f"{_mib(server_window)} (the server's): at most "
+                          f"{server_window / rtt / 1e6:.0f} MB/s at this round trip"),
+        ("download window", f"{_mib(window.size)}{grown}: at most "
+                            f"{window.size / rtt / 1e6:.0f} MB/s at this round trip"),
+    ]
 
 
 CHECK_STEPS: tuple[Step, ...] = (

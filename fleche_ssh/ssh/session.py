@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paramiko
@@ -66,14 +67,21 @@ class Session:
         """Why the connection died, when fleche-ssh closed it itself (keepalives unanswered)."""
         return self.keepalive.verdict if self.keepalive is not None else None
 
-    def open_exec(self, command: str, *, window_size: int,
-                  max_packet_size: int) -> paramiko.Channel:
-        """Open a session channel running *command*, with the flow control its user chose."""
+    def open_exec(self, command: str, *, window_size: int, max_packet_size: int,
+                  prepare: Callable[[paramiko.Channel], object] | None = None
+                  ) -> paramiko.Channel:
+        """Open a session channel running *command*, with the flow control its user chose.
+
+        *prepare* sees the channel once it is open and before the command
+        starts, when no data can have arrived on it yet.
+        """
         try:
             channel = self.transport.open_session(
                 window_size=window_size, max_packet_size=max_packet_size,
                 timeout=CHANNEL_OPEN_TIMEOUT,
             )
+            if prepare is not None:
+                prepare(channel)
             channel.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError) as e:
             raise RemoteConnectionError(

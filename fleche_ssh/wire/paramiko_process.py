@@ -4,61 +4,155 @@ Flow control is this implementation's business: the receive window and
 packet size asked for when the channel opens are chosen here, not by the
 session that opens it, since they trade download speed against the
 server's CPU, which only matters for a channel carrying large answers.
+
+The receive window starts at :data:`WINDOW_SIZE` and grows to what the link
+needs (:mod:`.window` decides; the figures are in ``docs/performance.rst``).
+Paramiko has no public way to grow a window, so this module takes over its
+window adjustments on the channels it opens: it notes the requests leaving
+and the bytes arriving (a ``BufferedPipe`` that counts each packet), hands
+consumed bytes back itself, and keeps Paramiko from doing so.  The
+Paramiko internals that takes are checked once (:func:`window_control`);
+without them a channel keeps Paramiko's own flow control at the fixed
+starting window.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import time
 from typing import TYPE_CHECKING
 
 import paramiko
+from paramiko.buffered_pipe import BufferedPipe
+from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
 from ..ssh.transport import EXIT_SIGNAL
 from .process import RemoteProcess
+from .window import CAP, FLOOR, ReceiveWindow
 
 if TYPE_CHECKING:
     from ..ssh.session import Session
 
-#: Receive window: how much the server may send before we acknowledge.  A
-#: download runs at most at window / round-trip time: 4 MiB allows ~400 MB/s
-#: at 10 ms and ~80 MB/s at 50 ms.  Larger is not better: sshd reads the remote
-#: command's output as fast as the window allows, and with tens of MiB queued
-#: it spends far more CPU per byte; on loopback a 64 MiB window cost sshd
-#: 14-23x the CPU and made downloads 4x slower (see benchmarks/window.py).
-WINDOW_SIZE = 4 << 20
+logger = logging.getLogger("fleche_ssh.window")
+
+#: Receive window a channel opens with: 4 MiB allows ~400 MB/s at 10 ms and
+#: ~80 MB/s at 50 ms before it needs to grow.
+WINDOW_SIZE = FLOOR
 MAX_PACKET_SIZE = 32768
 #: How often :meth:`ParamikoProcess.exit_status` looks for the status while it waits.
 _POLL = 0.01
+#: Attributes of a ``paramiko.Channel`` the window control reads or sets.
+_CHANNEL_INTERNALS = ("in_buffer", "in_stderr_buffer", "in_window_size",
+                      "in_window_threshold", "remote_chanid", "eof_received", "transport")
+#: Paramiko never hands bytes back once this threshold is set: we do.
+_NEVER = 1 << 62
+
+
+@functools.cache
+def window_control() -> bool:
+    """Whether this Paramiko has the internals a growing window relies on (checked once)."""
+    probe = paramiko.Channel(0)
+    missing = [name for name in _CHANNEL_INTERNALS if not hasattr(probe, name)]
+    if not isinstance(probe.in_buffer, BufferedPipe):
+        missing.append("in_buffer: BufferedPipe")
+    if not callable(getattr(paramiko.Transport, "_send_user_message", None)):
+        missing.append("Transport._send_user_message")
+    if missing:
+        logger.debug("paramiko %s lacks %s: channels keep Paramiko's fixed %d-byte window",
+                     paramiko.__version__, ", ".join(missing), WINDOW_SIZE)
+    return not missing
+
+
+class _CountingPipe(BufferedPipe):
+    """Paramiko's channel buffer, telling the window of every packet as it arrives."""
+
+    def __init__(self, window: ReceiveWindow, *, answer: bool) -> None:
+        super().__init__()
+        self._arrived = functools.partial(window.arrived, answer=answer)
+
+    def feed(self, data: bytes) -> None:
+        self._arrived(len(data), time.monotonic())
+        super().feed(data)
+
+
+def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow,
+                      opening: float) -> None:
+    """Count arrivals on *channel*, and stop Paramiko handing consumed bytes back itself.
+
+    Runs between opening the channel and starting the command: no data
+    has arrived yet.  Opening it, since *opening*, took one round trip,
+    the window's first sample.
+    """
+    window.round_trip_took(time.monotonic() - opening)
+    channel.in_buffer = _CountingPipe(window, answer=True)
+    channel.in_stderr_buffer = _CountingPipe(window, answer=False)
+    channel.in_window_threshold = _NEVER
 
 
 class ParamikoProcess(RemoteProcess):
     """A command running on a ``paramiko.Channel``, with Paramiko's quirks handled."""
 
-    def __init__(self, channel: paramiko.Channel, *, command: str, session: Session) -> None:
+    def __init__(self, channel: paramiko.Channel, *, command: str, session: Session,
+                 window: ReceiveWindow | None = None) -> None:
         self._channel = channel
         self._session = session
         self.command = command
+        #: The receive window's control; None when Paramiko's own fixed window is in use.
+        self.window = window
+        #: The window the server gave us when the channel opened: what bounds uploads.
+        self.server_window: int = channel.out_window_size
 
     @classmethod
-    def open(cls, session: Session, command: str, *,
-             window_size: int = WINDOW_SIZE) -> ParamikoProcess:
+    def open(cls, session: Session, command: str, *, window_size: int = WINDOW_SIZE,
+             window_cap: int = CAP) -> ParamikoProcess:
         """Start *command* on a new channel of *session*.
 
-        *window_size* is there for ``benchmarks/window.py``, which measures
-        what the default costs and gains.
+        The window starts at *window_size* and grows up to *window_cap*;
+        both are there for ``benchmarks/window.py`` and the tests, which
+        measure what fixed windows cost and gain.
         """
-        channel = session.open_exec(command, window_size=window_size,
-                                    max_packet_size=MAX_PACKET_SIZE)
-        return cls(channel, command=command, session=session)
+        window = ReceiveWindow(window_size, window_cap) if window_control() else None
+        channel = session.open_exec(
+            command, window_size=window_size, max_packet_size=MAX_PACKET_SIZE,
+            prepare=None if window is None else functools.partial(
+                _take_over_window, window=window, opening=time.monotonic()))
+        return cls(channel, command=command, session=session, window=window)
 
     def send(self, data: memoryview) -> int:
+        if self.window is not None:
+            self.window.sent(time.monotonic())
         return self._channel.send(data)
 
     def recv(self, size: int) -> bytes:
-        return self._channel.recv(size)
+        data = self._channel.recv(size)
+        if data and self.window is not None:
+            self._consumed(len(data))
+        return data
 
     def recv_stderr(self, size: int) -> bytes:
-        return self._channel.recv_stderr(size)
+        data = self._channel.recv_stderr(size)
+        if data and self.window is not None:
+            self._consumed(len(data))
+        return data
+
+    def _consumed(self, n: int) -> None:
+        """Hand *n* read bytes back to the server, with whatever the window grew by."""
+        assert self.window is not None
+        grant = self.window.consumed(n, time.monotonic())
+        channel = self._channel
+        if not grant or channel.closed or channel.eof_received:
+            return
+        if channel.in_window_size != self.window.size:
+            logger.debug("channel %d: receive window %d -> %d bytes (round trip %.1f ms)",
+                         channel.chanid, channel.in_window_size, self.window.size,
+                         1000 * (self.window.round_trip or 0.0))
+            channel.in_window_size = self.window.size
+        message = paramiko.Message()
+        message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
+        message.add_int(channel.remote_chanid)
+        message.add_int(grant)
+        channel.transport._send_user_message(message)
 
     def recv_ready(self) -> bool:
         return self._channel.recv_ready()

@@ -118,6 +118,11 @@ class RemoteServer:
         with self._cond:
             return self._pool.open
 
+    def idle_processes(self) -> list[RemoteProcess]:
+        """The remote processes of the idle channels: what ``check`` reports the flow control of."""
+        with self._cond:
+            return [channel.process for channel in self._pool.idle]
+
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         # Pickled before a channel is chosen: a value that cannot be sent fails
         # here, nothing is sent, and the server keeps running.

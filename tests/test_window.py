@@ -1,0 +1,174 @@
+"""The receive window grows to the link, and only to the link.
+
+The policy (:class:`fleche_ssh.wire.window.ReceiveWindow`) is pure logic,
+driven here by a simulated link with a chosen round trip and bandwidth: it
+must grow where the window bounds the transfer and stay put where the link
+or the reader does.  Then the real thing: a large value through a relay
+adding 50 ms to every round trip grows the channel's window and arrives
+intact; on loopback the window stays at its starting size.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+
+import pytest
+from support.keys import hash_known_host, known_hosts_entry
+from support.relay import DelayRelay
+
+from fleche_ssh.wire import paramiko_process
+from fleche_ssh.wire.paramiko_process import WINDOW_SIZE, ParamikoProcess, window_control
+from fleche_ssh.wire.window import CAP, FLOOR, ReceiveWindow
+
+MIB = 1 << 20
+
+
+def simulate(window: ReceiveWindow, *, rtt: float, bandwidth: float, seconds: float,
+             start: float = 0.0, reader: float | None = None, step: float = 0.001) -> float:
+    """Drive *window* with a link of *rtt* and *bandwidth* (bytes/s); the bytes/s it carried.
+
+    A request goes out at *start* and reaches the server half a round trip
+    later; from then on the server sends whatever its credit and the
+    bandwidth allow each step.  The reader consumes what has arrived, at
+    most *reader* bytes/s (None: every byte the moment it arrives), and its
+    grants reach the server half a round trip later.
+    """
+    backlog = 0
+    window.sent(start)
+    credit, delivered = window.size, 0
+    data: collections.deque[tuple[float, int]] = collections.deque()
+    grants: collections.deque[tuple[float, int]] = collections.deque()
+    for tick in range(int(seconds / step)):
+        now = start + tick * step
+        while grants and grants[0][0] <= now:
+            credit += grants.popleft()[1]
+        sent = min(credit, int(bandwidth * step)) if now >= start + rtt / 2 else 0
+        credit -= sent
+        if sent:
+            data.append((now + rtt / 2, sent))
+        while data and data[0][0] <= now:
+            n = data.popleft()[1]
+            window.arrived(n, now)
+            backlog += n
+        n = backlog if reader is None else min(backlog, int(reader * step))
+        if n:
+            backlog -= n
+            delivered += n
+            if grant := window.consumed(n, now):
+                grants.append((now + rtt / 2, grant))
+    return delivered / seconds
+
+
+@pytest.mark.parametrize(("rtt", "bandwidth"), [(0.0005, 300e6), (0.01, 150e6), (0.05, 12.5e6)])
+def test_the_window_stays_put_where_it_does_not_bound_the_transfer(rtt, bandwidth):
+    window = ReceiveWindow()
+    carried = simulate(window, rtt=rtt, bandwidth=bandwidth, seconds=2.0)
+    assert window.size == FLOOR
+    assert carried > 0.95 * bandwidth
+
+
+@pytest.mark.parametrize("rtt", [0.05, 0.1])
+def test_on_a_long_fat_link_the_window_grows_to_the_bandwidth_delay_product(rtt):
+    bandwidth = 150e6  # 7.5 MB in flight at 50 ms, 15 MB at 100 ms: more than 4 MiB
+    window = ReceiveWindow()
+    simulate(window, rtt=rtt, bandwidth=bandwidth, seconds=4.0)
+    assert window.round_trip == pytest.approx(rtt, abs=0.003)
+    assert bandwidth * rtt < window.size <= 4 * bandwidth * rtt
+    # Once grown, the next transfer fills the link from its start.
+    assert simulate(window, rtt=rtt, bandwidth=bandwidth, seconds=2.0, start=10.0) \
+        > 0.9 * bandwidth
+
+
+def test_a_reader_slower_than_the_link_keeps_the_window():
+    # The window allows 84 MB/s at 50 ms; the reader takes 60 MB/s: it is the bottleneck.
+    window = ReceiveWindow()
+    simulate(window, rtt=0.05, bandwidth=1e9, seconds=3.0, reader=60e6)
+    assert window.size == FLOOR
+
+
+def test_the_window_never_grows_past_its_cap():
+    window = ReceiveWindow(cap=16 * MIB)
+    simulate(window, rtt=0.1, bandwidth=2e9, seconds=3.0)
+    assert window.size == 16 * MIB
+
+
+def test_consumed_bytes_go_back_once_a_tenth_of_the_window_is_read():
+    window = ReceiveWindow()
+    assert window.consumed(FLOOR // 10, 0.0) == 0
+    assert window.consumed(1, 0.001) == FLOOR // 10 + 1
+
+
+def test_default_bounds():
+    assert WINDOW_SIZE == FLOOR == 4 * MIB and CAP == 64 * MIB
+    assert window_control(), "this Paramiko lacks what the growing window relies on"
+
+
+@pytest.fixture
+def internals_missing(monkeypatch):
+    """A Paramiko without one of the Channel attributes the window control uses."""
+    monkeypatch.setattr(paramiko_process, "_CHANNEL_INTERNALS",
+                        (*paramiko_process._CHANNEL_INTERNALS, "in_window_gone"))
+    window_control.cache_clear()
+    yield
+    window_control.cache_clear()
+
+
+def test_without_the_internals_it_says_so_in_the_debug_log(internals_missing, caplog):
+    with caplog.at_level(logging.DEBUG, "fleche_ssh.window"):
+        assert window_control() is False
+    assert "lacks in_window_gone: channels keep Paramiko's fixed 4194304-byte window" \
+        in caplog.text
+
+
+# -- against the real sshd ----------------------------------------------------------------
+
+
+@pytest.fixture
+def relayed(client_home, sshd):
+    """ssh options reaching ``testhost`` through a relay adding 25 ms each way."""
+    with DelayRelay(sshd.port, 0.025) as relay:
+        entry = hash_known_host(known_hosts_entry("127.0.0.1", relay.port))
+        with client_home.known_hosts.open("a") as known_hosts:
+            known_hosts.writelines(f"{entry} {pub}\n" for pub in sshd.host_public_keys.values())
+        yield ["-p", str(relay.port)]
+
+
+def _process(cache) -> ParamikoProcess:
+    (process,) = cache._conn.idle_processes()
+    assert isinstance(process, ParamikoProcess)
+    return process
+
+
+@pytest.mark.timeout(120)
+def test_a_large_load_at_distance_grows_the_window_and_arrives_intact(make, relayed):
+    cache = make(ssh_options=relayed)
+    value = os.urandom(64 * MIB)
+    digest = cache._rpc("save_value", value)
+    assert cache.load_value(digest) == value
+    window = _process(cache).window
+    assert window is not None
+    assert window.round_trip is not None and window.round_trip >= 0.05
+    assert window.size > FLOOR, f"the window did not grow: {window}"
+    assert window.size <= CAP
+
+
+def test_without_the_internals_a_channel_keeps_paramikos_own_window(make, internals_missing):
+    cache = make()
+    value = os.urandom(16 * MIB)
+    assert cache.load_value(cache._rpc("save_value", value)) == value
+    process = _process(cache)
+    assert process.window is None
+    assert process._channel.in_window_size == WINDOW_SIZE
+
+
+def test_on_loopback_the_window_stays_at_its_starting_size(make):
+    cache = make()
+    value = os.urandom(64 * MIB)
+    digest = cache._rpc("save_value", value)
+    for _ in range(2):
+        assert cache.load_value(digest) == value
+    window = _process(cache).window
+    assert window is not None and window.round_trip is not None
+    assert window.size == FLOOR, f"the window grew on loopback: {window}"
