@@ -121,7 +121,8 @@ class RemoteServer:
     def idle_processes(self) -> list[RemoteProcess]:
         """The remote processes of the idle channels: what ``check`` reports the flow control of."""
         with self._cond:
-            return [channel.process for channel in self._pool.idle]
+            return [lane.pipeline.channel.process for lane in self._pool.lanes
+                    if lane.users == 0 and not lane.pipeline.broken]
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         # Pickled before a channel is chosen: a value that cannot be sent fails
