@@ -533,15 +533,15 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
                    "    HostName box.example.org\n"
                    "    ControlMaster auto\n"
                    "    HostKeyAlias cluster-login\n"
-                   "    KexAlgorithms +diffie-hellman-group14-sha1\n"
-                   "    AddressFamily any\n"
+                   "    GSSAPIAuthentication yes\n"
+                   "    VerifyHostKeyDNS no\n"
                    "    UseKeychain yes\n"
                    "Host *\n"
                    "    ControlMaster no\n"
                    "    HostKeyAlias second-value\n"
                    "    Port 2022\n")
     alias = UNHONOURED_BY_KEYWORD["hostkeyalias"].effect
-    algorithms = UNHONOURED_BY_KEYWORD["kexalgorithms"].effect
+    kerberos = UNHONOURED_BY_KEYWORD["gssapiauthentication"].effect
     unsupported = "is not supported by fleche-ssh, ignored"
 
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
@@ -552,10 +552,9 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
     assert logged(caplog) == [
         (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
         (logging.WARNING, f"{where}:6: HostKeyAlias cluster-login {unsupported}; {alias}"),
-        (logging.INFO,
-         f"{where}:7: KexAlgorithms +diffie-hellman-group14-sha1 {unsupported}; {algorithms}"),
-        # "any" is what fleche-ssh does anyway.
-        (logging.DEBUG, f"{where}:8: AddressFamily {unsupported}"),
+        (logging.INFO, f"{where}:7: GSSAPIAuthentication yes {unsupported}; {kerberos}"),
+        # "no" is what fleche-ssh does anyway.
+        (logging.DEBUG, f"{where}:8: VerifyHostKeyDNS {unsupported}"),
         (logging.DEBUG, f"{where}:9: UseKeychain {unsupported}"),
     ]
 

@@ -240,8 +240,16 @@ def test_ssh_options_F_reads_that_file(home, tmp_path):
 
 
 def test_noop_flags_change_nothing(home, aliases):
-    assert resolve("work", ssh_options=["-T", "-x", "-a", "-q", "-n", "-4", "-6"]) == resolve(
-        "work")
+    assert resolve("work", ssh_options=["-T", "-x", "-a", "-q", "-n"]) == resolve("work")
+
+
+def test_4_and_6_choose_the_address_family_as_for_ssh(home, aliases):
+    assert resolve("work", ssh_options=["-4"]).address_family == "inet"
+    # As ssh -G shows: the last flag wins, and beats -o.
+    assert resolve("work", ssh_options=["-6", "-4"]).address_family == "inet"
+    assert resolve("work", ssh_options=["-o", "AddressFamily=inet6", "-4"]).address_family == (
+        "inet")
+    assert resolve("work").address_family == "any"
 
 
 def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplog):
@@ -340,6 +348,13 @@ def test_describe_rows(home, aliases):
         ("serveraliveinterval", "15"),
         ("serveralivecountmax", "3"),
         ("compression", "no"),
+        ("pubkeyauthentication", "yes"),
+        ("kbdinteractiveauthentication", "yes"),
+        ("passwordauthentication", "yes"),
+        ("connectionattempts", "1"),
+        ("addressfamily", "any"),
+        ("proxyusefdpass", "no"),
+        ("tcpkeepalive", "yes"),
     ]
 
 

@@ -74,6 +74,24 @@ def count(text: str) -> int:
     return value
 
 
+def attempts(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def pubkey_switch(text: str) -> bool:
+    """``PubkeyAuthentication``: yes or no, or OpenSSH's ``unbound``/``host-bound`` (both yes).
+
+    The two kinds differ only in whether the signature names the host key
+    (a ``publickey-hostbound`` request); Paramiko signs the plain kind.
+    """
+    if text.strip().lower() in ("unbound", "host-bound"):
+        return True
+    return yes_no(text)
+
+
 def port(text: str) -> int:
     value = int(text)
     if not 0 < value < 65536:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from .options import VALUES
+from .options import ALIASES, VALUES
 from .rows import COMMAND, ONE, UNIQUE
 from .tokens import canonical_hostname
 from .words import join_words, split_words
@@ -108,7 +108,7 @@ class Resolution:
     spellings: dict[str, str] = field(default_factory=dict)
 
     def set(self, keyword: str, value: str, source: str) -> None:
-        key = keyword.lower()
+        key = ALIASES.get(keyword.lower(), keyword.lower())
         if self._proxy_taken(key):
             return
         kept = VALUES.get(key, ONE)
