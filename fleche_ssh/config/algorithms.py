@@ -117,9 +117,17 @@ class Algorithms:
     """An assembled algorithm list, as a :class:`~fleche_ssh.config.target.Target` holds it."""
 
     names: tuple[str, ...]
-    #: The order is the user's (a plain or ``^`` list).  ssh orders host key algorithms
-    #: by what known_hosts holds for the host only when it is not (``+``, ``-``, unset).
-    as_written: bool
+    #: The list as the config gave it, ``+``/``-``/``^`` included.
+    written: str
+
+    @property
+    def as_written(self) -> bool:
+        """The order is the user's (a plain or ``^`` list).
+
+        ssh orders host key algorithms by what known_hosts holds for the host
+        only when it is not: unset, or a ``+`` or ``-`` list.
+        """
+        return not self.written.startswith(("+", "-"))
 
     def __str__(self) -> str:
         return ",".join(self.names)  # as ssh -G prints it
@@ -167,6 +175,6 @@ def algorithms(keyword: str) -> Callable[[str, Context], Algorithms]:
             logger.info("%s: %s: Paramiko 5 has no SHA-1 algorithms, so %s is left out; a "
                         'server that accepts nothing else needs the stock type = "ssh" cache',
                         context.where, keyword, ", ".join(sha1))
-        return Algorithms(names, as_written=not value.startswith(("+", "-")))
+        return Algorithms(names, value)
 
     return finish
