@@ -366,6 +366,12 @@ def test_describe_shows_identity_agent_and_omits_unset_timeout(home):
         "connecttimeout"] == "2.5"
 
 
+def test_the_proxy_command_key_is_the_command_as_written(home):
+    for command in ("nc %h %p", "echo 'a b' 1>&2; exit 4", '/opt/my proxy/run "%h"'):
+        found = resolve("h", explicit={"proxy_command": command}).proxy_command
+        assert found == command.replace("%h", "h").replace("%p", "22")
+
+
 def test_proxy_jump_and_proxy_command_keys_together_are_refused():
     from fleche_ssh import ParamikoCache
 

@@ -30,7 +30,7 @@ from .cmdline import parse_ssh_options
 from .fields import TargetFields
 from .ignored import log_ignored
 from .options import BY_KEY, BY_KEYWORD, OPTIONS
-from .rows import WORDS, Option
+from .rows import COMMAND, WORDS, Option
 from .sshconfig import Resolution, resolve_config
 from .tokens import (
     COMMAND_TOKENS,
@@ -105,10 +105,12 @@ def _as_text(option: Option, value: Any) -> list[str]:
 
     A list gives one setting per item (``identity_file``), or one setting
     holding every item for a keyword that takes several words on one line
-    (``known_hosts_file``).
+    (``known_hosts_file``).  A command (``proxy_command``) is kept as written.
     """
     if isinstance(value, bool):
         return ["yes" if value else "no"]
+    if option.values is COMMAND:
+        return [str(value)]  # a command is read as written, never as quoted words
     items = value if isinstance(value, (list, tuple)) else [value]
     words = [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in items]
     if option.values is WORDS:
