@@ -256,7 +256,9 @@ _NO = frozenset({"no", "false"})
 
 UNHONOURED: tuple[Unhonoured, ...] = (
     # Where ssh connects to, and from.
-    Unhonoured("BindInterface", "ssh would connect from the address of this interface"),
+    # Python's standard library has no portable way to read an interface's addresses.
+    Unhonoured("BindInterface", "ssh would connect from the address of this interface (set "
+               "BindAddress to that address instead)"),
     Unhonoured("CanonicalizeHostname",
                "ssh would try the name with each CanonicalDomains suffix and connect to the "
                "first that resolves (fleche-ssh applies Match canonical blocks, but connects to "
