@@ -122,7 +122,9 @@ def test_methods_paramiko_lacks_are_passed_over_and_none_left_is_an_error(on_ser
     server, _ = any_method
     since = log_end(server)
     cache = on_server(preferred_authentications="gssapi-with-mic,hostbased")
-    with pytest.raises(AuthenticationError, match="tried: nothing"):
+    with pytest.raises(AuthenticationError, match="tried: nothing") as failed:
         cache.info()
+    assert "fleche-ssh may try only no method here (PreferredAuthentications" in str(
+        failed.value)
     assert not logged(server, since, lambda line: _METHOD.match(line) is not None
                       and " none " not in line)

@@ -364,6 +364,13 @@ def _failure(target: Target, report: AuthReport) -> AuthenticationError:
             f"The server accepted {', '.join(report.used)} but wants more; the answers given "
             f"to its questions were refused. Check the one-time code or password and retry."
         )
+    allowed = methods(target)
+    if report.offered and not set(allowed) & set(report.offered):
+        hint = (
+            f"fleche-ssh may try only {', '.join(allowed) or 'no method'} here "
+            f"(PreferredAuthentications, less the methods switched off by "
+            f"PubkeyAuthentication, KbdInteractiveAuthentication, PasswordAuthentication)."
+        )
     return AuthenticationError(
         f"Authentication to {target.label} failed. Server offered: {offered}; tried: {tried}. "
         f"{hint}"

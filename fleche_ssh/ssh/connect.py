@@ -2,9 +2,11 @@
 
 Connecting is where Paramiko's defaults cost the most, so the socket and
 transport are set up here: TCP_NODELAY (without it every small round trip
-waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
-lists it last, and the client's order wins), host key algorithms ordered
-by what known_hosts holds for the host, and a Transport that survives a
+waits ~40 ms for delayed ACKs), TCP keepalive (unless TCPKeepAlive is
+off), the address family, source address and number of attempts the
+target asks for, the algorithm lists it asks for or else AES-GCM first
+(Paramiko lists it last, and the client's order wins), host key algorithms
+ordered by what known_hosts holds for the host, and a Transport that survives a
 channel closing while keys are renegotiated (:mod:`fleche_ssh.ssh.transport`).
 Each channel's receive window is chosen by whoever opens it.  The host key
 is checked before anything is sent that a wrong server could use, and only
