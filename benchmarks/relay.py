@@ -26,11 +26,16 @@ RECV_SIZE = 1 << 16
 
 @dataclass
 class DelayRelay:
-    """Listens on 127.0.0.1:``port`` and forwards to 127.0.0.1:``target_port``."""
+    """Listens on ``host``:``port`` and forwards to 127.0.0.1:``target_port``.
+
+    ``host`` is loopback unless a test needs the server seen at another
+    address of this machine (``CheckHostIP`` ignores loopback).
+    """
 
     target_port: int
     one_way_delay: float
     port: int = 0
+    host: str = "127.0.0.1"
     _listener: socket.socket | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _sockets: list[socket.socket] = field(default_factory=list, repr=False)
@@ -38,7 +43,7 @@ class DelayRelay:
 
     def start(self) -> DelayRelay:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.bind(("127.0.0.1", 0))
+        listener.bind((self.host, 0))
         listener.listen(64)
         listener.settimeout(POLL)
         self._listener = listener

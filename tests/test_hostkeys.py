@@ -368,6 +368,54 @@ def test_known_key_types_in_file_order(tmp_path, keys):
     )
     assert keygen("-H", "-f", str(path)).returncode == 0  # hashed entries count too
 
-    assert hostkeys.known_key_types(target) == [
-        "ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519"]
+    found = hostkeys.known_key_types(target)
+    plain = [t for t in found if not t.endswith("-cert-v01@openssh.com")]
+    assert plain == ["ssh-rsa", "ecdsa-sha2-nistp256", "ssh-ed25519"]
+    # The @cert-authority line puts certificates first, those of the known types first.
+    assert found[:3] == [f"{t}-cert-v01@openssh.com" for t in plain]
+    assert found[-3:] == plain
     assert hostkeys.known_key_types(make_target(tmp_path / "empty")) == []
+
+
+# --- CheckHostIP's address -----------------------------------------------------------
+
+ADDRESS = "[192.0.2.7]:2222"
+
+
+@pytest.mark.parametrize("hashed", [False, True])
+def test_a_new_host_is_recorded_with_its_address_as_ssh_records_it(tmp_path, keys, hashed):
+    target = make_target(tmp_path, "accept-new", port=2222, hashed=hashed)
+    path = Path(target.known_hosts_files[0])
+
+    hostkeys.verify(target, keys["ed25519"].pkey, ask=None, address=ADDRESS)
+
+    # One "name,address" line, or, hashed, a line for each.
+    lines = path.read_text().splitlines()
+    assert len(lines) == (2 if hashed else 1)
+    if not hashed:
+        assert lines[0] == f"[{HOST}]:2222,{ADDRESS} {keys['ed25519'].line}"
+    for name in (f"[{HOST}]:2222", ADDRESS):
+        assert len(found_by_ssh_keygen(path, name)) == 1, name
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_an_address_with_another_key_is_a_question_under_ask(tmp_path, keys, answer):
+    target = make_target(tmp_path, "ask", port=2222)
+    write_known(target, f"[{HOST}]:2222 {keys['ed25519'].line}",
+                f"{ADDRESS} {keys['ed25519-new'].line}")
+    questions = []
+
+    def ask(question: str) -> bool:
+        questions.append(question)
+        return answer
+
+    if answer:
+        verdict = hostkeys.verify(target, keys["ed25519"].pkey, ask=ask, address=ADDRESS)
+        assert verdict.endswith("accepted by the user")
+    else:
+        with pytest.raises(ChangedHostKey, match="StrictHostKeyChecking is ask"):
+            hostkeys.verify(target, keys["ed25519"].pkey, ask=ask, address=ADDRESS)
+    (question,) = questions
+    assert f"differs from the key for the IP address '{ADDRESS}'" in question
+    with pytest.raises(ChangedHostKey):  # nobody to ask: refused, as ssh in batch mode
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None, address=ADDRESS)

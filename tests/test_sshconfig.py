@@ -35,9 +35,11 @@ from fleche_ssh.config.options import (
 from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ConfigError
 
-# A throwaway $HOME (local login name "ada") with the system file moved inside it.
+# A throwaway $HOME with the system file moved inside it, and $LOGNAME and $USER set to
+# ENVIRONMENT_USER, which is not the local user.
 home = test_target.home
 LOCAL_USER = test_target.LOCAL_USER
+ENVIRONMENT_USER = test_target.ENVIRONMENT_USER
 
 DATA = Path(__file__).parent / "data" / "ssh_configs"
 # Replaced in the copies: the copy's folder, and the same as a path relative to ~/.ssh.
@@ -120,13 +122,16 @@ def configs(tmp_path_factory, ssh_home) -> Path:
 def passwd_home(monkeypatch, ssh_home, client_key) -> Path:
     """``$HOME`` and the login name as ``ssh`` (run by ``_ssh``) sees them.
 
-    ``client_key`` is requested for its check that the OpenSSH client is
-    installed.
+    The variables that name a login are set to another name than the
+    password database's: ssh takes the local user (the default User,
+    ``%u``, ``Match localuser``) from the database, so fleche-ssh agrees
+    with it only if it does too.  ``client_key`` is requested for its check
+    that the OpenSSH client is installed.
     """
     home, passwd = ssh_home
     monkeypatch.setenv("HOME", str(home))
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, ENVIRONMENT_USER)
     monkeypatch.setitem(globals(), "_passwd", passwd)
     return home
 
@@ -299,6 +304,15 @@ def as_ssh_G(ours: Target) -> dict[str, object]:
         "serveraliveinterval": ours.server_alive_interval,
         "serveralivecountmax": ours.server_alive_count_max,
         "compression": ours.compression,
+        "hostkeyalias": ours.host_key_alias,
+        "checkhostip": ours.check_host_ip,
+        "revokedhostkeys": ours.revoked_host_keys,
+        "knownhostscommand": ours.known_hosts_command,
+        "canonicalizehostname": ours.canonicalize_hostname,
+        "canonicaldomains": list(ours.canonical_domains),
+        "canonicalizefallbacklocal": ours.canonicalize_fallback_local,
+        "canonicalizemaxdots": ours.canonicalize_max_dots,
+        "canonicalizepermittedcnames": list(ours.canonicalize_permitted_cnames),
     }
 
 
@@ -312,6 +326,9 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
 
     def no_file(files: str) -> str:
         return "" if files == "none" else files
+
+    def words(text: str) -> list[str]:
+        return [] if text == "none" else text.split()
 
     identities, certificates = ssh_loaded_files(config, host, options)
     timeout, policy, interval = one("connecttimeout"), one("stricthostkeychecking"), float(
@@ -353,6 +370,23 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
         "serveraliveinterval": interval,
         "serveralivecountmax": int(one("serveralivecountmax")),
         "compression": one("compression") == "yes",
+        "hostkeyalias": one("hostkeyalias"),
+        "checkhostip": one("checkhostip") == "yes",
+        # ssh 9 expands ``~`` in the file when it reads it, and no token.
+        "revokedhostkeys": one("revokedhostkeys") and os.path.expanduser(
+            one("revokedhostkeys")),
+        # Printed as written: the data files give it only the tokens of the host key,
+        # which ssh fills in when it runs the command (test_known_hosts_command.py).
+        "knownhostscommand": (None if one("knownhostscommand") in (None, "none")
+                              else one("knownhostscommand")),
+        # ssh -G prints yes as true, no as false.
+        "canonicalizehostname": SSH_G_POLICY.get(one("canonicalizehostname"),
+                                                 one("canonicalizehostname")),
+        "canonicaldomains": words(one("canonicaldomains")),
+        "canonicalizefallbacklocal": one("canonicalizefallbacklocal") == "yes",
+        "canonicalizemaxdots": int(one("canonicalizemaxdots")),
+        # Printed with this spelling, source:target rules separated by blanks.
+        "canonicalizepermittedcnames": words(one("canonicalizePermittedcnames")),
     }
     assert as_ssh_G(ours) == expected
     assert_lists_edit_our_defaults(ours, theirs)
@@ -418,6 +452,9 @@ SSH_OPTIONS = [
     ["-4", "-o", "AddressFamily=inet6"],
     ["-o", "BindAddress=127.0.0.2", "-o", "ConnectionAttempts=4"],
     ["-o", "TCPKeepAlive=no", "-o", "ProxyUseFdpass=yes"],
+    ["-o", "HostKeyAlias=Shared-Login", "-o", "CheckHostIP=yes"],
+    ["-o", "RevokedHostKeys=~/.ssh/revoked", "-o", "KnownHostsCommand=/opt/kh %I %H"],
+    ["-o", "KnownHostsCommand=none"],
 ]
 
 
@@ -560,9 +597,10 @@ def test_negated_host_patterns(home, pattern, matching, not_matching):
     ("user bob", "bob@alias", True),
     ("user bob", "alias", False),
     ("user alias-user", "alias", False),          # User is set later in the file
-    ("localuser ada", "alias", True),
-    ("localuser root,ada", "alias", True),
-    ("!localuser ada", "alias", False),
+    (f"localuser {LOCAL_USER}", "alias", True),
+    (f"localuser nobody,{LOCAL_USER}", "alias", True),
+    (f"!localuser {LOCAL_USER}", "alias", False),
+    (f"localuser {ENVIRONMENT_USER}", "alias", False),  # $LOGNAME is not the local user
     ("all", "alias", True),
     ('exec "test %h = real.example.org"', "alias", True),
     ('exec "test %n = other"', "alias", False),
@@ -609,8 +647,104 @@ def test_invalid_lines_are_refused_with_file_and_line(home, line, expected):
     assert f"{config}:4" in str(raised.value)
 
 
-def test_invalid_value_in_a_block_that_does_not_apply_is_not_used(home):
-    write(home / ".ssh" / "config", "Host other\n    Port nonsense\n")
+@pytest.mark.parametrize(("lines", "ssh_says", "we_say"), [
+    ("Host other\n    Port nonsense\n", "Bad port", "Port: expected a port"),
+    ("Match originalhost other\n    ConnectTimeout soon\n", "invalid time value",
+     "ConnectTimeout: expected seconds"),
+    ("Host other\n    Include @INC@\n", "integer value invalid",
+     "ServerAliveCountMax: expected a whole"),
+    ("Host *\n    User first\nHost *\n    User two words\n", "extra arguments at end of line",
+     "User: expected one value"),
+    ("Host other\n    IdentitiesOnly\n", "no argument after keyword",
+     "IdentitiesOnly needs a value"),
+])
+def test_values_are_checked_in_every_block_as_ssh_checks_them(passwd_home, tmp_path, lines,
+                                                             ssh_says, we_say):
+    # Also in a block that does not apply, and after the value that is used, and in a
+    # file included where nothing applies: ssh parses every line it reads.
+    included = write(tmp_path / "included", "Host *\n    ServerAliveCountMax many\n")
+    config = write(tmp_path / "config", "# comment\n" + lines.replace("@INC@", str(included)))
+    bad = included if "@INC@" in lines else config
+    number = 2 if "@INC@" in lines else len(lines.splitlines()) + 1
+    done = _ssh(["-G", "-F", str(config), "this"])
+    assert done.returncode == 255 and ssh_says in done.stderr, done.stderr
+
+    with pytest.raises(ConfigError, match=re.escape(we_say)) as raised:
+        resolve("this", config_file=config)
+    assert str(raised.value).startswith(f"{bad}:{number}: ")
+
+
+MATCH_LINES = [
+    # (Match line, what ssh -G says of it: None when it accepts the file)
+    ("all host x", "'all' cannot be combined"),
+    ("all all", "'all' cannot be combined"),
+    ("canonical final all", "'all' cannot be combined"),
+    ("localuser root originalhost this all", "'all' cannot be combined"),
+    ("host this all", None),             # one criterion before "all" passes, as ssh counts
+    ("final all", None),
+    ("all # a comment", None),
+    ("!all", None),
+    ("host", "Bad Match condition"),
+    ("host this user", "Bad Match condition"),
+    ("exec", "Bad Match condition"),
+    ("tagged x", "Bad Match condition"),  # OpenSSH 9.4 criteria, unknown to 9.2 and to us
+    ("host x,this !user nobody", None),
+]
+
+
+@pytest.mark.parametrize(("criteria", "ssh_says"), MATCH_LINES)
+def test_match_lines_are_refused_where_ssh_refuses_them(passwd_home, tmp_path, criteria,
+                                                        ssh_says):
+    config = write(tmp_path / "config", f"# comment\nMatch {criteria}\n    Port 2201\n")
+    done = _ssh(["-G", "-F", str(config), "this"])
+    if ssh_says is None:
+        assert done.returncode == 0, done.stderr
+        port = int(re.search(r"^port (\d+)$", done.stdout, re.MULTILINE).group(1))
+        assert resolve("this", config_file=config).port == port
+        return
+    assert done.returncode == 255 and ssh_says in done.stderr, done.stderr
+    with pytest.raises(ConfigError) as raised:
+        resolve("this", config_file=config)
+    assert str(raised.value).startswith(f"{config}:2: Match ")
+
+
+def test_match_exec_is_not_run_once_the_line_has_failed(home, tmp_path):
+    ran = tmp_path / "ran"
+    write(home / ".ssh" / "config",
+          f'Match originalhost other exec "touch {ran}"\n    Port 2201\n'
+          f'Match originalhost this exec "touch {ran}"\n    Port 2202\n')
+    assert resolve("other").port == 2201 and ran.exists()
+    ran.unlink()
+    assert resolve("this").port == 2202 and ran.exists()
+    ran.unlink()
+    assert resolve("third").port == 22 and not ran.exists()
+
+
+def test_a_bad_token_in_a_skipped_match_exec_is_refused_with_file_and_line(passwd_home,
+                                                                           tmp_path):
+    config = write(tmp_path / "config", 'Host *\n    Port 2022\nMatch host x exec "test %z"\n')
+    done = _ssh(["-G", "-F", str(config), "this"])
+    assert done.returncode == 255 and "%z" in done.stderr, done.stderr
+    with pytest.raises(ConfigError, match=re.escape(
+            f"{config}:3: Match exec: unknown token %z in 'test %z'")):
+        resolve("this", config_file=config)
+
+
+def test_an_include_loop_is_refused_even_under_a_block_that_does_not_apply(passwd_home,
+                                                                          tmp_path):
+    config = write(tmp_path / "config", "Host other\n    Include %s\nHost *\n    Port 2022\n")
+    config.write_text(config.read_text() % config)
+    done = _ssh(["-G", "-F", str(config), "this"])
+    assert done.returncode == 255 and "Too many recursive" in done.stderr, done.stderr
+    with pytest.raises(ConfigError, match="Include nested more than 16 deep") as raised:
+        resolve("this", config_file=config)
+    assert f"included from {config}:2" in str(raised.value)
+
+
+def test_a_keyword_fleche_ssh_does_not_know_is_not_checked(home):
+    # ssh refuses a keyword it does not know; fleche-ssh reads files shared with other
+    # programs (Apple's UseKeychain), so it only logs one that applies.
+    write(home / ".ssh" / "config", "Host other\n    UseKeychain\nHost *\n    Frobnicate x\n")
     assert resolve("this").port == 22
 
 
@@ -625,15 +759,15 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
                    "Host box\n"
                    "    HostName box.example.org\n"
                    "    ControlMaster auto\n"
-                   "    HostKeyAlias cluster-login\n"
+                   "    VerifyHostKeyDNS yes\n"
                    "    GSSAPIAuthentication yes\n"
-                   "    VerifyHostKeyDNS no\n"
+                   "    PKCS11Provider none\n"
                    "    UseKeychain yes\n"
                    "Host *\n"
                    "    ControlMaster no\n"
-                   "    HostKeyAlias second-value\n"
+                   "    VerifyHostKeyDNS ask\n"
                    "    Port 2022\n")
-    alias = UNHONOURED_BY_KEYWORD["hostkeyalias"].effect
+    dns = UNHONOURED_BY_KEYWORD["verifyhostkeydns"].effect
     kerberos = UNHONOURED_BY_KEYWORD["gssapiauthentication"].effect
     unsupported = "is not supported by fleche-ssh, ignored"
 
@@ -644,23 +778,23 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
     where = f"ssh config for box: {config}"
     assert logged(caplog) == [
         (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
-        (logging.WARNING, f"{where}:6: HostKeyAlias cluster-login {unsupported}; {alias}"),
+        (logging.WARNING, f"{where}:6: VerifyHostKeyDNS yes {unsupported}; {dns}"),
         (logging.INFO, f"{where}:7: GSSAPIAuthentication yes {unsupported}; {kerberos}"),
-        # "no" is what fleche-ssh does anyway.
-        (logging.DEBUG, f"{where}:8: VerifyHostKeyDNS {unsupported}"),
+        # "none" is what fleche-ssh does anyway.
+        (logging.DEBUG, f"{where}:8: PKCS11Provider {unsupported}"),
         (logging.DEBUG, f"{where}:9: UseKeychain {unsupported}"),
     ]
 
 
 def test_each_resolution_and_each_jump_host_logs_its_own_lines(home, caplog):
     config = write(home / ".ssh" / "config",
-                   "Host inner\n    ProxyJump gw\nHost *\n    HostKeyAlias shared\n")
+                   "Host inner\n    ProxyJump gw\nHost *\n    VerifyHostKeyDNS yes\n")
     with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
         resolve("inner")
         resolve("inner")
     assert [message.split(":")[0] for _, message in logged(caplog)] == [
         "ssh config for inner", "ssh config for gw"] * 2
-    assert all(f"{config}:4: HostKeyAlias shared" in message for _, message in logged(caplog))
+    assert all(f"{config}:4: VerifyHostKeyDNS yes" in message for _, message in logged(caplog))
 
 
 @pytest.mark.parametrize("row", UNHONOURED, ids=lambda row: row.keyword)

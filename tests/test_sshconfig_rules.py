@@ -189,7 +189,8 @@ def test_match_criteria_errors_name_the_criterion(home):
             f"{config}:1: Match criterion '!colour' is not supported by fleche-ssh "
             "(supported: all, canonical, final, exec, host, originalhost, user, localuser).")):
         resolve("h")
-    write(config, "Match all user\n")
+    # "Match all user" is refused too, for combining "all" (see test_sshconfig.py).
+    write(config, "Match host h user\n")
     with pytest.raises(ConfigError, match=re.escape(f"{config}:1: Match user needs an argument")):
         resolve("h")
 
@@ -202,8 +203,9 @@ def test_every_match_criterion_must_hold(home):
 
 
 def test_match_user_falls_back_to_the_login_then_the_local_user(home, monkeypatch):
-    write(home / ".ssh" / "config", "Match user ada\n    Port 2201\n")
-    assert resolve("h").port == 2201            # LOGNAME=ada from the fixture
+    local = test_target.LOCAL_USER
+    write(home / ".ssh" / "config", f"Match user {local}\n    Port 2201\n")
+    assert resolve("h").port == 2201            # the password database's name, not $LOGNAME
     assert resolve("bob@h").port == 22
     write(home / ".ssh" / "config", "Host h\n    User ada\nMatch user ada\n    Port 2201\n")
     monkeypatch.setenv("LOGNAME", "someone-else")
@@ -244,8 +246,8 @@ def test_host_lines_see_the_hostname_on_the_final_pass(home):
 
 
 @pytest.mark.parametrize(("host", "user"), [
-    ("aa", "patt"), ("baaa", "ada"),   # a pattern without * matches the whole name only
-    ("db", "patt"), ("xbdb", "ada"),
+    ("aa", "patt"), ("baaa", test_target.LOCAL_USER),   # a pattern without * matches the
+    ("db", "patt"), ("xbdb", test_target.LOCAL_USER),   # whole name only
     ("web", "patt"),                   # a trailing * matches nothing too
 ])
 def test_a_pattern_matches_the_whole_name(home, host, user):
@@ -275,7 +277,8 @@ def test_negated_all_never_matches_and_a_bare_hash_is_a_comment(home):
 
 
 def test_match_localuser_is_case_sensitive(home):
-    write(home / ".ssh" / "config", "Match localuser ADA\n    Port 2203\n")
+    write(home / ".ssh" / "config",
+          f"Match localuser {test_target.LOCAL_USER.upper()}\n    Port 2203\n")
     assert resolve("h").port == 22
 
 

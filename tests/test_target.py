@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import pwd
 import re
 from pathlib import Path
 
@@ -18,7 +20,11 @@ from fleche_ssh.config import target
 from fleche_ssh.config.target import Target, resolve
 from fleche_ssh.errors import ConfigError
 
-LOCAL_USER = "ada"
+#: The local user as ssh takes it, from the password database.
+LOCAL_USER = pwd.getpwuid(os.getuid()).pw_name
+#: What the ``home`` fixture puts in ``$LOGNAME`` and ``$USER``: another name, which
+#: ssh does not take for the local user, and neither may fleche-ssh.
+ENVIRONMENT_USER = "ada" if LOCAL_USER != "ada" else "grace"
 
 ALIASES = """\
 Host work
@@ -51,7 +57,8 @@ def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LOGNAME", LOCAL_USER)
+    monkeypatch.setenv("LOGNAME", ENVIRONMENT_USER)
+    monkeypatch.setenv("USER", ENVIRONMENT_USER)
     monkeypatch.setattr(target, "SYSTEM_CONFIG", tmp_path / "etc" / "ssh_config")
     return home
 
@@ -348,6 +355,10 @@ def test_describe_rows(home, aliases):
         ("serveraliveinterval", "15"),
         ("serveralivecountmax", "3"),
         ("compression", "no"),
+        ("checkhostip", "no"),
+        ("canonicalizehostname", "no"),
+        ("canonicalizefallbacklocal", "yes"),
+        ("canonicalizemaxdots", "1"),
         ("pubkeyauthentication", "yes"),
         ("kbdinteractiveauthentication", "yes"),
         ("passwordauthentication", "yes"),

@@ -3,7 +3,8 @@ HostName, the last hop's host as ``%j``, the errors naming where a value came fr
 characters refused in a destination.
 
 Pure logic, run with a throwaway ``$HOME`` and no system-wide file, as in test_target.py.
-The local host name and uid, which a test cannot choose, are set on ``socket`` and ``os``.
+The local host name, uid and user name (the password database's entry for the uid), which
+a test cannot choose, are set on ``socket``, ``os`` and the resolver's lookup.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("LOGNAME", "ada")
+    monkeypatch.setenv("LOGNAME", "not-the-local-user")
+    monkeypatch.setattr(target, "password_user", lambda: "ada")
     monkeypatch.setattr(target, "SYSTEM_CONFIG", tmp_path / "etc" / "ssh_config")
     monkeypatch.setattr(target.socket, "gethostname", lambda: "node7.cluster.example")
     monkeypatch.setattr(target.os, "getuid", lambda: 1234)
@@ -313,10 +315,10 @@ def test_a_loop_through_an_inherited_proxy_jump_names_each_line_once(home):
 
 
 def test_an_unsupported_keyword_is_logged_for_the_host_and_line(home, caplog):
-    path = _config(home, "Host db\n    HostKeyAlias shared\n")
+    path = _config(home, "Host db\n    VerifyHostKeyDNS yes\n")
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh"):
         resolve("db")
-    assert (f"ssh config for db: {path}:2: HostKeyAlias shared is not supported by fleche-ssh"
+    assert (f"ssh config for db: {path}:2: VerifyHostKeyDNS yes is not supported by fleche-ssh"
             in caplog.text)
 
 
@@ -325,6 +327,7 @@ def test_two_words_for_one_identity_file_are_refused_naming_the_source(home):
     with pytest.raises(ConfigError) as in_file:
         resolve("db")
     assert str(in_file.value).startswith(f"{path}:2: IdentityFile: expected one value")
+    _config(home, "")  # the line above is refused for every host, as ssh refuses it
     with pytest.raises(ConfigError) as in_options:
         resolve("plain", ssh_options=["-o", "IdentityFile=x y"])
     assert str(in_options.value).startswith("ssh_options: IdentityFile: expected one value")

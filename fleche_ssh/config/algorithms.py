@@ -142,13 +142,14 @@ _T = paramiko.Transport
 #: The signatures Paramiko makes and checks with a user's (or a CA's) key.
 SIGNATURES = tuple(_T._preferred_pubkeys)
 #: Per keyword, what Paramiko implements, in fleche-ssh's default order: what a fresh
-#: ``Transport``'s ``get_security_options()`` holds (ciphers GCM first), and for the
-#: user's own keys the certificate forms Paramiko signs with as well.
+#: ``Transport``'s ``get_security_options()`` holds (ciphers GCM first), and for host
+#: keys and the user's own keys the certificate forms Paramiko handles as well.
 SUPPORTED: dict[str, tuple[str, ...]] = {
     "Ciphers": prefer(_T._preferred_ciphers, PREFERRED_CIPHERS),
     "MACs": tuple(_T._preferred_macs),
     "KexAlgorithms": tuple(_T._preferred_kex),
-    "HostKeyAlgorithms": tuple(_T._preferred_keys),
+    # Host certificates after the plain keys, unless known_hosts trusts a CA for the host.
+    "HostKeyAlgorithms": (*_T._preferred_keys, *(k + CERTIFICATE for k in _T._preferred_keys)),
     "PubkeyAcceptedAlgorithms": _with_certificates(SIGNATURES),
     "CASignatureAlgorithms": SIGNATURES,
 }

@@ -55,6 +55,31 @@ class TargetFields:
     control_paths: tuple[str, ...] = field(default=(), kw_only=True)
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    host_key_alias: str | None = field(default=None, kw_only=True)
+    """Name to look the host key up and record it under in known_hosts, instead of the host name
+    and port (a tunnel, several servers on one host)."""
+    check_host_ip: bool = field(default=False, kw_only=True)
+    """Also check the server's address in known_hosts, and record it: warns of a key that differs
+    for the address (not through a proxy or to loopback)."""
+    revoked_host_keys: str | None = field(default=None, kw_only=True)
+    """File of public keys (one per line) refused as host keys; if it cannot be read, every host
+    is refused.  A binary KRL is refused as unreadable."""
+    known_hosts_command: str | None = field(default=None, kw_only=True)
+    """Command (absolute path, no shell) whose output is read as more known_hosts lines; tokens
+    as for a path, and %f %H %I %K %t."""
+    canonicalize_hostname: str = field(default='no', kw_only=True)
+    """Complete a short host name with each CanonicalDomains suffix, connect to the first that
+    resolves and read the config again for it: ``no``, ``yes`` (not through a proxy or jump
+    host) or ``always``."""
+    canonical_domains: tuple[str, ...] = field(default=(), kw_only=True)
+    """Domain suffixes CanonicalizeHostname tries, in order."""
+    canonicalize_fallback_local: bool = field(default=True, kw_only=True)
+    """When no suffix resolves, connect to the name as written (``no``: refuse)."""
+    canonicalize_max_dots: int = field(default=1, kw_only=True)
+    """Names with more dots than this are taken as complete, not canonicalized."""
+    canonicalize_permitted_cnames: tuple[str, ...] = field(default=(), kw_only=True)
+    """``source:target`` pattern lists: a name matching *source* whose DNS alias (CNAME) matches
+    *target* is replaced by that alias."""
     ciphers: Algorithms | None = field(default=None, kw_only=True)
     """Ciphers to offer, in order; ``+``, ``-`` or ``^`` before the list edits the default."""
     macs: Algorithms | None = field(default=None, kw_only=True)
@@ -131,6 +156,31 @@ class CacheFields(SshCache):
     control_path: str | None = None
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    host_key_alias: str | None = None
+    """Name to look the host key up and record it under in known_hosts, instead of the host name
+    and port (a tunnel, several servers on one host)."""
+    check_host_ip: bool | None = None
+    """Also check the server's address in known_hosts, and record it: warns of a key that differs
+    for the address (not through a proxy or to loopback)."""
+    revoked_host_keys: str | None = None
+    """File of public keys (one per line) refused as host keys; if it cannot be read, every host
+    is refused.  A binary KRL is refused as unreadable."""
+    known_hosts_command: str | None = None
+    """Command (absolute path, no shell) whose output is read as more known_hosts lines; tokens
+    as for a path, and %f %H %I %K %t."""
+    canonicalize_hostname: str | None = None
+    """Complete a short host name with each CanonicalDomains suffix, connect to the first that
+    resolves and read the config again for it: ``no``, ``yes`` (not through a proxy or jump
+    host) or ``always``."""
+    canonical_domains: str | Sequence[str] | None = None
+    """Domain suffixes CanonicalizeHostname tries, in order."""
+    canonicalize_fallback_local: bool | None = None
+    """When no suffix resolves, connect to the name as written (``no``: refuse)."""
+    canonicalize_max_dots: int | None = None
+    """Names with more dots than this are taken as complete, not canonicalized."""
+    canonicalize_permitted_cnames: str | Sequence[str] | None = None
+    """``source:target`` pattern lists: a name matching *source* whose DNS alias (CNAME) matches
+    *target* is replaced by that alias."""
     ciphers: str | None = None
     """Ciphers to offer, in order; ``+``, ``-`` or ``^`` before the list edits the default."""
     macs: str | None = None
@@ -176,3 +226,8 @@ class CacheFields(SshCache):
     channels: int = 1
     """How many remote server processes this cache may run at once, and so how many calls from
     different threads proceed in parallel.  All of them share the one SSH connection."""
+    progress: Any = field(default='auto', repr=False)
+    """How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar on a
+    terminal's stderr or in the notebook, once a transfer has run a second; nothing in batch
+    jobs and pool workers), ``"none"``, ``"module:function"``, or in Python a callable
+    ``report(direction, bytes_done, total)``.  See :ref:`progress`."""

@@ -44,6 +44,7 @@ from .parsers import (
     WHOLE_NUMBER,
     attempts,
     choice,
+    cname_rule,
     count,
     interval,
     path_check,
@@ -74,9 +75,13 @@ from .tokens import (
     control_paths,
     given_name,
     home_files,
+    home_path,
     home_path_list,
     hostname,
+    known_hosts_command,
     local_user,
+    lowercase,
+    no_words,
     path,
     path_list,
     paths,
@@ -96,7 +101,8 @@ DEFAULT_AUTH_TIMEOUT = 300.0
 OPTIONS: tuple[Option, ...] = (
     Option("HostName", "hostname", default=Computed(given_name), finish=hostname,
            default_doc="the host as given", doc="Real host name or address to connect to."),
-    Option("User", "user", default=Computed(local_user), default_doc="your local user name",
+    Option("User", "user", default=Computed(local_user),
+           default_doc="your local user name (the password database's, as ssh takes it)",
            flag="-l USER", doc="Remote user name."),
     Option("Port", "port", port, default=22, flag="-p PORT", doc="Remote SSH port."),
     Option("IdentityFile", "identity_file", values=UNIQUE, check=PATHS,
@@ -154,6 +160,37 @@ OPTIONS: tuple[Option, ...] = (
            doc="Control socket of a live OpenSSH master (``ssh -M``): when one listens "
                "there, the remote server runs through it and fleche-ssh logs in nowhere. "
                "``none``: never."),
+    # Which host keys are trusted: see fleche_ssh.ssh.hostkeys.
+    Option("HostKeyAlias", "host_key_alias", finish=lowercase,
+           doc="Name to look the host key up and record it under in known_hosts, instead "
+               "of the host name and port (a tunnel, several servers on one host)."),
+    Option("CheckHostIP", "check_host_ip", yes_no, default=False,
+           doc="Also check the server's address in known_hosts, and record it: warns of a "
+               "key that differs for the address (not through a proxy or to loopback)."),
+    Option("RevokedHostKeys", "revoked_host_keys", finish=home_path,
+           doc="File of public keys (one per line) refused as host keys; if it cannot be "
+               "read, every host is refused.  A binary KRL is refused as unreadable."),
+    Option("KnownHostsCommand", "known_hosts_command", values=COMMAND,
+           finish=known_hosts_command,
+           doc="Command (absolute path, no shell) whose output is read as more known_hosts "
+               "lines; tokens as for a path, and %f %H %I %K %t."),
+    # Where: the name ssh settles on before reading its files again (config/canonical.py).
+    Option("CanonicalizeHostname", "canonicalize_hostname",
+           choice("no", "yes", "always", aliases={"true": "yes", "false": "no"}),
+           default="no",
+           doc="Complete a short host name with each CanonicalDomains suffix, connect to "
+               "the first that resolves and read the config again for it: ``no``, ``yes`` "
+               "(not through a proxy or jump host) or ``always``."),
+    Option("CanonicalDomains", "canonical_domains", values=WORDS, check=PATHS, default=(),
+           finish=no_words, doc="Domain suffixes CanonicalizeHostname tries, in order."),
+    Option("CanonicalizeFallbackLocal", "canonicalize_fallback_local", yes_no, default=True,
+           doc="When no suffix resolves, connect to the name as written (``no``: refuse)."),
+    Option("CanonicalizeMaxDots", "canonicalize_max_dots", count, default=1,
+           doc="Names with more dots than this are taken as complete, not canonicalized."),
+    Option("CanonicalizePermittedCNAMEs", "canonicalize_permitted_cnames", cname_rule,
+           values=WORDS, check=PATHS, default=(), finish=no_words,
+           doc="``source:target`` pattern lists: a name matching *source* whose DNS "
+               "alias (CNAME) matches *target* is replaced by that alias."),
     # What to negotiate: OpenSSH's list syntax on Paramiko's algorithms (algorithms.py).
     *(Option(keyword, key, target_type="Algorithms | None", finish=algorithms(keyword),
              aliases=aliases, default_doc=default_doc, doc=doc)
@@ -238,6 +275,12 @@ OWN_KEYS: tuple[OwnKey, ...] = (
         "How many remote server processes this cache may run at once, and so how many calls "
         "from different threads proceed in parallel.  All of them share the one SSH "
         "connection.", default=1, type="int"),
+    OwnKey("progress", HANDLER,
+        'How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar '
+        "on a terminal's stderr or in the notebook, once a transfer has run a second; nothing "
+        'in batch jobs and pool workers), ``"none"``, ``"module:function"``, or in Python a '
+        "callable ``report(direction, bytes_done, total)``.  See :ref:`progress`.",
+        default="auto", type="Any", repr=False),
 )
 
 # Keywords that only matter to the ssh binary: connection sharing, which the
@@ -259,15 +302,7 @@ UNHONOURED: tuple[Unhonoured, ...] = (
     # Python's standard library has no portable way to read an interface's addresses.
     Unhonoured("BindInterface", "ssh would connect from the address of this interface (set "
                "BindAddress to that address instead)"),
-    Unhonoured("CanonicalizeHostname",
-               "ssh would try the name with each CanonicalDomains suffix and connect to the "
-               "first that resolves (fleche-ssh applies Match canonical blocks, but connects to "
-               "the name as written)", same=_NO),
     # Which host keys ssh trusts.
-    Unhonoured("HostKeyAlias", "ssh would look the host key up in known_hosts under this name"),
-    Unhonoured("KnownHostsCommand", "ssh would also trust the host keys this command prints",
-               values=COMMAND),
-    Unhonoured("RevokedHostKeys", "ssh would refuse the host keys listed in this file"),
     Unhonoured("VerifyHostKeyDNS", "ssh would trust host keys published in DNS (SSHFP)",
                same=_NO),
     # How ssh logs in.
@@ -276,8 +311,6 @@ UNHONOURED: tuple[Unhonoured, ...] = (
     Unhonoured("GSSAPIAuthentication", "ssh would also log in with a Kerberos ticket",
                logging.INFO, same=_NO),
     Unhonoured("HostbasedAuthentication", "ssh would also log in as this machine",
-               logging.INFO, same=_NO),
-    Unhonoured("CheckHostIP", "ssh would also check the host's address in known_hosts",
                logging.INFO, same=_NO),
 )
 

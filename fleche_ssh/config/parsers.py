@@ -67,18 +67,23 @@ def interval(text: str) -> float:
     return 0.0 if value is None else value
 
 
-def count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {text!r}")
+def _whole(text: str, low: int, high: float, wanted: str) -> int:
+    """A whole number from *low* to *high*, or ``ValueError`` saying what was *wanted*."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValueError(f"expected {wanted}, got {text!r}")
     return value
+
+
+def count(text: str) -> int:
+    return _whole(text, 0, math.inf, "a whole number >= 0")
 
 
 def attempts(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"expected a whole number >= 1, got {text!r}")
-    return value
+    return _whole(text, 1, math.inf, "a whole number >= 1")
 
 
 def pubkey_switch(text: str) -> bool:
@@ -93,10 +98,7 @@ def pubkey_switch(text: str) -> bool:
 
 
 def port(text: str) -> int:
-    value = int(text)
-    if not 0 < value < 65536:
-        raise ValueError(f"expected a port between 1 and 65535, got {text!r}")
-    return value
+    return _whole(text, 1, 65535, "a port between 1 and 65535")
 
 
 def choice(*words: str, aliases: dict[str, str] | None = None) -> Callable[[str], str]:
@@ -114,6 +116,14 @@ def choice(*words: str, aliases: dict[str, str] | None = None) -> Callable[[str]
 
 def text(value: str) -> str:
     return value
+
+
+def cname_rule(text: str) -> str:
+    """A ``CanonicalizePermittedCNAMEs`` rule, ``source:target`` pattern lists, or ``none``."""
+    source, colon, target = text.partition(":")
+    if text.lower() != "none" and not (colon and source and target):
+        raise ValueError(f"expected source:target (domain pattern lists) or none, got {text!r}")
+    return text
 
 
 def return_type(parse: Callable[[str], Any]) -> str:

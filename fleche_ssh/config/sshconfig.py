@@ -17,7 +17,6 @@ the file format.
 
 from __future__ import annotations
 
-import getpass
 import glob
 import os
 import re
@@ -28,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from .options import ALIASES, VALUES
+from .options import ALIASES, BY_KEYWORD, VALUES
+from .patterns import match_pattern_list
 from .rows import COMMAND, ONE, UNIQUE
 from .tokens import canonical_hostname
 from .words import join_words, split_words
@@ -41,53 +41,15 @@ MATCH_EXEC_TIMEOUT = 10.0
 
 #: ssh_config's own structure, which is never a setting.
 STRUCTURE = frozenset({"host", "match", "include"})
+#: What ssh has settled before its final pass, which that pass no longer changes: the
+#: name, and how it was canonicalized (ssh fills in their defaults before canonicalizing).
+SETTLED = frozenset({"hostname", "canonicalizehostname", "canonicaldomains",
+                     "canonicalizefallbacklocal", "canonicalizemaxdots",
+                     "canonicalizepermittedcnames"})
 # CanonicalizeHostname values that make ssh read its files a second time.
 _CANONICALIZING = frozenset({"yes", "always", "true"})
 _MATCH_WORDS = ("all", "canonical", "final", "exec", "host", "originalhost", "user",
                 "localuser")
-
-
-def _pattern_match(pattern: str, text: str) -> bool:
-    """OpenSSH's ``match_pattern``: ``*`` and ``?`` wildcards, case-sensitive."""
-    p, t = pattern, text
-    # Iterative wildcard matching with backtracking on the last '*'.
-    pi = ti = 0
-    star, mark = -1, 0
-    while ti < len(t):
-        if pi < len(p) and p[pi] in ("?", t[ti]):
-            pi += 1
-            ti += 1
-        elif pi < len(p) and p[pi] == "*":
-            star, mark = pi, ti
-            pi += 1
-        elif star != -1:
-            pi, mark = star + 1, mark + 1
-            ti = mark
-        else:
-            return False
-    while pi < len(p) and p[pi] == "*":
-        pi += 1
-    return pi == len(p)
-
-
-def match_pattern_list(patterns: list[str], text: str, *, fold_case: bool = True) -> bool:
-    """True when *text* matches a positive pattern and no negated (``!``) one.
-
-    OpenSSH compares host names case-insensitively (known_hosts, ``Match
-    host``, ``Match originalhost``) but ``Host`` lines, ``Match user`` and
-    ``Match localuser`` case-sensitively: ``Host Login*`` does not apply to
-    ``ssh login1``.
-    """
-    if fold_case:
-        patterns, text = [p.lower() for p in patterns], text.lower()
-    matched = False
-    for pattern in patterns:
-        if pattern.startswith("!"):
-            if _pattern_match(pattern[1:], text):
-                return False
-        elif _pattern_match(pattern, text):
-            matched = True
-    return matched
 
 
 @dataclass
@@ -148,14 +110,17 @@ class _Context:
 
     ``hostname`` gives the ``HostName`` obtained so far with its ``%h``
     expanded (the name as given when there is none); ``expand`` fills the
-    tokens of a ``Match exec`` command, ``%h`` being the host passed to it.
+    tokens of a ``Match exec`` command, ``%h`` being the host passed to it,
+    naming the file and line passed with it when a token is refused.
     """
 
     original_host: str
     user: str | None
+    #: The local user name (the password database's), for ``Match localuser``.
+    local_user: str
     resolution: Resolution
     hostname: Callable[[Resolution], str]
-    expand: Callable[[str, Resolution, str], str]
+    expand: Callable[[str, Resolution, str, str], str]
     final_pass: bool = False
     wants_final: bool = False
 
@@ -222,14 +187,36 @@ def _split_line(line: str, where: str) -> tuple[str, list[str], str] | None:
     return found.group(1), args, found.group(2).strip()
 
 
+def _check(keyword: str, args: list[str], value: str, where: str, *, active: bool) -> None:
+    """Refuse a value ssh would refuse, in every block, whether it applies or not.
+
+    ssh parses each line it reads (``Port nonsense`` under a ``Host`` that
+    does not match still stops it with "Bad port"), so a file fleche-ssh
+    accepts is one ssh accepts too.  Only the keywords fleche-ssh has a
+    parser for are checked: one it does not know, with or without a value,
+    is ignored (and logged where it applies), as files shared with other
+    programs need.
+    """
+    option = BY_KEYWORD.get(ALIASES.get(keyword.lower(), keyword.lower()))
+    if not args and (active or option is not None):
+        raise ConfigError(f"{where}: {keyword} needs a value")
+    if option is not None:
+        option.read(value, where)
+
+
 class _Evaluator:
     def __init__(self, context: _Context) -> None:
         self.ctx = context
 
-    def apply_file(self, path: Path, *, base: Path, depth: int = 0) -> None:
-        if depth > MAX_INCLUDE_DEPTH:
-            raise ConfigError(f"{path}: Include nested more than {MAX_INCLUDE_DEPTH} deep")
-        active = True
+    def apply_file(self, path: Path, *, base: Path, depth: int = 0,
+                   never_match: bool = False) -> None:
+        """Apply one file's lines; with *never_match*, only check them, as ssh does.
+
+        ssh reads a file included from a block that does not apply with no
+        block active (its ``SSHCONF_NEVERMATCH``), so that its values are
+        checked and an ``Include`` loop found wherever it is.
+        """
+        active = not never_match
         for number, line in enumerate(_read_lines(path), 1):
             where = f"{path}:{number}"
             parsed = _split_line(line, where)
@@ -238,34 +225,48 @@ class _Evaluator:
             keyword, args, raw = parsed
             key = keyword.lower()
             if key == "host":
-                active = match_pattern_list(args, self.ctx.host_line_name(), fold_case=False)
+                hit = match_pattern_list(args, self.ctx.host_line_name(), fold_case=False)
+                active = hit and not never_match
             elif key == "match":
-                active = self._match(args, where)
-            elif not active:
-                continue
+                active = self._match(args, where) and not never_match
             elif key == "include":
                 for pattern in args:
-                    self._include(pattern, base=base, depth=depth)
-            elif not args:
-                raise ConfigError(f"{where}: {keyword} needs a value")
-            elif key == "hostname" and self.ctx.final_pass:
-                # ssh has settled the name before this pass; HostName no longer changes it.
-                continue
+                    self._include(pattern, where, base=base, depth=depth,
+                                  never_match=not active)
             else:
                 # A command is kept as written; anything else as its words, requoted.
                 value = raw if VALUES.get(key) is COMMAND else join_words(args)
+                _check(keyword, args, value, where, active=active)
+                if not active or (key in SETTLED and self.ctx.final_pass):
+                    continue
                 self.ctx.resolution.set(keyword, value, where)
 
-    def _include(self, pattern: str, *, base: Path, depth: int) -> None:
+    def _include(self, pattern: str, where: str, *, base: Path, depth: int,
+                 never_match: bool) -> None:
         expanded = os.path.expanduser(pattern)
         if not os.path.isabs(expanded):
             expanded = str(base / expanded)
         for name in sorted(glob.glob(expanded)):
-            self.apply_file(Path(name), base=base, depth=depth + 1)
+            if depth >= MAX_INCLUDE_DEPTH:
+                # As ssh, which stops at the same depth: a file that includes itself,
+                # directly or through others, would otherwise be read forever.
+                raise ConfigError(
+                    f"{name}: Include nested more than {MAX_INCLUDE_DEPTH} deep, included "
+                    f"from {where}: an Include loop? ssh refuses this file too."
+                )
+            self.apply_file(Path(name), base=base, depth=depth + 1, never_match=never_match)
 
     def _match(self, args: list[str], where: str) -> bool:
+        """A ``Match`` line's result, or :class:`ConfigError` for one ssh refuses.
+
+        As OpenSSH 9's ``match_cfg_line``: every criterion must hold; ``all``
+        ends the line and stands alone (after at most one other criterion,
+        as ssh counts); an ``exec`` is not run once an earlier criterion
+        failed, though its tokens are still checked.
+        """
         ctx = self.ctx
         result = True
+        attributes = 0
         i = 0
         if not args:
             raise ConfigError(f"{where}: Match needs criteria")
@@ -279,23 +280,32 @@ class _Evaluator:
                     f"(supported: {', '.join(_MATCH_WORDS)})."
                 )
             if criterion == "all":
-                hit = True
-            elif criterion in ("canonical", "final"):
+                if attributes > 1 or i + 1 < len(args):
+                    raise ConfigError(
+                        f"{where}: Match all cannot be combined with other criteria, as ssh "
+                        f"refuses it: write 'Match all' alone, or the other criteria alone."
+                    )
+                return result and not negate
+            attributes += 1
+            if criterion in ("canonical", "final"):
                 ctx.wants_final = ctx.wants_final or criterion == "final"
                 hit = ctx.final_pass
             else:
                 if i + 1 >= len(args):
                     raise ConfigError(f"{where}: Match {criterion} needs an argument")
                 i += 1
-                hit = self._criterion(criterion, args[i], where)
+                hit = self._criterion(criterion, args[i], where, run=result)
             result = result and (hit != negate)
             i += 1
         return result
 
-    def _criterion(self, criterion: str, arg: str, where: str) -> bool:
+    def _criterion(self, criterion: str, arg: str, where: str, *, run: bool) -> bool:
+        """Whether one criterion with its argument holds; *run* is false once the line failed."""
         ctx = self.ctx
         if criterion == "exec":
-            command = ctx.expand(arg, ctx.resolution, ctx.destination())
+            command = ctx.expand(arg, ctx.resolution, ctx.destination(), where)
+            if not run:
+                return False
             try:
                 done = subprocess.run(
                     ["/bin/sh", "-c", command], stdin=subprocess.DEVNULL,
@@ -311,40 +321,51 @@ class _Evaluator:
         if criterion == "originalhost":
             return match_pattern_list(patterns, ctx.original_host)
         if criterion == "user":
-            user = ctx.resolution.first("user") or ctx.user or getpass.getuser()
+            user = ctx.resolution.first("user") or ctx.user or ctx.local_user
             return match_pattern_list(patterns, user, fold_case=False)
-        return match_pattern_list(patterns, getpass.getuser(), fold_case=False)
+        return match_pattern_list(patterns, ctx.local_user, fold_case=False)
 
 
 def resolve_config(
     host: str,
     *,
     user: str | None,
+    local_user: str,
     files: list[tuple[Path, Path]],
     preset: Resolution,
     hostname: Callable[[Resolution], str],
-    expand: Callable[[str, Resolution, str], str],
+    expand: Callable[[str, Resolution, str, str], str],
+    canonicalize: Callable[[str, Resolution], str] = lambda name, resolution: name,
 ) -> Resolution:
     """Evaluate *files* for *host*, on top of the settings already in *preset*.
 
     *files* pairs each config file with the folder its relative ``Include``
     lines start from.  *preset* holds what the command line and explicit
     keys set, which beat anything a file says.  Missing files are skipped,
-    as OpenSSH skips a missing ``~/.ssh/config``.  *hostname* and *expand*
+    as OpenSSH skips a missing ``~/.ssh/config``.  *local_user* is the
+    password database's name for this uid, which ``Match localuser`` tests
+    and ``Match user`` falls back to.  *hostname* and *expand*
     are the token expansions ``Match`` needs (see :class:`_Context`).
 
     A second pass follows when a ``Match final`` was seen or
-    ``CanonicalizeHostname`` is on, as in ssh; fleche-ssh does not rewrite
-    the name with ``CanonicalDomains``, but ``Match canonical`` blocks
-    apply on that pass as they do for ssh.
+    ``CanonicalizeHostname`` is on, as in ssh, for the name *canonicalize*
+    settles on (:func:`fleche_ssh.config.canonical.canonicalize`): it
+    becomes the ``HostName``, and ``Host`` and ``Match host`` lines test it.
     """
-    ctx = _Context(original_host=host, user=user, resolution=preset, hostname=hostname,
-                   expand=expand)
+    ctx = _Context(original_host=host, user=user, local_user=local_user, resolution=preset,
+                   hostname=hostname, expand=expand)
     evaluator = _Evaluator(ctx)
     for path, base in files:
         if path.exists():
             evaluator.apply_file(path, base=base)
+    name = canonical_hostname(ctx.destination())
+    settled = canonicalize(name, ctx.resolution)
     if ctx.wants_final or ctx.canonicalizing():
+        if settled != name:
+            resolution = ctx.resolution
+            resolution.values["hostname"] = [join_words([settled])]
+            resolution.sources["hostname"] = resolution.sources.get("canonicalizehostname", "")
+            resolution.spellings.setdefault("hostname", "HostName")
         ctx.final_pass = True
         for path, base in files:
             if path.exists():

@@ -16,7 +16,6 @@ point fleche-ssh at a throwaway home.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import socket
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from .canonical import GetAddrInfo, canonicalize
 from .cmdline import parse_ssh_options
 from .fields import TargetFields
 from .ignored import log_ignored
@@ -42,6 +42,7 @@ from .tokens import (
     canonical_hostname,
     expand,
     expand_hostname,
+    password_user,
 )
 from .words import join_words, split_words
 
@@ -69,7 +70,13 @@ class Target(TargetFields):
 
     @property
     def known_hosts_name(self) -> str:
-        """The name known_hosts files use: ``host``, or ``[host]:port`` off port 22."""
+        """The name known_hosts files use: ``host``, or ``[host]:port`` off port 22.
+
+        With a ``HostKeyAlias``, the alias alone, without a port, as ssh
+        looks it up and records it.
+        """
+        if self.host_key_alias is not None:
+            return self.host_key_alias
         return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
 
     @property
@@ -110,7 +117,7 @@ def _as_text(option: Option, value: Any) -> list[str]:
     if isinstance(value, bool):
         return ["yes" if value else "no"]
     if option.values is COMMAND:
-        return [str(value)]  # a command is read as written, never as quoted words
+        return [str(value)]  # a command is kept as written, as on a config line
     items = value if isinstance(value, (list, tuple)) else [value]
     words = [os.fspath(v) if isinstance(v, os.PathLike) else str(v) for v in items]
     if option.values is WORDS:
@@ -175,12 +182,14 @@ def resolve(
     ssh_options: Sequence[str] = (),
     config_file: str | os.PathLike[str] | None = None,
     explicit: Mapping[str, Any] | None = None,
+    getaddrinfo: GetAddrInfo = socket.getaddrinfo,
     _seen: tuple[str, ...] = (),
 ) -> Target:
     """Resolve *host* (an alias, a name or ``user@name``) into a :class:`Target`.
 
     Jump hosts are resolved too, each through the same config file with its
-    own settings, as ``ssh -J`` resolves them.
+    own settings, as ``ssh -J`` resolves them.  *getaddrinfo* answers the
+    lookups of ``CanonicalizeHostname``, as :func:`socket.getaddrinfo` does.
 
     Raises:
         ConfigError: an option value is invalid, naming where it was set, or
@@ -195,7 +204,7 @@ def resolve(
     if not alias:
         raise ConfigError(f"host {host!r} has no host name after '@'")
     command_line = parse_ssh_options(ssh_options)
-    local_user = getpass.getuser()
+    local_user = password_user()
 
     preset = Resolution()
     for option, value in _explicit_settings(dict(explicit or {})):
@@ -227,12 +236,16 @@ def resolve(
     def hostname(so_far: Resolution) -> str:
         return _hostname(alias, so_far)
 
-    def match_exec(command: str, so_far: Resolution, match_host: str) -> str:
-        return expand(command, _tokens(alias, so_far, local_user, match_host), "Match exec",
+    def match_exec(command: str, so_far: Resolution, match_host: str, where: str) -> str:
+        return expand(command, _tokens(alias, so_far, local_user, match_host), where,
                       "Match exec", PATH_TOKENS)
 
-    resolution = resolve_config(alias, user=login_user or None, files=files, preset=preset,
-                                hostname=hostname, expand=match_exec)
+    def settle(name: str, so_far: Resolution) -> str:
+        return canonicalize(name, so_far, getaddrinfo)
+
+    resolution = resolve_config(alias, user=login_user or None, local_user=local_user,
+                                files=files, preset=preset, hostname=hostname,
+                                expand=match_exec, canonicalize=settle)
     log_ignored(alias, resolution)
     target = _build(alias, resolution, local_user)
     jumps = target.proxy_command is None and _single(resolution, "proxyjump")
@@ -243,7 +256,7 @@ def resolve(
                    resolution.sources.get("proxyjump", ""), "ProxyJump", COMMAND_TOKENS)
     where = resolution.sources.get("proxyjump", "")
     try:
-        jump = _resolve_jump(jumps, config, (*_seen, host))
+        jump = _resolve_jump(jumps, config, (*_seen, host), getaddrinfo)
     except ConfigError as e:
         if where in str(e):
             raise
@@ -261,7 +274,7 @@ def _unsafe(c: str) -> bool:
 
 
 def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,
-                  seen: tuple[str, ...]) -> Target:
+                  seen: tuple[str, ...], getaddrinfo: GetAddrInfo) -> Target:
     """The last hop of a ``ProxyJump`` list, reached through the hops before it."""
     *before, last = [hop.strip() for hop in spec.split(",")]
     if not last:
@@ -276,7 +289,8 @@ def _resolve_jump(spec: str, config: str | os.PathLike[str] | None,
     explicit: dict[str, Any] = {"port": port}
     if before:
         explicit["proxy_jump"] = ",".join(before)
-    return resolve(host, config_file=config, explicit=explicit, _seen=seen)
+    return resolve(host, config_file=config, explicit=explicit, getaddrinfo=getaddrinfo,
+                   _seen=seen)
 
 
 def _split_hop(hop: str) -> tuple[str, int | None]:

@@ -11,6 +11,7 @@ token is refused.
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import os
 import re
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .words import join_words, split_words
 
 _TOKEN = re.compile(r"%(.)")
 _ENV = re.compile(r"\$\{([^}]*)\}")
@@ -27,6 +29,8 @@ HOSTNAME_TOKENS = "%h"
 COMMAND_TOKENS = "%hnpr"  # ProxyCommand, ProxyJump
 PATH_TOKENS = "%CdhikLlnpru"  # IdentityFile, CertificateFile, UserKnownHostsFile, ...
 CONTROL_PATH_TOKENS = PATH_TOKENS + "j"
+#: The tokens a KnownHostsCommand accepts besides a path's: they describe the host key.
+KNOWN_HOSTS_COMMAND_TOKENS = "fHIKt"
 #: The tokens' key for ``%C`` as OpenSSH 9.6 and later compute it, the jump host hashed in.
 CONNECTION_HASH_WITH_JUMP = "C+j"
 
@@ -122,6 +126,53 @@ def home_path_list(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
     return () if value[0].lower() == "none" else tuple(os.path.expanduser(p) for p in value)
 
 
+def no_words(value: tuple[str, ...], context: Context) -> tuple[str, ...]:
+    """Words on one line, ``none`` meaning none at all."""
+    return () if value[0].lower() == "none" else value
+
+
+def lowercase(value: str, context: Context) -> str:
+    """A name as ssh keeps it: ``HostKeyAlias`` is lowercased, as host names are."""
+    return value.lower()
+
+
+def home_path(value: str, context: Context) -> str:
+    """A path with ``~`` expanded and no tokens, as ssh 9 reads ``RevokedHostKeys``."""
+    return os.path.expanduser(value)
+
+
+def known_hosts_command(value: str, context: Context) -> str | None:
+    """A ``KnownHostsCommand``: the tokens known now expanded, those of the host key kept.
+
+    As ssh, the command is split into words first and the words after the
+    program are expanded; ``%f``, ``%K``, ``%t`` (the host key) and ``%H``,
+    ``%I`` (what is looked up) stay, with ``%%``, for
+    :func:`expand_known_hosts_command` when the key is there.  A token a
+    path does not accept is refused here, naming the line.  The words are
+    joined again (quoted where needed), so that splitting gives them back.
+    ``none`` means no command.
+    """
+    if value.lower() == "none":
+        return None
+    try:
+        program, *words = split_words(value)
+    except ValueError as e:
+        raise ConfigError(f"{context.where}: {context.keyword}: {e}") from None
+    now = {letter: text.replace("%", "%%") for letter, text in context.tokens.items()}
+    kept = {letter: f"%{letter}" for letter in KNOWN_HOSTS_COMMAND_TOKENS + "%"}
+    accepted = PATH_TOKENS + KNOWN_HOSTS_COMMAND_TOKENS
+    return join_words([program, *(expand(word, {**now, **kept}, context.where,
+                                         context.keyword, accepted) for word in words)])
+
+
+def expand_known_hosts_command(command: str, tokens: Mapping[str, str]) -> list[str]:
+    """The words of a command :func:`known_hosts_command` kept, with the host key's tokens."""
+    program, *words = split_words(command)
+    return [program, *(expand(word, {**tokens, "%": "%"}, "KnownHostsCommand",
+                              "KnownHostsCommand", "%" + KNOWN_HOSTS_COMMAND_TOKENS)
+                       for word in words)]
+
+
 def control_paths(value: str, context: Context) -> tuple[str, ...]:
     """Where a live OpenSSH master's socket may be: ``none`` means nowhere.
 
@@ -173,6 +224,30 @@ def given_name(context: Context) -> str:
 
 def local_user(context: Context) -> str:
     return context.tokens["u"]
+
+
+def password_user() -> str:
+    """The local user name as ssh takes it: the password database's entry for this uid.
+
+    Not ``$LOGNAME`` or ``$USER``: a shell after ``su``, a job scheduler or
+    a container may leave those naming someone else, and ``ssh`` would then
+    log in (and expand ``%u``, test ``Match localuser``) as the uid's owner
+    all the same.  Windows has no password database; there the login name
+    is what ``ssh`` uses too.
+    """
+    try:
+        import pwd
+    except ImportError:
+        return getpass.getuser()
+    uid = os.getuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        raise ConfigError(
+            f"no user exists for uid {uid} in the password database, so there is no local "
+            f"user name (ssh refuses to run too); add an entry for this uid, or run as a "
+            f"user that has one."
+        ) from None
 
 
 def home_files(*names: str) -> Computed:

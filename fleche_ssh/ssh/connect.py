@@ -15,6 +15,7 @@ then does the login start.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import time
@@ -158,6 +159,25 @@ def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess 
     return open_socket(target), None
 
 
+def checked_address(target: Target, sock: Any, proxy: ProxyProcess | None,
+                    via: Session | None) -> str | None:
+    """The server's address as known_hosts writes it, when ``CheckHostIP`` applies.
+
+    As ssh decides: only when it is on, over a TCP connection of our own
+    (through a proxy or jump host the address is not the server's), not to
+    a loopback address, and not when the host was given as that very text.
+    """
+    if (not target.check_host_ip or proxy is not None or via is not None
+            or target.proxy_command is not None):  # ProxyUseFdpass has no process left
+        return None
+    try:
+        address = ipaddress.ip_address(sock.getpeername()[0])
+    except (OSError, ValueError):
+        return None
+    text = str(address) if target.port == 22 else f"[{address}]:{target.port}"
+    return None if address.is_loopback or text == target.hostname else text
+
+
 def _offer(chosen: Algorithms | None, keyword: str) -> tuple[str, ...]:
     return chosen.names if chosen is not None else SUPPORTED[keyword]
 
@@ -248,7 +268,8 @@ def connect(target: Target, login: Login, keys: KeyCache, via: Session | None = 
     try:
         key = transport.get_remote_server_key()
         ask: Callable[[str], bool] | None = login.prompter.confirm if login.can_ask else None
-        verified = hostkeys.verify(target, key, ask, known)
+        address = checked_address(target, sock, proxy, via)
+        verified = hostkeys.verify(target, key, ask, known, address)
         report = authenticate(transport, target, login.prompter, timeout=login.auth_timeout,
                               can_ask=login.can_ask, keys=keys)
     except BaseException:

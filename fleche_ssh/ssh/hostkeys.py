@@ -6,7 +6,12 @@ module reads known_hosts line by line instead: a line it cannot use is
 skipped with a debug log, hashed (``|1|``) and wildcard entries match as in
 OpenSSH, ``@revoked`` keys are refused, and the key types known for a host
 are reported so the handshake can prefer them (a server offering another
-type would otherwise look like an unknown host).
+type would otherwise look like an unknown host).  ``@cert-authority`` lines
+trust host certificates (:mod:`~fleche_ssh.ssh.hostcerts`).  A ``HostKeyAlias`` is
+the name looked up and recorded (:attr:`Target.known_hosts_name`);
+``CheckHostIP`` checks and records the server's address as well; the keys
+of a ``KnownHostsCommand`` count as known_hosts lines and a
+``RevokedHostKeys`` file is honoured (:mod:`~fleche_ssh.ssh.known_sources`).
 
 The policies follow ``StrictHostKeyChecking``: ``yes`` refuses unknown
 hosts, ``accept-new`` records them, ``ask`` asks a human through the prompt
@@ -30,9 +35,11 @@ from typing import BinaryIO
 
 import paramiko
 
-from ..config.sshconfig import match_pattern_list
+from ..config.patterns import match_pattern_list
 from ..config.target import Target
-from ..errors import ChangedHostKey, HostKeyError, PromptUnavailable, UnknownHostKey
+from ..errors import ChangedHostKey, PromptUnavailable, UnknownHostKey
+from .hostcerts import cert_types, certificate, verify_certificate
+from .known_sources import check_revoked, command_lines, fingerprint, refuse_revoked
 
 logger = logging.getLogger("fleche_ssh.hostkeys")
 
@@ -82,12 +89,6 @@ def hash_name(name: str) -> str:
     salt = os.urandom(20)
     mac = hmac.new(salt, name.encode(), hashlib.sha1).digest()
     return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(mac).decode()}"
-
-
-def fingerprint(key: paramiko.PKey) -> str:
-    """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def _parse_line(text: str, path: str, number: int, name: str | None = None) -> KnownKey | None:
@@ -182,12 +183,34 @@ def known_entries(target: Target) -> list[KnownKey]:
     return read_known_hosts(files, target.known_hosts_name)
 
 
+def command_entries(target: Target, reason: str, name: str,
+                    key: paramiko.PKey | None = None) -> list[KnownKey]:
+    """The entries for *name* that the target's ``KnownHostsCommand`` prints (``%I`` *reason*)."""
+    entries = []
+    for number, text in command_lines(target, reason, name, key):
+        entry = _parse_line(text, "KnownHostsCommand", number, name)
+        if entry is not None:
+            entries.append(entry)
+    return entries
+
+
 def known_key_types(target: Target, entries: list[KnownKey] | None = None) -> list[str]:
-    """Key types known_hosts holds for *target*, so the handshake asks for them first."""
+    """Key types known_hosts holds for *target*, so the handshake asks for them first.
+
+    The ``KnownHostsCommand`` is asked too, as ssh asks it (``%I`` is ``ORDER``),
+    for the host name as it is, without alias or port.
+    """
     found: list[str] = []
-    for entry in known_entries(target) if entries is None else entries:
+    entries = known_entries(target) if entries is None else entries
+    entries = entries + command_entries(target, "ORDER", target.hostname)
+    for entry in entries:
         if entry.marker is None and entry.keytype not in found:
             found.append(entry.keytype)
+    if any(entry.marker == "cert-authority" for entry in entries):
+        # A CA is trusted for this host: ask for a certificate first, as ssh does, of the
+        # known key types, then of every type Paramiko offers (in its own order).
+        return list(dict.fromkeys(cert_types([*found, *paramiko.Transport._preferred_keys])
+                                  + found))
     return found
 
 
@@ -195,38 +218,95 @@ Ask = Callable[[str], bool]
 
 
 def verify(target: Target, key: paramiko.PKey, ask: Ask | None,
-           entries: list[KnownKey] | None = None) -> str:
+           entries: list[KnownKey] | None = None, address: str | None = None) -> str:
     """Accept or refuse the server's *key*; return how it was verified.
 
     *ask* poses a yes/no question to a human (``None`` when nobody can be
     asked); *entries* are :func:`known_entries` when the caller has them
-    already.  Raises a :class:`HostKeyError` subclass on refusal.
+    already; *address* is the server's address as known_hosts writes it,
+    when ``CheckHostIP`` applies (see :func:`_check_address`).  Raises a
+    :class:`HostKeyError` subclass on refusal.
     """
+    cert = certificate(key)
+    check_revoked(target, key, cert.ca_blob if cert is not None else None)
     name = target.known_hosts_name
-    keytype, blob = key.get_name(), key.get_base64()
     entries = known_entries(target) if entries is None else entries
-    for entry in entries:
-        if entry.marker == "revoked" and entry.blob == blob:
-            raise HostKeyError(
-                f"The {keytype} host key of {name} ({fingerprint(key)}) is marked @revoked in "
-                f"{entry.where}. Refusing to connect: ask the administrators of {target.hostname} "
-                f"for the current key."
-            )
-    plain = [e for e in entries if e.marker is None]
-    for entry in plain:
-        if entry.keytype == keytype and entry.blob == blob:
-            return f"known_hosts {entry.where}"
-    changed = [e for e in plain if e.keytype == keytype]
-    if changed:
+    entries = entries + command_entries(target, "HOSTNAME", name, key)
+    if cert is not None:
+        by_ca = verify_certificate(target, key, cert, entries)
+        if by_ca is not None:
+            return by_ca
+    found, changed = _look_up(target, key, entries)
+    by_address: tuple[KnownKey | None, list[KnownKey]] = (None, [])
+    if address is not None:
+        files = target.known_hosts_files + target.global_known_hosts_files
+        by_address = _look_up(target, key, read_known_hosts(files, address)
+                              + command_entries(target, "ADDRESS", address, key))
+    if changed and found is None:
         lines = ", ".join(e.where for e in changed)
         raise ChangedHostKey(
-            f"HOST KEY CHANGED for {name}: the server sent a {keytype} key {fingerprint(key)}, "
-            f"but {lines} records a different one. This can mean someone is intercepting the "
-            f"connection, or the host was reinstalled. If you have confirmed the new key with "
-            f"its administrators, remove the old entry: "
+            f"HOST KEY CHANGED for {name}: the server sent a {key.get_name()} key "
+            f"{fingerprint(key)}, but {lines} records a different one. This can mean someone is "
+            f"intercepting the connection, or the host was reinstalled. If you have confirmed "
+            f"the new key with its administrators, remove the old entry: "
             f"ssh-keygen -R {_shell_word(name)} -f {_shell_word(changed[0].path)}"
         )
-    return _unknown(target, key, ask)
+    if found is not None:
+        verified = f"known_hosts {found.where}"
+    elif address is not None and by_address == (None, []):
+        return _unknown(target, key, ask, [name, address])  # recorded together, as ssh does
+    else:
+        verified = _unknown(target, key, ask, [name])
+    return verified if address is None else _check_address(target, key, ask, address,
+                                                            by_address, verified)
+
+
+def _look_up(target: Target, key: paramiko.PKey,
+             entries: list[KnownKey]) -> tuple[KnownKey | None, list[KnownKey]]:
+    """The entry that holds *key*, and those holding another key of its type.
+
+    A key marked ``@revoked`` is refused here, whatever else says it is known.
+    """
+    keytype, blob = key.get_name(), key.get_base64()
+    refuse_revoked(target, entries, blob, f"The {keytype} host key of "
+                   f"{target.known_hosts_name} ({fingerprint(key)})")
+    plain = [e for e in entries if e.marker is None and e.keytype == keytype]
+    found = next((e for e in plain if e.blob == blob), None)
+    return found, [e for e in plain if e.blob != blob]
+
+
+def _check_address(target: Target, key: paramiko.PKey, ask: Ask | None, address: str,
+                   by_address: tuple[KnownKey | None, list[KnownKey]], verified: str) -> str:
+    """``CheckHostIP``: the server's address holds the same key as its name, as for ssh.
+
+    An address not yet known is recorded.  One that holds another key (the
+    name may point at another machine now, or DNS was spoofed) is a
+    question under ``ask``, a refusal under ``yes`` and ``accept-new``,
+    and a warning under ``no``, as ssh treats it.
+    """
+    found, changed = by_address
+    if found is not None:
+        return verified
+    if not changed:
+        return _record(target, key, verified, [address])
+    message = (f"the {key.get_name()} host key for '{target.known_hosts_name}' differs from "
+               f"the key for the IP address '{address}' ({', '.join(e.where for e in changed)})")
+    policy = target.strict_host_key_checking
+    if policy == "no":
+        logger.warning("Warning: %s", message)
+        return f"{verified}; {message}"
+    if policy == "ask" and ask is not None:
+        try:
+            if ask(f"Warning: {message}.\nAre you sure you want to continue connecting "
+                   f"(yes/no)? "):
+                return f"{verified}; {message}, accepted by the user"
+        except PromptUnavailable:
+            pass
+    raise ChangedHostKey(
+        f"Refusing to connect: {message}, and StrictHostKeyChecking is {policy}. If the "
+        f"address now belongs to this host, remove its old entry: "
+        f"ssh-keygen -R {_shell_word(address)} -f {_shell_word(changed[0].path)}"
+    )
 
 
 def _shell_word(text: str) -> str:
@@ -238,7 +318,8 @@ def _shell_word(text: str) -> str:
     return text if re.fullmatch(r"[\w@%+=:,./~\\-]+", text) else f'"{text}"'
 
 
-def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
+def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None, names: list[str]) -> str:
+    """An unknown host under its policy; *names* are recorded if it is accepted."""
     name, policy = target.known_hosts_name, target.strict_host_key_checking
     description = f"{key.get_name()} key {fingerprint(key)}"
     if policy == "ask" and ask is not None:
@@ -251,34 +332,43 @@ def _unknown(target: Target, key: paramiko.PKey, ask: Ask | None) -> str:
         except PromptUnavailable:
             accepted = None
         if accepted:
-            return _record(target, key, "accepted by the user")
+            return _record(target, key, "accepted by the user", names)
         if accepted is False:
             raise UnknownHostKey(f"Host key of {name} ({description}) was not accepted.")
     if policy in ("accept-new", "no"):
         if policy == "no":
             logger.warning("Connecting to %s without verifying its %s", name, description)
-        return _record(target, key, f"new host, StrictHostKeyChecking={policy}")
+        return _record(target, key, f"new host, StrictHostKeyChecking={policy}", names)
     known = target.known_hosts_files[0] if target.known_hosts_files else "~/.ssh/known_hosts"
+    alias = target.host_key_alias
+    # ssh-keyscan writes the host name; under a HostKeyAlias the entry must name the alias.
+    keyscan = (f"`ssh-keyscan -p {target.port} {target.hostname}` with the name in front "
+               f"changed to {alias}, added to {_shell_word(known)}" if alias else
+               f"`ssh-keyscan -p {target.port} {target.hostname} >> {_shell_word(known)}`")
     raise UnknownHostKey(
         f"Host {name} is not in known_hosts ({', '.join(target.known_hosts_files)}); it offered "
         f"a {description}. Check the fingerprint with the host's administrators, then either "
-        f"run `ssh -p {target.port} {target.user}@{target.hostname}` once and answer yes, or "
-        f"`ssh-keyscan -p {target.port} {target.hostname} >> {_shell_word(known)}`, or set "
+        f"run `ssh -p {target.port}{f' -o HostKeyAlias={alias}' if alias else ''} "
+        f"{target.user}@{target.hostname}` once and answer yes, or {keyscan}, or set "
         f"strict_host_key_checking = \"accept-new\" to record new hosts automatically."
     )
 
 
-def _record(target: Target, key: paramiko.PKey, why: str) -> str:
+def _record(target: Target, key: paramiko.PKey, why: str, names: list[str]) -> str:
+    """Append *key* for *names* to the first user known_hosts file, as ssh writes it.
+
+    Several names share one line (``host,address``), or, hashed, get a line each.
+    """
     if not target.known_hosts_files:
         return why
     path = os.path.expanduser(target.known_hosts_files[0])
-    name = target.known_hosts_name
-    shown = hash_name(name) if target.hash_known_hosts else name
+    name = ",".join(names)
+    shown = [hash_name(n) for n in names] if target.hash_known_hosts else [name]
     try:
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
         with open(path, "a+b") as f:
-            line = f"{shown} {key.get_name()} {key.get_base64()}\n".encode()
-            f.write(b"\n" + line if _ends_mid_line(f) else line)
+            lines = "".join(f"{s} {key.get_name()} {key.get_base64()}\n" for s in shown).encode()
+            f.write(b"\n" + lines if _ends_mid_line(f) else lines)
     except OSError as e:
         logger.warning("could not record host key of %s in %s: %s", name, path, e)
         return f"{why} (not recorded: {e.strerror or e})"
