@@ -156,6 +156,16 @@ def test_what_makes_a_host_certificate_invalid(tmp_path, ca, host_key, options, 
             hostkeys.verify(target(tmp_path, ca), key, ask=None)
 
 
+def test_a_ca_signature_algorithm_not_allowed_is_refused(tmp_path, ca, host_key):
+    key = certified_key(sign(ca, host_key, "-h"))
+    with pytest.raises(HostKeyError, match="signed it with ssh-ed25519, which "
+                                           "CASignatureAlgorithms does not allow"):
+        hostkeys.verify(target(tmp_path, ca, ca_signature_algorithms="ecdsa-sha2-nistp*"), key,
+                        ask=None)
+    allowed = target(tmp_path, ca, ca_signature_algorithms="^ecdsa-sha2-nistp256")
+    assert hostkeys.verify(allowed, key, ask=None).startswith("host certificate")
+
+
 def test_principals_are_checked_against_the_host_key_alias(tmp_path, ca, host_key):
     key = certified_key(sign(ca, host_key, "-h", "-n", "cluster"))
     with pytest.raises(HostKeyError, match=r"do not include login1\.example\.org"):

@@ -25,6 +25,7 @@ import pytest
 import test_target
 
 from fleche_ssh.config import sshconfig
+from fleche_ssh.config.algorithms import SUPPORTED, assemble
 from fleche_ssh.config.options import (
     DEFAULT_ALIVE_INTERVAL,
     NOT_NEEDED,
@@ -156,8 +157,9 @@ def ssh_loaded_files(config: Path, host: str,
                      options: list[str] = ()) -> tuple[list[str], list[str]]:
     """The identity and certificate files ssh would offer, expanded, as ``ssh -v`` loads them.
 
-    ``ProxyCommand=false`` (given first, so that it beats any ProxyJump)
-    gives ssh a connection that closes at once, after it has loaded (and
+    ``ProxyCommand=false`` (given first, so that it beats any ProxyJump;
+    ``ProxyUseFdpass=no`` so that ssh reads its output) gives ssh a
+    connection that closes at once, after it has loaded (and
     logged) its files; nothing goes on the network.  ``-J`` changes no file
     and cannot be combined with it, so it is left out.
     """
@@ -169,8 +171,8 @@ def ssh_loaded_files(config: Path, host: str,
             rest.pop(0)
         elif option != "-q" and not option.startswith("-J"):
             loud.append(option)
-    done = _ssh(["-v", "-F", str(config), "-o", "ProxyCommand=false", *loud,
-                 "-o", "BatchMode=yes", host])
+    done = _ssh(["-v", "-F", str(config), "-o", "ProxyCommand=false",
+                 "-o", "ProxyUseFdpass=no", *loud, "-o", "BatchMode=yes", host])
     logged = re.findall(r"^debug1: identity file (.+) type -?\d+$", done.stderr, re.MULTILINE)
     assert logged, done.stderr
     # Each key is followed by its certificate ("<key>-cert"), which is not a key.
@@ -211,9 +213,78 @@ def ssh_jump_chain(config: Path, host: str, options: list[str] = ()) -> list[str
     return [*ssh_jump_chain(config, name, hop_options), label]
 
 
+#: The algorithm keywords, their Target fields, and the ``ssh -Q`` query listing every
+#: name ssh matches their patterns against.
+ALGORITHMS = {"Ciphers": ("ciphers", "cipher"), "MACs": ("macs", "mac"),
+              "KexAlgorithms": ("kex_algorithms", "kex"),
+              "HostKeyAlgorithms": ("host_key_algorithms", "key-sig"),
+              "PubkeyAcceptedAlgorithms": ("pubkey_accepted_algorithms", "key-sig"),
+              "CASignatureAlgorithms": ("ca_signature_algorithms", "sig")}
+_openssh_lists: dict[str, tuple[list[str], list[str]]] = {}
+
+
+def openssh_lists() -> dict[str, tuple[list[str], list[str]]]:
+    """Per algorithm keyword, ssh's default list and every name it knows, in its order."""
+    if not _openssh_lists:
+        printed = subprocess.run(["ssh", "-G", "-F", "none", "h"], capture_output=True,
+                                 text=True, timeout=20, check=True).stdout
+        defaults = dict(line.partition(" ")[::2] for line in printed.splitlines())
+        for keyword, (_, query) in ALGORITHMS.items():
+            known = subprocess.run(["ssh", "-Q", query], capture_output=True, text=True,
+                                   timeout=20, check=True).stdout.split()
+            _openssh_lists[keyword] = (defaults[keyword.lower()].split(","), known)
+    return _openssh_lists
+
+
+def algorithm_lists(ours: Target) -> dict[str, list[str]]:
+    """Per algorithm keyword, the list ssh would build from the line we resolved.
+
+    Built by our list function from ssh's own default and names, so it must be
+    what ``ssh -G`` prints exactly: the same line won (first value, ``Match``,
+    the old keyword names) and the syntax means the same.  What our lists are
+    made of, Paramiko's names on fleche-ssh's defaults, is checked by
+    :func:`assert_lists_edit_our_defaults`.
+    """
+    lists = {}
+    for keyword, (field_name, _) in ALGORITHMS.items():
+        default, known = openssh_lists()[keyword]
+        chosen = getattr(ours, field_name)
+        lists[keyword.lower()] = list(
+            assemble(chosen.written, default, known) if chosen is not None else default)
+    return lists
+
+
+def assert_lists_edit_our_defaults(ours: Target, theirs: dict[str, list[str]]) -> None:
+    """Each list set offers what ssh adds (that Paramiko has) and nothing ssh takes away."""
+    for keyword, (field_name, _) in ALGORITHMS.items():
+        chosen = getattr(ours, field_name)
+        if chosen is None:
+            continue
+        ssh_list = theirs[keyword.lower()][0].split(",")
+        ssh_default = openssh_lists()[keyword][0]
+        paramiko_has = SUPPORTED[keyword]
+        assert set(ssh_list) & set(paramiko_has) <= set(chosen.names), keyword
+        assert not (set(ssh_default) - set(ssh_list)) & set(chosen.names), keyword
+        # A plain list keeps its order; a pattern expands in the order of the names the
+        # implementation has, which are Paramiko's here and OpenSSH's there.
+        plain = not any(c in chosen.written for c in "+-^*?")
+        if plain:
+            assert list(chosen.names) == [n for n in ssh_list if n in paramiko_has], keyword
+
+
 def as_ssh_G(ours: Target) -> dict[str, object]:
     """Our resolution in the terms of the comparison below."""
     return {
+        **algorithm_lists(ours),
+        "preferredauthentications": ours.preferred_authentications,
+        "pubkeyauthentication": ours.pubkey_authentication,
+        "kbdinteractiveauthentication": ours.kbd_interactive_authentication,
+        "passwordauthentication": ours.password_authentication,
+        "connectionattempts": ours.connection_attempts,
+        "addressfamily": ours.address_family,
+        "bindaddress": ours.bind_address,
+        "proxyusefdpass": ours.proxy_use_fdpass,
+        "tcpkeepalive": ours.tcp_keep_alive,
         "hostname": ours.hostname,
         "user": ours.user,
         "port": ours.port,
@@ -268,6 +339,17 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
         assert interval == (300 if one("batchmode") == "yes" else 0)
         interval = DEFAULT_ALIVE_INTERVAL
     expected = {
+        **{keyword.lower(): theirs[keyword.lower()][0].split(",") for keyword in ALGORITHMS},
+        "preferredauthentications": one("preferredauthentications"),
+        # ssh -G prints yes as "true", and "unbound" or "host-bound" as they are.
+        "pubkeyauthentication": one("pubkeyauthentication") != "false",
+        "kbdinteractiveauthentication": one("kbdinteractiveauthentication") == "yes",
+        "passwordauthentication": one("passwordauthentication") == "yes",
+        "connectionattempts": int(one("connectionattempts")),
+        "addressfamily": one("addressfamily"),
+        "bindaddress": one("bindaddress"),
+        "proxyusefdpass": one("proxyusefdpass") == "yes",
+        "tcpkeepalive": one("tcpkeepalive") == "yes",
         "hostname": one("hostname"),
         "user": one("user"),
         "port": int(one("port")),
@@ -307,6 +389,7 @@ def assert_agrees_with_ssh(config: Path, host: str, options: list[str] = (), *,
         "canonicalizepermittedcnames": words(one("canonicalizePermittedcnames")),
     }
     assert as_ssh_G(ours) == expected
+    assert_lists_edit_our_defaults(ours, theirs)
     return ours
 
 
@@ -359,6 +442,16 @@ SSH_OPTIONS = [
     ["-o", "IdentityAgent=~/.ssh/agent.%C"],
     ["-o", "BatchMode=yes", "-o", "HashKnownHosts=yes"],
     ["-o", "GlobalKnownHostsFile=/etc/k1 ~/k2"],
+    ["-o", "Ciphers=+aes128-cbc", "-o", "MACs=^hmac-sha2-512"],
+    ["-o", "KexAlgorithms=-ecdh-*", "-o", "HostKeyAlgorithms=ssh-ed25519"],
+    ["-o", "PubkeyAcceptedKeyTypes=+ssh-rsa", "-o", "CASignatureAlgorithms=ssh-ed25519"],
+    ["-o", "PreferredAuthentications=keyboard-interactive,publickey"],
+    ["-o", "ChallengeResponseAuthentication=no", "-o", "PasswordAuthentication=no"],
+    ["-o", "PubkeyAuthentication=host-bound"],
+    ["-6"],
+    ["-4", "-o", "AddressFamily=inet6"],
+    ["-o", "BindAddress=127.0.0.2", "-o", "ConnectionAttempts=4"],
+    ["-o", "TCPKeepAlive=no", "-o", "ProxyUseFdpass=yes"],
     ["-o", "HostKeyAlias=Shared-Login", "-o", "CheckHostIP=yes"],
     ["-o", "RevokedHostKeys=~/.ssh/revoked", "-o", "KnownHostsCommand=/opt/kh %I %H"],
     ["-o", "KnownHostsCommand=none"],
@@ -667,15 +760,15 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
                    "    HostName box.example.org\n"
                    "    ControlMaster auto\n"
                    "    VerifyHostKeyDNS yes\n"
-                   "    KexAlgorithms +diffie-hellman-group14-sha1\n"
-                   "    AddressFamily any\n"
+                   "    GSSAPIAuthentication yes\n"
+                   "    PKCS11Provider none\n"
                    "    UseKeychain yes\n"
                    "Host *\n"
                    "    ControlMaster no\n"
                    "    VerifyHostKeyDNS ask\n"
                    "    Port 2022\n")
     dns = UNHONOURED_BY_KEYWORD["verifyhostkeydns"].effect
-    algorithms = UNHONOURED_BY_KEYWORD["kexalgorithms"].effect
+    kerberos = UNHONOURED_BY_KEYWORD["gssapiauthentication"].effect
     unsupported = "is not supported by fleche-ssh, ignored"
 
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
@@ -686,10 +779,9 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
     assert logged(caplog) == [
         (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
         (logging.WARNING, f"{where}:6: VerifyHostKeyDNS yes {unsupported}; {dns}"),
-        (logging.INFO,
-         f"{where}:7: KexAlgorithms +diffie-hellman-group14-sha1 {unsupported}; {algorithms}"),
-        # "any" is what fleche-ssh does anyway.
-        (logging.DEBUG, f"{where}:8: AddressFamily {unsupported}"),
+        (logging.INFO, f"{where}:7: GSSAPIAuthentication yes {unsupported}; {kerberos}"),
+        # "none" is what fleche-ssh does anyway.
+        (logging.DEBUG, f"{where}:8: PKCS11Provider {unsupported}"),
         (logging.DEBUG, f"{where}:9: UseKeychain {unsupported}"),
     ]
 

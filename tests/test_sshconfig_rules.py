@@ -325,11 +325,11 @@ def test_match_exec_cannot_read_the_callers_input(home, tmp_path):
 
 
 def test_an_ignored_keyword_is_judged_by_its_words_not_its_raw_text(home, caplog):
-    # "any" is what fleche-ssh does anyway: a debug line, whatever quoting or comment follows.
-    write(home / ".ssh" / "config", 'Host *\n    AddressFamily "any"  # as everywhere\n')
+    # "no" is what fleche-ssh does anyway: a debug line, whatever quoting or comment follows.
+    write(home / ".ssh" / "config", 'Host *\n    VerifyHostKeyDNS "no"  # as everywhere\n')
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
         resolve("h")
     assert [(r.levelno, r.getMessage()) for r in caplog.records
             if r.name == "fleche_ssh.options"] == [
-        (logging.DEBUG, f"ssh config for h: {home}/.ssh/config:2: AddressFamily is not "
+        (logging.DEBUG, f"ssh config for h: {home}/.ssh/config:2: VerifyHostKeyDNS is not "
                         "supported by fleche-ssh, ignored")]

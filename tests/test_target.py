@@ -247,8 +247,16 @@ def test_ssh_options_F_reads_that_file(home, tmp_path):
 
 
 def test_noop_flags_change_nothing(home, aliases):
-    assert resolve("work", ssh_options=["-T", "-x", "-a", "-q", "-n", "-4", "-6"]) == resolve(
-        "work")
+    assert resolve("work", ssh_options=["-T", "-x", "-a", "-q", "-n"]) == resolve("work")
+
+
+def test_4_and_6_choose_the_address_family_as_for_ssh(home, aliases):
+    assert resolve("work", ssh_options=["-4"]).address_family == "inet"
+    # As ssh -G shows: the last flag wins, and beats -o.
+    assert resolve("work", ssh_options=["-6", "-4"]).address_family == "inet"
+    assert resolve("work", ssh_options=["-o", "AddressFamily=inet6", "-4"]).address_family == (
+        "inet")
+    assert resolve("work").address_family == "any"
 
 
 def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplog):
@@ -351,6 +359,13 @@ def test_describe_rows(home, aliases):
         ("canonicalizehostname", "no"),
         ("canonicalizefallbacklocal", "yes"),
         ("canonicalizemaxdots", "1"),
+        ("pubkeyauthentication", "yes"),
+        ("kbdinteractiveauthentication", "yes"),
+        ("passwordauthentication", "yes"),
+        ("connectionattempts", "1"),
+        ("addressfamily", "any"),
+        ("proxyusefdpass", "no"),
+        ("tcpkeepalive", "yes"),
     ]
 
 
@@ -360,6 +375,12 @@ def test_describe_shows_identity_agent_and_omits_unset_timeout(home):
     assert "connecttimeout" not in rows
     assert dict(resolve("h", explicit={"connect_timeout": 2.5}).describe())[
         "connecttimeout"] == "2.5"
+
+
+def test_the_proxy_command_key_is_the_command_as_written(home):
+    for command in ("nc %h %p", "echo 'a b' 1>&2; exit 4", '/opt/my proxy/run "%h"'):
+        found = resolve("h", explicit={"proxy_command": command}).proxy_command
+        assert found == command.replace("%h", "h").replace("%p", "22")
 
 
 def test_proxy_jump_and_proxy_command_keys_together_are_refused():

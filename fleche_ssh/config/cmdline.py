@@ -15,14 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import ConfigError
-from .options import BY_KEYWORD, FLAGS, NOT_NEEDED, OPTIONS, VALUES
+from .options import ALIASES, BY_KEYWORD, FLAGS, NOT_NEEDED, OPTIONS, VALUES
 from .rows import COMMAND
 from .words import join_words, split_words
 
 logger = logging.getLogger("fleche_ssh.options")
 
 # Flags without a value that change nothing for a cache channel.
-_NOOP_FLAGS = frozenset({"-T", "-x", "-a", "-q", "-n", "-4", "-6"})
+_NOOP_FLAGS = frozenset({"-T", "-x", "-a", "-q", "-n"})
+# ssh's two flags for one keyword, which a row's single flag column cannot hold.
+_FAMILY_FLAGS = {"-4": "inet", "-6": "inet6"}
 
 
 def split_option(text: str, where: str) -> tuple[str, str]:
@@ -50,7 +52,8 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
 
     Understands the flags of the option rows (``-p``, ``-l``, ``-i``, ``-J``,
     ``-C``), ``-F``, ``-o Keyword=value`` (also glued, as ``-oKeyword=value``
-    and ``-p2222``) and the value-less flags in :data:`_NOOP_FLAGS`.  Returns
+    and ``-p2222``), ``-4``/``-6`` (AddressFamily) and the value-less flags in
+    :data:`_NOOP_FLAGS`.  Returns
     ``(keyword, value)`` pairs in the order given; the caller applies them
     with first-value-wins, like ssh does.  Anything it does not understand
     raises :class:`ConfigError` naming the option, because dropping an
@@ -58,6 +61,7 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
     """
     settings: list[tuple[str, str]] = []
     config_file: str | None = None
+    family: str | None = None
     args = list(argv)
     i = 0
     while i < len(args):
@@ -66,6 +70,10 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
         row = FLAGS.get(flag)
         if flag in _NOOP_FLAGS and not glued:
             logger.debug("ssh_options: %s has no effect on a cache channel", arg)
+            i += 1
+            continue
+        if flag in _FAMILY_FLAGS and not glued:
+            family = _FAMILY_FLAGS[flag]
             i += 1
             continue
         if row is not None and row.flag_sets and not glued:
@@ -95,6 +103,9 @@ def parse_ssh_options(argv: Sequence[str]) -> CommandLine:
             # One argv element is one word, blanks and all.
             settings.append((row.keyword, join_words([value])))
         i += 1
+    if family is not None:
+        # ssh sets the family from -4/-6 directly: the last flag beats any -o or file line.
+        settings.insert(0, (BY_KEYWORD["addressfamily"].keyword, family))
     return CommandLine(tuple(settings), config_file)
 
 
@@ -109,12 +120,13 @@ def _keyword_option(value: str) -> list[tuple[str, str]]:
     if keyword.lower() in NOT_NEEDED:
         logger.debug("ssh_options: %s is not needed by fleche-ssh", keyword)
         return []
-    if keyword.lower() not in BY_KEYWORD:
+    row = BY_KEYWORD.get(ALIASES.get(keyword.lower(), keyword.lower()))
+    if row is None:
         raise ConfigError(
             f"ssh_options: -o {keyword} is not supported by fleche-ssh. Remove it, or "
             f"use one of: {', '.join(o.keyword for o in OPTIONS)}."
         )
-    return [(BY_KEYWORD[keyword.lower()].keyword, text)]
+    return [(row.keyword, text)]
 
 
 def _check_one_proxy(settings: list[tuple[str, str]]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fleche.remote import SshCache
 
+from .algorithms import Algorithms
 from .target import Target
 
 @dataclass(frozen=True)
@@ -79,6 +80,38 @@ class TargetFields:
     canonicalize_permitted_cnames: tuple[str, ...] = field(default=(), kw_only=True)
     """``source:target`` pattern lists: a name matching *source* whose DNS alias (CNAME) matches
     *target* is replaced by that alias."""
+    ciphers: Algorithms | None = field(default=None, kw_only=True)
+    """Ciphers to offer, in order; ``+``, ``-`` or ``^`` before the list edits the default."""
+    macs: Algorithms | None = field(default=None, kw_only=True)
+    """Message authentication codes to offer, in order (``+``/``-``/``^`` as for Ciphers)."""
+    kex_algorithms: Algorithms | None = field(default=None, kw_only=True)
+    """Key exchange algorithms to offer, in order (``+``/``-``/``^`` as for Ciphers)."""
+    host_key_algorithms: Algorithms | None = field(default=None, kw_only=True)
+    """Host key algorithms to accept, in order (``+``/``-``/``^`` as for Ciphers)."""
+    pubkey_accepted_algorithms: Algorithms | None = field(default=None, kw_only=True)
+    """Signature algorithms a key (or certificate) may log in with; a key of another kind is not
+    offered."""
+    ca_signature_algorithms: Algorithms | None = field(default=None, kw_only=True)
+    """Signature algorithms accepted from a CA that signs host certificates."""
+    preferred_authentications: str | None = field(default=None, kw_only=True)
+    """Login methods to try, in order, separated by commas."""
+    pubkey_authentication: bool = field(default=True, kw_only=True)
+    """Log in with keys (``unbound`` and ``host-bound`` mean yes)."""
+    kbd_interactive_authentication: bool = field(default=True, kw_only=True)
+    """Log in by answering the server's questions (one-time codes)."""
+    password_authentication: bool = field(default=True, kw_only=True)
+    """Log in with a password."""
+    connection_attempts: int = field(default=1, kw_only=True)
+    """Tries to connect, one second apart, before giving up."""
+    address_family: str = field(default='any', kw_only=True)
+    """Connect over IPv4 only (``inet``), IPv6 only (``inet6``) or either (``any``)."""
+    bind_address: str | None = field(default=None, kw_only=True)
+    """Local address to connect from (on a machine with several)."""
+    proxy_use_fdpass: bool = field(default=False, kw_only=True)
+    """The ProxyCommand hands over a connected socket (on its stdout, as ``SCM_RIGHTS``) and
+    exits, instead of carrying the connection itself."""
+    tcp_keep_alive: bool = field(default=True, kw_only=True)
+    """Let the kernel probe an idle connection (TCP keepalive)."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -148,6 +181,38 @@ class CacheFields(SshCache):
     canonicalize_permitted_cnames: str | Sequence[str] | None = None
     """``source:target`` pattern lists: a name matching *source* whose DNS alias (CNAME) matches
     *target* is replaced by that alias."""
+    ciphers: str | None = None
+    """Ciphers to offer, in order; ``+``, ``-`` or ``^`` before the list edits the default."""
+    macs: str | None = None
+    """Message authentication codes to offer, in order (``+``/``-``/``^`` as for Ciphers)."""
+    kex_algorithms: str | None = None
+    """Key exchange algorithms to offer, in order (``+``/``-``/``^`` as for Ciphers)."""
+    host_key_algorithms: str | None = None
+    """Host key algorithms to accept, in order (``+``/``-``/``^`` as for Ciphers)."""
+    pubkey_accepted_algorithms: str | None = None
+    """Signature algorithms a key (or certificate) may log in with; a key of another kind is not
+    offered."""
+    ca_signature_algorithms: str | None = None
+    """Signature algorithms accepted from a CA that signs host certificates."""
+    preferred_authentications: str | None = None
+    """Login methods to try, in order, separated by commas."""
+    pubkey_authentication: bool | None = None
+    """Log in with keys (``unbound`` and ``host-bound`` mean yes)."""
+    kbd_interactive_authentication: bool | None = None
+    """Log in by answering the server's questions (one-time codes)."""
+    password_authentication: bool | None = None
+    """Log in with a password."""
+    connection_attempts: int | None = None
+    """Tries to connect, one second apart, before giving up."""
+    address_family: str | None = None
+    """Connect over IPv4 only (``inet``), IPv6 only (``inet6``) or either (``any``)."""
+    bind_address: str | None = None
+    """Local address to connect from (on a machine with several)."""
+    proxy_use_fdpass: bool | None = None
+    """The ProxyCommand hands over a connected socket (on its stdout, as ``SCM_RIGHTS``) and
+    exits, instead of carrying the connection itself."""
+    tcp_keep_alive: bool | None = None
+    """Let the kernel probe an idle connection (TCP keepalive)."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

@@ -104,6 +104,7 @@ def stub() -> str:
         "",
         "from fleche.remote import SshCache",
         "",
+        "from .algorithms import Algorithms",
         "from .target import Target",
     ]
     for name, base, specs in (("TargetFields", "", target_fields()),

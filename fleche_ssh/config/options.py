@@ -36,17 +36,20 @@ from __future__ import annotations
 
 import logging
 
+from .algorithms import algorithms
 from .parsers import (
     HANDLER,
     PATHS,
     POSITIVE_SECONDS,
     WHOLE_NUMBER,
+    attempts,
     choice,
     cname_rule,
     count,
     interval,
     path_check,
     port,
+    pubkey_switch,
     seconds,
     strings_check,
     text_check,
@@ -188,6 +191,51 @@ OPTIONS: tuple[Option, ...] = (
            values=WORDS, check=PATHS, default=(), finish=no_words,
            doc="``source:target`` pattern lists: a name matching *source* whose DNS "
                "alias (CNAME) matches *target* is replaced by that alias."),
+    # What to negotiate: OpenSSH's list syntax on Paramiko's algorithms (algorithms.py).
+    *(Option(keyword, key, target_type="Algorithms | None", finish=algorithms(keyword),
+             aliases=aliases, default_doc=default_doc, doc=doc)
+      for keyword, key, aliases, default_doc, doc in (
+          ("Ciphers", "ciphers", (), "Paramiko's, AES-GCM first",
+           "Ciphers to offer, in order; ``+``, ``-`` or ``^`` before the list edits the "
+           "default."),
+          ("MACs", "macs", (), "Paramiko's",
+           "Message authentication codes to offer, in order (``+``/``-``/``^`` as for "
+           "Ciphers)."),
+          ("KexAlgorithms", "kex_algorithms", (), "Paramiko's",
+           "Key exchange algorithms to offer, in order (``+``/``-``/``^`` as for Ciphers)."),
+          ("HostKeyAlgorithms", "host_key_algorithms", (),
+           "Paramiko's, those known_hosts holds for the host first",
+           "Host key algorithms to accept, in order (``+``/``-``/``^`` as for Ciphers)."),
+          ("PubkeyAcceptedAlgorithms", "pubkey_accepted_algorithms",
+           ("PubkeyAcceptedKeyTypes",), "Paramiko's, certificates included",
+           "Signature algorithms a key (or certificate) may log in with; a key of another "
+           "kind is not offered."),
+          ("CASignatureAlgorithms", "ca_signature_algorithms", (), "Paramiko's",
+           "Signature algorithms accepted from a CA that signs host certificates."),
+      )),
+    # How to log in (auth.py).
+    Option("PreferredAuthentications", "preferred_authentications",
+           default_doc="``publickey,keyboard-interactive,password``",
+           doc="Login methods to try, in order, separated by commas."),
+    Option("PubkeyAuthentication", "pubkey_authentication", pubkey_switch, default=True,
+           doc="Log in with keys (``unbound`` and ``host-bound`` mean yes)."),
+    Option("KbdInteractiveAuthentication", "kbd_interactive_authentication", yes_no,
+           default=True, aliases=("ChallengeResponseAuthentication",),
+           doc="Log in by answering the server's questions (one-time codes)."),
+    Option("PasswordAuthentication", "password_authentication", yes_no, default=True,
+           doc="Log in with a password."),
+    # The connection's own socket (connect.py).
+    Option("ConnectionAttempts", "connection_attempts", attempts, default=1,
+           doc="Tries to connect, one second apart, before giving up."),
+    Option("AddressFamily", "address_family", choice("any", "inet", "inet6"), default="any",
+           doc="Connect over IPv4 only (``inet``), IPv6 only (``inet6``) or either (``any``)."),
+    Option("BindAddress", "bind_address",
+           doc="Local address to connect from (on a machine with several)."),
+    Option("ProxyUseFdpass", "proxy_use_fdpass", yes_no, default=False,
+           doc="The ProxyCommand hands over a connected socket (on its stdout, as "
+               "``SCM_RIGHTS``) and exits, instead of carrying the connection itself."),
+    Option("TCPKeepAlive", "tcp_keep_alive", yes_no, default=True,
+           doc="Let the kernel probe an idle connection (TCP keepalive)."),
 )
 
 #: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
@@ -250,18 +298,12 @@ NOT_NEEDED = frozenset(k.lower() for k in NOT_NEEDED_KEYWORDS)
 
 
 _NO = frozenset({"no", "false"})
-_YES = frozenset({"yes", "true"})
-_ALGORITHMS = "ssh would offer only (or also) the algorithms listed"
 
 UNHONOURED: tuple[Unhonoured, ...] = (
     # Where ssh connects to, and from.
-    Unhonoured("AddressFamily", "ssh would connect over IPv4 only (inet) or IPv6 only (inet6)",
-               same=frozenset({"any"})),
-    Unhonoured("BindAddress", "ssh would connect from this local address"),
-    Unhonoured("BindInterface", "ssh would connect from the address of this interface"),
-    Unhonoured("ProxyUseFdpass",
-               "ssh would take a connected socket from the ProxyCommand instead of its output",
-               same=_NO),
+    # Python's standard library has no portable way to read an interface's addresses.
+    Unhonoured("BindInterface", "ssh would connect from the address of this interface (set "
+               "BindAddress to that address instead)"),
     # Which host keys ssh trusts.
     Unhonoured("VerifyHostKeyDNS", "ssh would trust host keys published in DNS (SSHFP)",
                same=_NO),
@@ -272,19 +314,6 @@ UNHONOURED: tuple[Unhonoured, ...] = (
                logging.INFO, same=_NO),
     Unhonoured("HostbasedAuthentication", "ssh would also log in as this machine",
                logging.INFO, same=_NO),
-    Unhonoured("PreferredAuthentications", "ssh would try the login methods in this order",
-               logging.INFO),
-    *(Unhonoured(keyword, "ssh would not try this login method", logging.INFO, same=_YES)
-      for keyword in ("PubkeyAuthentication", "PasswordAuthentication",
-                      "KbdInteractiveAuthentication", "ChallengeResponseAuthentication")),
-    # What ssh negotiates.
-    *(Unhonoured(keyword, _ALGORITHMS, logging.INFO)
-      for keyword in ("Ciphers", "MACs", "KexAlgorithms", "HostKeyAlgorithms",
-                      "PubkeyAcceptedAlgorithms", "PubkeyAcceptedKeyTypes",
-                      "CASignatureAlgorithms")),
-    Unhonoured("ConnectionAttempts", "ssh would try to connect this many times", logging.INFO,
-               same=frozenset({"1"})),
-    Unhonoured("TCPKeepAlive", "ssh would not turn TCP keepalive on", logging.INFO, same=_YES),
 )
 
 #: Keywords fleche-ssh neither acts on nor reports, whose lines are still kept as
@@ -295,6 +324,8 @@ OTHER_KEYWORDS: tuple[Keyword, ...] = (
     *(Keyword(keyword, values=COMMAND) for keyword in ("LocalCommand", "RemoteCommand")),
 )
 
+#: Each keyword and each of its older names, lowercased, to the keyword OpenSSH reads it as.
+ALIASES: dict[str, str] = {a.lower(): o.keyword.lower() for o in OPTIONS for a in o.aliases}
 BY_KEYWORD: dict[str, Option] = {o.keyword.lower(): o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 #: Every key of ``ParamikoCache``: the stock cache's, the OpenSSH keywords', its own.

@@ -82,6 +82,21 @@ def count(text: str) -> int:
     return _whole(text, 0, math.inf, "a whole number >= 0")
 
 
+def attempts(text: str) -> int:
+    return _whole(text, 1, math.inf, "a whole number >= 1")
+
+
+def pubkey_switch(text: str) -> bool:
+    """``PubkeyAuthentication``: yes or no, or OpenSSH's ``unbound``/``host-bound`` (both yes).
+
+    The two kinds differ only in whether the signature names the host key
+    (a ``publickey-hostbound`` request); Paramiko signs the plain kind.
+    """
+    if text.strip().lower() in ("unbound", "host-bound"):
+        return True
+    return yes_no(text)
+
+
 def port(text: str) -> int:
     return _whole(text, 1, 65535, "a port between 1 and 65535")
 

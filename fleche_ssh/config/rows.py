@@ -87,6 +87,8 @@ class Option(Keyword):
     flag_sets: str = ""
     #: What it means, for the configuration reference and the generated fields.
     doc: str = ""
+    #: Older names of the keyword, which OpenSSH reads as this one (one value for both).
+    aliases: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from .options import BY_KEYWORD, VALUES
+from .options import ALIASES, BY_KEYWORD, VALUES
 from .patterns import match_pattern_list
 from .rows import COMMAND, ONE, UNIQUE
 from .tokens import canonical_hostname
@@ -70,7 +70,7 @@ class Resolution:
     spellings: dict[str, str] = field(default_factory=dict)
 
     def set(self, keyword: str, value: str, source: str) -> None:
-        key = keyword.lower()
+        key = ALIASES.get(keyword.lower(), keyword.lower())
         if self._proxy_taken(key):
             return
         kept = VALUES.get(key, ONE)
@@ -197,7 +197,7 @@ def _check(keyword: str, args: list[str], value: str, where: str, *, active: boo
     is ignored (and logged where it applies), as files shared with other
     programs need.
     """
-    option = BY_KEYWORD.get(keyword.lower())
+    option = BY_KEYWORD.get(ALIASES.get(keyword.lower(), keyword.lower()))
     if not args and (active or option is not None):
         raise ConfigError(f"{where}: {keyword} needs a value")
     if option is not None:

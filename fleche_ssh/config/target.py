@@ -112,7 +112,7 @@ def _as_text(option: Option, value: Any) -> list[str]:
 
     A list gives one setting per item (``identity_file``), or one setting
     holding every item for a keyword that takes several words on one line
-    (``known_hosts_file``).
+    (``known_hosts_file``).  A command (``proxy_command``) is kept as written.
     """
     if isinstance(value, bool):
         return ["yes" if value else "no"]

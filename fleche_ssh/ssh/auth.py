@@ -2,20 +2,27 @@
 
 ``SSHClient`` treats partial success as success and falls back to a
 prompt that echoes one-time codes.  This driver asks the server which
-methods it accepts, then works through them in OpenSSH's order:
+methods it accepts, then works through them in the order of
+``PreferredAuthentications`` (OpenSSH's by default), as ``ssh`` does: each
+time, the first method the server still allows, has tries left and is not
+switched off (``PubkeyAuthentication no`` ...).  A method switched off is
+never tried.  The methods:
 
-1. public keys: agent keys and identity files in config order (only the
-   configured files when ``IdentitiesOnly``); an encrypted file's
-   passphrase is asked once per key per process, up to three tries;
-2. after a partial success, whatever the server still wants:
-   keyboard-interactive (any number of rounds, prompts answered by the
-   human on the caller's thread) and password.
+* public keys: agent keys and identity files in config order (only the
+  configured files when ``IdentitiesOnly``; only the kinds
+  ``PubkeyAcceptedAlgorithms`` lists); an encrypted file's passphrase is
+  asked once per key per process, up to three tries;
+* keyboard-interactive: any number of rounds, prompts answered by the
+  human on the caller's thread;
+* password: asked through the same prompt handler.
 
-It stops with an error naming the methods offered and tried.
+After a partial success the server names what it still wants.  The driver
+stops with an error naming the methods offered and tried.
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import os
@@ -30,6 +37,7 @@ from typing import Any
 import paramiko
 from paramiko.agent import AgentSSH
 
+from ..config.algorithms import CERTIFICATE
 from ..config.target import Target
 from ..errors import AuthenticationError, UnsupportedByParamiko
 from ..prompts import Handler, Prompter, answer_while
@@ -234,23 +242,43 @@ def authenticate(
     if transport.is_authenticated():
         report.used.append("none")
         return report
+    order = methods(target)
+    attempts: collections.Counter[str] = collections.Counter()
     remaining = list(report.offered)
-    if "publickey" in remaining:
-        remaining = _publickey(transport, target, prompter, can_ask, keys, report) or remaining
     while remaining and not transport.is_authenticated():
-        method = next((m for m in _ASKED if m in remaining
-                       and report.tried.count(m) < ANSWER_TRIES), None)
+        # As ssh: the first method of the order that the server still allows and that
+        # has tries left; after a partial success the server names what it still wants.
+        method = next((m for m in order if m in remaining and attempts[m] < _TRIES[m]), None)
         if method is None:
             break
-        remaining = _ASKED[method](transport, target, prompter, timeout, report) or remaining
+        attempts[method] += 1
+        step = _METHODS[method]
+        remaining = step(transport, target, prompter, timeout, can_ask, keys, report) or remaining
     if transport.is_authenticated():
         return report
     raise _failure(target, report)
 
 
+def methods(target: Target) -> list[str]:
+    """The login methods to try, in order: PreferredAuthentications less those switched off.
+
+    Methods Paramiko cannot do (``gssapi-with-mic``, ``hostbased``) are left out, as
+    ssh leaves out a method it was built without.
+    """
+    order = (target.preferred_authentications or DEFAULT_METHODS).split(",")
+    switched_on = {"publickey": target.pubkey_authentication,
+                   "keyboard-interactive": target.kbd_interactive_authentication,
+                   "password": target.password_authentication}
+    return [m for m in dict.fromkeys(o.strip() for o in order) if switched_on.get(m, False)]
+
+
 def _publickey(transport: paramiko.Transport, target: Target, prompter: Prompter,
-               can_ask: bool, keys: KeyCache, report: AuthReport) -> list[str] | None:
+               timeout: float, can_ask: bool, keys: KeyCache,
+               report: AuthReport) -> list[str] | None:
     for name, key in _candidate_keys(target, prompter, can_ask, keys):
+        if not _accepted(key, target):
+            logger.debug("not offering %s: its kind is not in PubkeyAcceptedAlgorithms", name)
+            continue
         report.tried.append(f"publickey ({name})")
         try:
             remaining = transport.auth_publickey(target.user, key)
@@ -264,8 +292,26 @@ def _publickey(transport: paramiko.Transport, target: Target, prompter: Prompter
     return None
 
 
+def _accepted(key: paramiko.PKey, target: Target) -> bool:
+    """Whether *key* may log in under PubkeyAcceptedAlgorithms (unset: every kind may).
+
+    An RSA key signs as ``rsa-sha2-512`` or ``rsa-sha2-256``; a certificate's
+    algorithm is its key's with the certificate suffix.
+    """
+    accepted = target.pubkey_accepted_algorithms
+    if accepted is None:
+        return True
+    blob = key.public_blob
+    name = blob.key_type if blob is not None else key.get_name()
+    suffix = CERTIFICATE if name.endswith(CERTIFICATE) else ""
+    base = name.removesuffix(CERTIFICATE)
+    kinds = ("rsa-sha2-512", "rsa-sha2-256") if base == "ssh-rsa" else (base,)
+    return any(kind + suffix in accepted.names for kind in kinds)
+
+
 def _interactive(transport: paramiko.Transport, target: Target, prompter: Prompter,
-                 timeout: float, report: AuthReport) -> list[str]:
+                 timeout: float, can_ask: bool, keys: KeyCache,
+                 report: AuthReport) -> list[str]:
     report.tried.append("keyboard-interactive")
 
     def work(handler: Handler) -> list[str]:
@@ -280,7 +326,8 @@ def _interactive(transport: paramiko.Transport, target: Target, prompter: Prompt
 
 
 def _password(transport: paramiko.Transport, target: Target, prompter: Prompter,
-              timeout: float, report: AuthReport) -> list[str]:
+              timeout: float, can_ask: bool, keys: KeyCache,
+              report: AuthReport) -> list[str]:
     report.tried.append("password")
     password = prompter.secret(f"{target.user}@{target.hostname}'s password: ")
     try:
@@ -291,8 +338,12 @@ def _password(transport: paramiko.Transport, target: Target, prompter: Prompter,
     return list(remaining)
 
 
-# Methods that need a human's answer, in OpenSSH's order of preference.
-_ASKED = {"keyboard-interactive": _interactive, "password": _password}
+#: The login methods fleche-ssh can do, in OpenSSH's order (less GSSAPI and hostbased).
+_METHODS = {"publickey": _publickey, "keyboard-interactive": _interactive,
+            "password": _password}
+DEFAULT_METHODS = ",".join(_METHODS)
+#: Tries per method in one login: every key is one try; an answer may be mistyped.
+_TRIES = {"publickey": 1, "keyboard-interactive": ANSWER_TRIES, "password": ANSWER_TRIES}
 
 
 def _failure(target: Target, report: AuthReport) -> AuthenticationError:
@@ -312,6 +363,13 @@ def _failure(target: Target, report: AuthReport) -> AuthenticationError:
         hint = (
             f"The server accepted {', '.join(report.used)} but wants more; the answers given "
             f"to its questions were refused. Check the one-time code or password and retry."
+        )
+    allowed = methods(target)
+    if report.offered and not set(allowed) & set(report.offered):
+        hint = (
+            f"fleche-ssh may try only {', '.join(allowed) or 'no method'} here "
+            f"(PreferredAuthentications, less the methods switched off by "
+            f"PubkeyAuthentication, KbdInteractiveAuthentication, PasswordAuthentication)."
         )
     return AuthenticationError(
         f"Authentication to {target.label} failed. Server offered: {offered}; tried: {tried}. "

@@ -2,9 +2,11 @@
 
 Connecting is where Paramiko's defaults cost the most, so the socket and
 transport are set up here: TCP_NODELAY (without it every small round trip
-waits ~40 ms for delayed ACKs), TCP keepalive, AES-GCM first (Paramiko
-lists it last, and the client's order wins), host key algorithms ordered
-by what known_hosts holds for the host, and a Transport that survives a
+waits ~40 ms for delayed ACKs), TCP keepalive (unless TCPKeepAlive is
+off), the address family, source address and number of attempts the
+target asks for, the algorithm lists it asks for or else AES-GCM first
+(Paramiko lists it last, and the client's order wins), host key algorithms
+ordered by what known_hosts holds for the host, and a Transport that survives a
 channel closing while keys are renegotiated (:mod:`fleche_ssh.ssh.transport`).
 Each channel's receive window is chosen by whoever opens it.  The host key
 is checked before anything is sent that a wrong server could use, and only
@@ -22,6 +24,7 @@ from typing import Any
 
 import paramiko
 
+from ..config.algorithms import CERTIFICATE, SIGNATURES, SUPPORTED, Algorithms, prefer
 from ..config.target import Target
 from ..errors import (
     ConnectionRefused,
@@ -32,9 +35,8 @@ from ..errors import (
 )
 from . import hostkeys
 from .auth import KeyCache, authenticate
-from .hostcerts import cert_types
 from .liveness import Keepalive
-from .proxy import ProxyProcess, open_jump, start_proxy_command
+from .proxy import ProxyProcess, open_jump, receive_socket, start_proxy_command
 from .session import Login, Session
 from .transport import Transport
 
@@ -47,45 +49,98 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 #: Bound on TCP connect and the SSH handshake when ConnectTimeout is not set.
 DEFAULT_CONNECT_TIMEOUT = 30.0
 
-_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+_FAMILIES = {"any": socket.AF_UNSPEC, "inet": socket.AF_INET, "inet6": socket.AF_INET6}
+#: Seconds between two ConnectionAttempts, as ssh waits.
+ATTEMPT_INTERVAL = 1.0
 
 
 def open_socket(target: Target) -> socket.socket:
-    """TCP connection to the target, tuned for request/response and long idles."""
+    """TCP connection to the target, tuned for request/response and long idles.
+
+    As ssh: the name is resolved once (in the AddressFamily asked for), then
+    each address is tried in turn, from BindAddress when set, and the whole
+    round is repeated ConnectionAttempts times, a second apart.
+    """
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+    family = _FAMILIES[target.address_family]
     try:
-        sock = socket.create_connection((target.hostname, target.port), timeout=timeout)
+        addresses = socket.getaddrinfo(target.hostname, target.port, family, socket.SOCK_STREAM)
     except socket.gaierror as e:
+        only = "" if family == socket.AF_UNSPEC else f" as {target.address_family} (AddressFamily)"
         raise HostNotFound(
-            f"Cannot resolve host name {target.hostname!r} (from host {target.alias!r}): "
+            f"Cannot resolve host name {target.hostname!r} (from host {target.alias!r}){only}: "
             f"{e.strerror or e}. Check the spelling, HostName in your ssh config, or your VPN."
         ) from e
-    except ConnectionRefusedError as e:
-        raise ConnectionRefused(
-            f"{target.hostname} port {target.port} refused the connection: no SSH server "
-            f"listens there. Check the port (Port / port key) and that sshd runs."
-        ) from e
-    except TimeoutError as e:
-        raise ConnectTimeout(
-            f"Connecting to {target.hostname} port {target.port} timed out after {timeout:g} s. "
-            f"Check the network or VPN, or raise connect_timeout."
-        ) from e
-    except OSError as e:
-        raise ConnectionRefused(
-            f"Cannot connect to {target.hostname} port {target.port}: {e.strerror or e}. "
-            f"Check the network or VPN."
-        ) from e
+    for attempt in range(1, target.connection_attempts + 1):
+        try:
+            sock = _connect_any(target, addresses, timeout)
+            break
+        except (ConnectionRefused, ConnectTimeout) as e:
+            if attempt == target.connection_attempts:
+                raise
+            logger.debug("%s (attempt %d of %d); trying again", e, attempt,
+                         target.connection_attempts)
+            time.sleep(ATTEMPT_INTERVAL)
+    return _tuned(sock, target)
+
+
+def _tuned(sock: socket.socket, target: Target) -> socket.socket:
+    """*sock* without Nagle's delay and, unless TCPKeepAlive is off, with TCP keepalive."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return sock  # a ProxyUseFdpass command may pass any stream socket
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    for name, value in _TCP_KEEPALIVE:
-        if hasattr(socket, name):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    if target.tcp_keep_alive:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _TCP_KEEPALIVE:
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
     return sock
 
 
 # TCP keepalive after 60 s idle, every 15 s, 4 probes: the kernel's own liveness check
 # under the SSH-level one, and NAT/VPN state kept warm (where the platform allows tuning).
 _TCP_KEEPALIVE = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4))
+
+
+def _connect_any(target: Target, addresses: list[Any], timeout: float) -> socket.socket:
+    """The first of *addresses* that accepts a connection; the last failure, typed, if none."""
+    failure: OSError = OSError("no address")
+    for family, kind, proto, _, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            if target.bind_address is not None:
+                _bind(sock, target.bind_address, family)
+            sock.connect(address)
+            return sock
+        except OSError as e:
+            sock.close()
+            failure = e
+    raise _connect_error(target, failure, timeout)
+
+
+def _bind(sock: socket.socket, address: str, family: int) -> None:
+    """Bind *sock* to BindAddress (any port), as an address of the connection's family."""
+    try:
+        local = socket.getaddrinfo(address, 0, family, socket.SOCK_STREAM, 0,
+                                   socket.AI_PASSIVE)[0][4]
+        sock.bind(local)
+    except OSError as e:
+        raise OSError(f"cannot connect from BindAddress {address}: {e.strerror or e}") from e
+
+
+def _connect_error(target: Target, e: OSError, timeout: float) -> RemoteConnectionError:
+    where = f"{target.hostname} port {target.port}"
+    if isinstance(e, ConnectionRefusedError):
+        return ConnectionRefused(
+            f"{where} refused the connection: no SSH server listens there. Check the port "
+            f"(Port / port key) and that sshd runs.")
+    if isinstance(e, TimeoutError):
+        return ConnectTimeout(
+            f"Connecting to {where} timed out after {timeout:g} s. Check the network or VPN, "
+            f"or raise connect_timeout.")
+    return ConnectionRefused(
+        f"Cannot connect to {where}: {e.strerror or e}. Check the network or VPN.")
 
 
 def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess | None]:
@@ -96,6 +151,8 @@ def _open_route(target: Target, via: Session | None) -> tuple[Any, ProxyProcess 
                             timeout)
         via.track(channel)  # the jump host's login is in use while the next hop is
         return channel, None
+    if target.proxy_command is not None and target.proxy_use_fdpass:
+        return _tuned(receive_socket(target.proxy_command, timeout), target), None
     if target.proxy_command is not None:
         proxy = start_proxy_command(target.proxy_command, target.alias)
         return proxy.sock, proxy
@@ -110,7 +167,8 @@ def checked_address(target: Target, sock: Any, proxy: ProxyProcess | None,
     (through a proxy or jump host the address is not the server's), not to
     a loopback address, and not when the host was given as that very text.
     """
-    if not target.check_host_ip or proxy is not None or via is not None:
+    if (not target.check_host_ip or proxy is not None or via is not None
+            or target.proxy_command is not None):  # ProxyUseFdpass has no process left
         return None
     try:
         address = ipaddress.ip_address(sock.getpeername()[0])
@@ -120,25 +178,33 @@ def checked_address(target: Target, sock: Any, proxy: ProxyProcess | None,
     return None if address.is_loopback or text == target.hostname else text
 
 
-def _prefer(available: tuple[str, ...], first: list[str] | tuple[str, ...]) -> list[str]:
-    chosen = [name for name in first if name in available]
-    return chosen + [name for name in available if name not in chosen]
+def _offer(chosen: Algorithms | None, keyword: str) -> tuple[str, ...]:
+    return chosen.names if chosen is not None else SUPPORTED[keyword]
 
 
 def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transport:
     """Run the SSH handshake on *sock*: key exchange only, no host key check yet.
 
+    The algorithms are the target's lists (fleche-ssh's defaults where unset).
     *key_types* are the host key types known_hosts holds for the target, asked
-    for first so that a host offering several keys sends the one on record.
+    for first so that a host offering several keys sends the one on record,
+    unless the user's HostKeyAlgorithms fixed the order, as ssh does.
     """
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
-    transport = Transport(sock)
+    accepted = _offer(target.pubkey_accepted_algorithms, "PubkeyAcceptedAlgorithms")
+    signing = {name.removesuffix(CERTIFICATE) for name in accepted}
+    # Which signature an RSA key makes: only one the user accepts.
+    transport = Transport(sock, disabled_algorithms={
+        "pubkeys": [name for name in SIGNATURES if name not in signing]})
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
     options = transport.get_security_options()
-    options.ciphers = _prefer(options.ciphers, _PREFERRED_CIPHERS)
-    # Certificates last unless known_hosts trusts a CA for the host (see known_key_types).
-    options.key_types = _prefer((*options.key_types, *cert_types(options.key_types)), key_types)
+    options.ciphers = _offer(target.ciphers, "Ciphers")
+    options.digests = _offer(target.macs, "MACs")
+    options.kex = _offer(target.kex_algorithms, "KexAlgorithms")
+    host_keys = target.host_key_algorithms
+    options.key_types = (host_keys.names if host_keys is not None and host_keys.as_written
+                         else prefer(_offer(host_keys, "HostKeyAlgorithms"), key_types))
     transport.use_compression(target.compression)
     try:
         transport.start_client(timeout=timeout)
@@ -150,6 +216,7 @@ def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transpor
                 f"{target.label}: no algorithm in common with the server ({text}). Paramiko 5 "
                 f"has no SHA-1 algorithms (ssh-rsa host keys, SHA-1 key exchange); use the stock "
                 f'type = "ssh" cache for this host, or ask for a modern host key.'
+                f"{_lists_set(target)}"
             ) from e
         raise ConnectTimeout(
             f"SSH handshake with {target.label} failed: {text}. Is an SSH server listening "
@@ -169,6 +236,14 @@ def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transpor
             f"server listening on that port? On a slow link, raise connect_timeout."
         )
     return transport
+
+
+def _lists_set(target: Target) -> str:
+    """Where the algorithm lists offered were set, for a handshake that found none in common."""
+    origins = dict(target.origins)
+    where = [f"{keyword} ({origins[keyword.lower()]})" for keyword in SUPPORTED
+             if keyword.lower() in origins]
+    return f" Algorithm lists set: {', '.join(where)}." if where else ""
 
 
 def connect(target: Target, login: Login, keys: KeyCache, via: Session | None = None,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import paramiko
 from paramiko.message import Message
 
+from ..config.algorithms import SUPPORTED
 from ..config.patterns import match_pattern_list
 from ..config.target import Target
 from ..errors import HostKeyError
@@ -112,7 +113,7 @@ def verify_certificate(target: Target, key: paramiko.PKey, cert: HostCertificate
     if trusted is None:
         return None
     name = target.host_key_alias or target.hostname
-    problem = _problem(cert, name)
+    problem = _problem(cert, name) or _disallowed_signature(cert, target)
     if problem is None and not _signed_by(cert):
         problem = "its signature does not verify with the CA key"
     if problem is not None:
@@ -139,6 +140,22 @@ def _problem(cert: HostCertificate, name: str) -> str | None:
     if cert.critical_options:
         return "it has critical options, which no host certificate may have"
     return None
+
+
+def _disallowed_signature(cert: HostCertificate, target: Target) -> str | None:
+    """What is wrong if the CA signed with an algorithm CASignatureAlgorithms does not allow.
+
+    ssh checks it before the signature itself (``sshkey_check_cert_sigtype``).
+    """
+    allowed = target.ca_signature_algorithms
+    names = SUPPORTED["CASignatureAlgorithms"] if allowed is None else allowed.names
+    try:
+        kind = Message(cert.signature).get_text()
+    except Exception:  # a malformed signature: _signed_by says it verifies nothing
+        return None
+    if kind in names:
+        return None
+    return f"its CA signed it with {kind}, which CASignatureAlgorithms does not allow"
 
 
 def _signed_by(cert: HostCertificate) -> bool:

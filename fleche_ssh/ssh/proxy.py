@@ -9,6 +9,9 @@
   two threads pump the pipes into one end of a socket pair and Paramiko
   gets the other end, which works everywhere; a third thread drains
   stderr into the log and keeps its last lines for error messages.
+* A ProxyCommand with ``ProxyUseFdpass``: the command connects, hands the
+  connected socket over its stdout (``SCM_RIGHTS``) and exits, and SSH runs
+  on that socket, with no process in between, as ``ssh`` does.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from ..errors import ConnectionRefused, ConnectTimeout
+from ..errors import ConnectionRefused, ConnectTimeout, UnsupportedByParamiko
 from ..wire.paramiko_process import MAX_PACKET_SIZE, WINDOW_SIZE
 from ..wire.pump import End, drain_lines, splice
 
@@ -122,3 +125,49 @@ def start_proxy_command(command: str, label: str) -> ProxyProcess:
     threading.Thread(target=drain_lines, args=(read_stderr, stderr_line),
                      name=f"fleche-ssh-proxy-{label}", daemon=True).start()
     return proxy
+
+
+def receive_socket(command: str, timeout: float) -> socket.socket:
+    """Run *command* with a UNIX socket as stdin and stdout; return the socket it passes back.
+
+    As ``ssh``, waits for the command to exit, here within *timeout*.
+    """
+    if not hasattr(socket, "recv_fds") or not hasattr(socket, "AF_UNIX"):
+        raise UnsupportedByParamiko(
+            "ProxyUseFdpass needs a system that passes sockets between processes (SCM_RIGHTS); "
+            "this one does not. Set ProxyUseFdpass no, with a ProxyCommand that carries the "
+            "connection on its stdin and stdout.")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            process = subprocess.Popen(command, shell=True, stdin=theirs.fileno(),
+                                       stdout=theirs.fileno(),
+                                       stderr=subprocess.PIPE)
+        except OSError as e:
+            raise ConnectionRefused(f"Cannot start ProxyCommand {command!r}: {e}") from e
+        theirs.close()
+        try:
+            _, said = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise ConnectTimeout(
+                f"ProxyCommand {command!r} (ProxyUseFdpass) did not pass a socket and exit "
+                f"within {timeout:g} s. Raise connect_timeout on a slow link.") from None
+        ours.setblocking(False)
+        try:
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        except BlockingIOError:
+            fds = []
+        for extra in fds[1:]:
+            os.close(extra)
+        if not fds:
+            stderr = said.decode(errors="replace").strip()
+            raise ConnectionRefused(
+                f"ProxyCommand {command!r} exited with status {process.returncode} without "
+                f"passing a socket, which ProxyUseFdpass asks for"
+                + (f"; its stderr:\n{stderr}" if stderr else "."))
+        return socket.socket(fileno=fds[0])
+    finally:
+        theirs.close()
+        ours.close()
