@@ -531,13 +531,13 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
                    "    BindAddress 192.0.2.99\n"
                    "Host box\n"
                    "    HostName box.example.org\n"
-                   "    ControlMaster auto\n"
+                   "    ForwardAgent yes\n"
                    "    HostKeyAlias cluster-login\n"
                    "    KexAlgorithms +diffie-hellman-group14-sha1\n"
                    "    AddressFamily any\n"
                    "    UseKeychain yes\n"
                    "Host *\n"
-                   "    ControlMaster no\n"
+                   "    ForwardAgent no\n"
                    "    HostKeyAlias second-value\n"
                    "    Port 2022\n")
     alias = UNHONOURED_BY_KEYWORD["hostkeyalias"].effect
@@ -550,7 +550,7 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
     assert (found.hostname, found.port) == ("box.example.org", 2022)
     where = f"ssh config for box: {config}"
     assert logged(caplog) == [
-        (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
+        (logging.DEBUG, f"{where}:5: ForwardAgent is not needed by fleche-ssh, ignored"),
         (logging.WARNING, f"{where}:6: HostKeyAlias cluster-login {unsupported}; {alias}"),
         (logging.INFO,
          f"{where}:7: KexAlgorithms +diffie-hellman-group14-sha1 {unsupported}; {algorithms}"),

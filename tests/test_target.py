@@ -245,7 +245,8 @@ def test_noop_flags_change_nothing(home, aliases):
 
 
 def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplog):
-    """ControlPath says where a live OpenSSH master may listen; the other two are ssh's business."""
+    """ControlPath says where a live OpenSSH master may listen, ControlMaster whether this
+    process shares its login; ControlPersist is ssh's business."""
     options = ["-o", "ControlMaster=auto", "-o", "ControlPath=~/.ssh/cm-%r@%h:%p",
                "-oControlPersist=10m"]
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
@@ -254,10 +255,25 @@ def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplo
     plain = resolve("work")
     assert found.control_paths == (
         str(home / ".ssh" / f"cm-{plain.user}@{plain.hostname}:{plain.port}"),)
+    assert found.control_master == "auto"
     assert dataclasses.replace(found, control_paths=()) == plain
     logged = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
-    for keyword in ("ControlMaster", "ControlPersist"):
-        assert any(keyword in message for message in logged), (keyword, logged)
+    assert any("ControlPersist is not needed" in message for message in logged), logged
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("auto", "auto"), ("no", "no"), ("yes", "auto"), ("ask", "auto"), ("autoask", "auto")])
+def test_control_master_reads_what_openssh_writes(home, aliases, caplog, written, read):
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        found = resolve("work", ssh_options=["-o", f"ControlMaster={written}"])
+    assert found.control_master == read
+    logged = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
+    assert any("read as auto" in m for m in logged) == (written in ("yes", "ask", "autoask"))
+
+
+def test_control_master_refuses_what_it_cannot_mean(home, aliases):
+    with pytest.raises(ConfigError, match="expected auto or no"):
+        resolve("work", ssh_options=["-o", "ControlMaster=sometimes"])
 
 
 def test_control_path_from_a_flag_and_none(home, aliases):
@@ -340,6 +356,7 @@ def test_describe_rows(home, aliases):
         ("serveraliveinterval", "15"),
         ("serveralivecountmax", "3"),
         ("compression", "no"),
+        ("controlmaster", "auto"),
     ]
 
 

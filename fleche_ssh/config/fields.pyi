@@ -54,6 +54,10 @@ class TargetFields:
     control_paths: tuple[str, ...] = field(default=(), kw_only=True)
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    control_master: str = field(default='auto', kw_only=True)
+    """``auto``: processes this one hands the cache to (pool workers) use its login, asking
+    nothing.  ``no``: this process neither offers its login nor uses one offered.  ``yes``,
+    ``ask`` and ``autoask`` read as ``auto``."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -98,6 +102,10 @@ class CacheFields(SshCache):
     control_path: str | None = None
     """Control socket of a live OpenSSH master (``ssh -M``): when one listens there, the remote
     server runs through it and fleche-ssh logs in nowhere. ``none``: never."""
+    control_master: str | None = None
+    """``auto``: processes this one hands the cache to (pool workers) use its login, asking
+    nothing.  ``no``: this process neither offers its login nor uses one offered.  ``yes``,
+    ``ask`` and ``autoask`` read as ``auto``."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

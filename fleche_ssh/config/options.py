@@ -42,6 +42,7 @@ from .parsers import (
     POSITIVE_SECONDS,
     WHOLE_NUMBER,
     choice,
+    control_master,
     count,
     interval,
     path_check,
@@ -151,6 +152,10 @@ OPTIONS: tuple[Option, ...] = (
            doc="Control socket of a live OpenSSH master (``ssh -M``): when one listens "
                "there, the remote server runs through it and fleche-ssh logs in nowhere. "
                "``none``: never."),
+    Option("ControlMaster", "control_master", control_master, default="auto",
+           doc="``auto``: processes this one hands the cache to (pool workers) use its "
+               "login, asking nothing.  ``no``: this process neither offers its login nor "
+               "uses one offered.  ``yes``, ``ask`` and ``autoask`` read as ``auto``."),
 )
 
 #: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
@@ -196,7 +201,7 @@ OWN_KEYS: tuple[OwnKey, ...] = (
 # process-wide transport pool replaces, and terminal or forwarding settings
 # that a cache channel never uses.
 NOT_NEEDED_KEYWORDS: tuple[str, ...] = (
-    "ControlMaster", "ControlPersist", "RequestTTY", "ForwardX11",
+    "ControlPersist", "RequestTTY", "ForwardX11",
     "ForwardX11Trusted", "ForwardAgent", "LogLevel", "EscapeChar", "ExitOnForwardFailure",
     "ClearAllForwardings", "VisualHostKey", "UpdateHostKeys", "SessionType", "StdinNull",
     "ForkAfterAuthentication",
