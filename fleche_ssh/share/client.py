@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("fleche_ssh.share")
 
-#: Connects to a holder's address within a timeout; None if nothing listens there.
+#: Connects to a holder's listener name within a timeout; None if nothing listens there.
 Connect = Callable[[str, float], "socket.socket | None"]
 
 
@@ -62,7 +62,8 @@ class Offer:
     while the owner runs, since only the owner's memory holds it.
     """
 
-    address: str
+    #: The listener's name for :func:`fleche_ssh.share.local.connect`.
+    name: str
     owner_pid: int
     secret: bytes = field(repr=False)
 
@@ -240,7 +241,7 @@ def shared_process(cache: ParamikoCache, target: Target, command: str,
     if offer is None or offer.owner_pid == os.getpid() or target.control_master == "no":
         return None
     try:
-        process = open_shared(offer.address, offer.secret, target, command,
+        process = open_shared(offer.name, offer.secret, target, command,
                               cache.login(target), connect)
     except VersionMismatch as e:
         logger.info("%s; logging in to %s itself", e, target.label)

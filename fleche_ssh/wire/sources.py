@@ -5,7 +5,11 @@ For each channel, in this order:
 1. a live OpenSSH master at one of the target's ``ControlPath`` forms: the
    user's own ``ssh`` logged in already, so nothing is asked and nothing
    logs in;
-2. this process's own login, from the connection pool (which logs in,
+2. a fleche-ssh login shared with this process: a cache handed over by a
+   process that offered its login (a pool worker's, carried in the
+   pickle; :mod:`fleche_ssh.share`) runs its channels through that
+   process, which asks nothing here;
+3. this process's own login, from the connection pool (which logs in,
    asking once per destination, if it holds none).
 
 A control socket that is missing or stale means "no master", quietly, as
@@ -22,6 +26,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..errors import RemoteConnectionError
+from ..share import local
+from ..share.client import shared_process
 from ..ssh.pool import POOL
 from .openssh_master import Master, MasterProcess, find_master
 from .paramiko_process import ParamikoProcess
@@ -47,6 +53,16 @@ def live_master(target: Target) -> Master | None:
     return None
 
 
+def _shared(cache: ParamikoCache, target: Target,
+            command: str) -> tuple[RemoteProcess, int] | None:
+    """A channel on the login offered to *cache*, with the pid of the process holding it."""
+    offer = getattr(cache, "_share", None)
+    if offer is None:
+        return None
+    process = shared_process(cache, target, command, local.connect)
+    return None if process is None else (process, offer.owner_pid)
+
+
 def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
     """Start *command* for *cache*, through the first source of the lookup order that has one."""
     target = cache.target()
@@ -55,6 +71,11 @@ def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
         logger.info("starting remote cache on %s through the OpenSSH master (pid %d, %s): %s",
                     target.label, master.pid, master.path, command)
         return MasterProcess(master, command)
+    shared = _shared(cache, target, command)
+    if shared is not None:
+        logger.info("starting remote cache on %s through the login of process %d: %s",
+                    target.label, shared[1], command)
+        return shared[0]
     try:
         session = POOL.session(target, cache.login(target))
     except RemoteConnectionError as e:
