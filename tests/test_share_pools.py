@@ -117,6 +117,21 @@ def test_wrap_executor_before_the_parent_made_any_call(totp_cache, client_home, 
     assert len(POOL) == 1
 
 
+def test_dask_workers_ask_no_code(totp_cache, client_home):
+    """Dask ``LocalCluster(processes=True)`` through ``fleche.wrap_executor``."""
+    import distributed
+    cache = totp_cache()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, timeout=60) as client, fleche.cache(cache):
+        wrapped = fleche.wrap_executor(client.get_executor())
+        results = [f.result(timeout=90) for f in
+                   [wrapped.submit(cube_where, x) for x in (4, 5, 6)]]
+    assert [r["cube"] for r in results] == [64, 125, 216]
+    assert all(r["pid"] != os.getpid() for r in results)
+    assert cache.prompt.asked == 1
+
+
 def test_control_master_no_offers_nothing(make):
     cache = make(control_master="no")
     copy = pickle.loads(pickle.dumps(cache))
