@@ -94,6 +94,19 @@ def test_another_protocol_version_is_told_apart(make):
         open_shared("old", SECRET, target, "true", cache.login(target), old_holder)
 
 
+def test_a_holder_knowing_other_options_is_told_apart_too(make):
+    def other_options(address: str, timeout: float) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        hello, _ = protocol.hello()
+        protocol.send(theirs, {**hello, "fields": "0" * 16})
+        return mine
+
+    cache = make()
+    target = cache.target()
+    with pytest.raises(VersionMismatch, match="other options"):
+        open_shared("other", SECRET, target, "true", cache.login(target), other_options)
+
+
 def test_the_questions_of_a_login_reach_the_client_and_only_it(client_home, remote_dir,
                                                                remote_python, pool):
     asked = []
@@ -129,7 +142,7 @@ def test_a_client_that_cannot_ask_fails_fast_quoting_the_question(client_home, r
 
 
 def test_the_holders_error_arrives_as_its_own_type(make, pool):
-    from tests.support.processes import free_port
+    from support.processes import free_port
 
     cache = through(make(port=free_port()), Pairs(forwarding(pool)))
     with pytest.raises(ConnectionRefused, match="refused the connection"):
@@ -178,7 +191,7 @@ def test_a_holder_gone_mid_call_is_a_typed_error_within_a_bound(make, pool):
 def test_no_login_without_a_proof_means_no_hello_leak(make, pool):
     """The hello carries a nonce only: nothing a squatter could replay as a proof."""
     hello, nonce = protocol.hello()
-    assert set(hello) == {"t", "version", "nonce"}
+    assert set(hello) == {"t", "version", "fields", "nonce"}
     assert protocol.proves(SECRET, nonce, protocol.proof(SECRET, nonce))
     assert not protocol.proves(SECRET, os.urandom(32), protocol.proof(SECRET, nonce))
     assert SECRET.hex() not in protocol.proof(SECRET, nonce)

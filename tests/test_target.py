@@ -246,7 +246,7 @@ def test_noop_flags_change_nothing(home, aliases):
 
 def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplog):
     """ControlPath says where a live OpenSSH master may listen, ControlMaster whether this
-    process shares its login; ControlPersist is ssh's business."""
+    process shares its login, ControlPersist how long a background process keeps it."""
     options = ["-o", "ControlMaster=auto", "-o", "ControlPath=~/.ssh/cm-%r@%h:%p",
                "-oControlPersist=10m"]
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
@@ -256,9 +256,16 @@ def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplo
     assert found.control_paths == (
         str(home / ".ssh" / f"cm-{plain.user}@{plain.hostname}:{plain.port}"),)
     assert found.control_master == "auto"
-    assert dataclasses.replace(found, control_paths=()) == plain
+    assert found.control_persist == 600.0
+    assert dataclasses.replace(found, control_paths=(), control_persist=None) == plain
     logged = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
-    assert any("ControlPersist is not needed" in message for message in logged), logged
+    assert not any("not needed" in message for message in logged), logged
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("no", None), ("yes", float("inf")), ("0", float("inf")), ("10m", 600.0), ("2s", 2.0)])
+def test_control_persist_reads_what_openssh_writes(home, aliases, written, kept):
+    assert resolve("work", ssh_options=["-o", f"ControlPersist={written}"]).control_persist == kept
 
 
 @pytest.mark.parametrize(("written", "read"), [

@@ -58,6 +58,10 @@ class TargetFields:
     """``auto``: processes this one hands the cache to (pool workers) use its login, asking
     nothing.  ``no``: this process neither offers its login nor uses one offered.  ``yes``,
     ``ask`` and ``autoask`` read as ``auto``."""
+    control_persist: float | None = field(default=None, kw_only=True)
+    """Keep the login in a background process of fleche-ssh for this long after its last use
+    (``10m``, ``8h``; ``yes``: until ``fleche-ssh logout``), for any of your processes: a
+    second notebook or a restarted kernel asks no code."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -106,6 +110,10 @@ class CacheFields(SshCache):
     """``auto``: processes this one hands the cache to (pool workers) use its login, asking
     nothing.  ``no``: this process neither offers its login nor uses one offered.  ``yes``,
     ``ask`` and ``autoask`` read as ``auto``."""
+    control_persist: float | None = None
+    """Keep the login in a background process of fleche-ssh for this long after its last use
+    (``10m``, ``8h``; ``yes``: until ``fleche-ssh logout``), for any of your processes: a
+    second notebook or a restarted kernel asks no code."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

@@ -116,6 +116,19 @@ def control_master(text: str) -> str:
     return _CONTROL_MASTER[word]
 
 
+def persist(text: str) -> float | None:
+    """ControlPersist: ``no`` (None), ``yes`` or ``0`` (no end: infinity), or a duration."""
+    word = text.strip().lower()
+    if word in ("yes", "true", "on", "0"):  # OpenSSH: 0 is "for ever", as yes
+        return math.inf
+    if word in _FALSE:
+        return None
+    value = seconds(word)
+    if value is None:
+        raise ValueError(f"expected yes, no or a duration (10m, 8h), got {text!r}")
+    return value
+
+
 def text(value: str) -> str:
     return value
 

@@ -76,10 +76,8 @@ class SharedProcess(SocketProcess):
         super().__init__(data, data, control, command=command)
         self._peer = peer
         self._ended = threading.Event()
-        self._status: int | None = None
-        self._signal: str | None = None
-        self._alive = False
-        self._lost: str | None = None
+        #: The holder's ``exit`` message, or what stands for it when the holder went away.
+        self._exit: dict[str, Any] = {}
 
     def recv_stderr(self, size: int) -> bytes:
         """The next stderr chunk off the control connection; b"" once the command ended."""
@@ -87,35 +85,34 @@ class SharedProcess(SocketProcess):
             try:
                 message = protocol.receive(self._stderr, None, self._peer)
             except ShareError:
-                self._end(lost=f"{self._peer} went away")
+                self._exit = {"lost": f"{self._peer} went away"}
+                self._ended.set()
                 break
             if message["t"] == "stderr":
                 return base64.b64decode(message.get("data", ""))
             if message["t"] == "exit":
-                status, signal = message.get("status"), message.get("signal")
-                self._status = status if isinstance(status, int) else None
-                self._signal = signal if isinstance(signal, str) else None
-                self._alive = bool(message.get("alive"))
-                self._end(lost=message.get("lost") or None)
+                self._exit = message
+                self._ended.set()
         return b""
 
-    def _end(self, *, lost: object) -> None:
-        self._lost = str(lost) if lost else None
-        self._ended.set()
+    def _told(self, key: str, kind: type) -> Any:
+        value = self._exit.get(key)
+        return value if isinstance(value, kind) and not isinstance(value, bool) else None
 
     def exit_status(self, wait: float) -> int | None:
+        """The status the holder relayed, waiting up to *wait* s for it."""
         self._ended.wait(wait)
-        return self._status
+        return self._told("status", int)
 
     def exit_signal(self) -> str | None:
-        return self._signal
+        return self._told("signal", str)
 
     def connection_alive(self) -> bool:
         """Whether the login under the channel still works, as far as the holder said."""
-        return not self._ended.is_set() or self._alive
+        return not self._ended.is_set() or self._exit.get("alive") is True
 
     def lost_reason(self) -> str | None:
-        return self._lost
+        return self._told("lost", str) or None
 
 
 def open_shared(address: str, secret: bytes, target: Target, command: str, login: Login,
@@ -129,9 +126,7 @@ def open_shared(address: str, secret: bytes, target: Target, command: str, login
             error type and message), or went away.
     """
     peer = f"the fleche-ssh process sharing its login at {address}"
-    control = _greet(connect, address, secret, peer, {
-        "t": "open", "target": protocol.target_to_data(target), "command": command,
-        "auth_timeout": login.auth_timeout, "can_ask": login.can_ask})
+    control = _greet(connect, address, secret, peer, _request("open", target, command, login))
     if control is None:
         return None
     try:
@@ -145,6 +140,27 @@ def open_shared(address: str, secret: bytes, target: Target, command: str, login
     control.settimeout(None)
     data.settimeout(None)
     return SharedProcess(control, data, command=command, peer=peer)
+
+
+def hold_login(address: str, secret: bytes, target: Target, login: Login,
+               connect: Connect) -> bool:
+    """Have the holder at *address* log in to *target* now; False if nothing listens there.
+
+    ``fleche-ssh login HOST`` in the morning: the questions are asked here,
+    and the login stays with the holder.
+    """
+    peer = f"the fleche-ssh process at {address}"
+    control = _greet(connect, address, secret, peer, _request("login", target, "", login))
+    if control is None:
+        return False
+    with control:
+        _converse(control, target, login, peer)
+    return True
+
+
+def _request(kind: str, target: Target, command: str, login: Login) -> dict[str, Any]:
+    return {"t": kind, "target": protocol.target_to_data(target), "command": command,
+            "auth_timeout": login.auth_timeout, "can_ask": login.can_ask}
 
 
 def _greet(connect: Connect, address: str, secret: bytes, peer: str,
@@ -250,10 +266,10 @@ def shared_process(cache: ParamikoCache, target: Target, command: str,
         raise OwnerGone(
             f"The process that handed this one its cache (pid {offer.owner_pid}) has exited, "
             f"and the login to {target.label} it shared went with it. Keep that process "
-            f"running until its workers are done (shut the pool down first), or set "
-            f'control_master = "no" so that each process logs in itself.'
+            f'running until its workers are done, or set control_persist = "10m" (or longer) '
+            f"to keep the login in a background process that outlives it."
         )
     return process
 
 
-__all__ = ["Offer", "SharedProcess", "open_shared", "shared_process"]
+__all__ = ["Offer", "SharedProcess", "hold_login", "open_shared", "shared_process"]

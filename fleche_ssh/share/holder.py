@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import logging
+import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -94,14 +97,20 @@ class Holder:
     """Serves *pool*'s logins to the clients *authorise* accepts."""
 
     def __init__(self, pool: ConnectionPool, authorise: Authorise, *,
-                 forget_keys: bool = False) -> None:
+                 background: bool = False) -> None:
         self._pool = pool
         self._authorise = authorise
-        #: Forget decrypted identity files after each login (a long-lived holder keeps none).
-        self._forget_keys = forget_keys
+        #: A holder process of its own (ControlPersist): it forgets decrypted identity
+        #: files after each login, and answers ``logins`` and ``logout``.
+        self._background = background
         self._pending: dict[str, _Pending] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        #: Control connections being served, and when the last one ended.
+        self._busy = 0
+        self._idle_since = time.monotonic()
+        #: How long it stays unused before it exits (:meth:`run_until_idle`), if it does.
+        self._keep: float | None = None
 
     # -- the listener -------------------------------------------------------------------
 
@@ -138,6 +147,25 @@ class Holder:
         """Stop accepting; channels already spliced run on until their clients close them."""
         self._closed.set()
 
+    def run_until_idle(self, idle: float, poll: float = 0.5) -> str:
+        """Wait until nothing used the pool for *idle* s, its login died, or :meth:`close`.
+
+        The idle time counts from the end of the last control connection,
+        so from the last channel closing (a channel's control connection
+        lives as long as the channel): ControlPersist's rule.  Returns why
+        it stopped.
+        """
+        self._keep = idle
+        while not self._closed.wait(poll):
+            sessions = self._pool.sessions()
+            if sessions and not any(session.alive() for session in sessions):
+                return "its login's connection was lost"
+            with self._lock:
+                quiet = self._busy == 0 and time.monotonic() - self._idle_since >= idle
+            if quiet:
+                return f"unused for {idle:g} s"
+        return "asked to log out"
+
     # -- one local connection -----------------------------------------------------------
 
     def handle(self, sock: socket.socket) -> None:
@@ -156,10 +184,8 @@ class Holder:
                 raise ShareError("refused: the client did not prove it was handed this login")
             if request["t"] == "data":
                 keep = self._attach(sock, request)
-            elif request["t"] == "open":
-                self._serve_channel(sock, request, grant)
             else:
-                raise ShareError(f"unknown request {request['t']!r}")
+                self._serve_request(sock, request, grant)
         except (RemoteConnectionError, OSError) as e:
             logger.debug("local client: %s", e)
             with contextlib.suppress(OSError):
@@ -167,6 +193,28 @@ class Holder:
         finally:
             if not keep:
                 sock.close()
+
+    def _serve_request(self, sock: socket.socket, request: Message, grant: Grant) -> None:
+        kind = request["t"]
+        if kind == "logins" and self._background:
+            # Looking at the logins is not using them: the idle timer runs on.
+            protocol.send(sock, {"t": "logins", "pid": os.getpid(), "keep": self._keep,
+                                 "logins": [dataclasses.asdict(login)
+                                            for login in self._pool.snapshot()]})
+        elif kind == "logout" and self._background:
+            self.close()
+            protocol.send(sock, {"t": "logout", "pid": os.getpid()})
+        elif kind in ("open", "login"):
+            with self._lock:
+                self._busy += 1
+            try:
+                self._serve_channel(sock, request, grant)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._idle_since = time.monotonic()
+        else:
+            raise ShareError(f"unknown request {kind!r}")
 
     def _serve_channel(self, sock: socket.socket, request: Message, grant: Grant) -> None:
         target = protocol.target_from_data(request.get("target"), _CLIENT)
@@ -177,7 +225,7 @@ class Holder:
         try:
             session = self._pool.session(target, login)
         finally:
-            if self._forget_keys:
+            if self._background:
                 self._pool.forget_keys()
         hops = [*target.chain(), target]
         keys = []
@@ -191,6 +239,9 @@ class Holder:
         verdict = protocol.receive(sock, login.auth_timeout, _CLIENT)
         if verdict["t"] != "trust":
             logger.info("a client refused the host key of %s", target.label)
+            return
+        if request["t"] == "login":
+            protocol.send(sock, {"t": "opened", "channel": ""})
             return
         process = ParamikoProcess.open(session, command)
         token = secrets.token_hex(16)
@@ -263,3 +314,44 @@ def _forward(sock: socket.socket, timeout: float) -> Callable[[str, str, Prompts
 
 def _number(value: Any, default: float) -> float:
     return float(value) if isinstance(value, (int, float)) and value > 0 else default
+
+
+def main(argv: list[str]) -> int:
+    """``python -m fleche_ssh.share.holder NAME IDLE``: hold logins for this user's processes.
+
+    Started by :mod:`.persist` with ``subprocess`` in a session of its own
+    (never forked from a threaded process).  Of several started at once for
+    one name, the first to listen wins and the others exit at once
+    (:class:`~fleche_ssh.errors.AddressInUse`): one login, one prompt.  It
+    logs to ``NAME.log`` in the private directory; no answer, code or key is
+    ever logged.
+    """
+    from ..errors import AddressInUse
+    from ..ssh.pool import ConnectionPool as Pool
+    from . import local, place
+
+    name, idle = argv[0], float(argv[1])
+    logging.basicConfig(filename=place.file_in(place.directory(), name, ".log"),
+                        level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        listener = local.listen(name)
+    except AddressInUse:
+        return 0
+    pool = Pool()
+    holder = Holder(pool, lambda nonce, given: Grant(), background=True)
+    holder.serve(listener)
+    logger.info("holding logins at %s (pid %d) until unused for %g s", listener.address,
+                os.getpid(), idle)
+    try:
+        logger.info("exiting: %s", holder.run_until_idle(idle))
+    finally:
+        holder.close()
+        listener.close()
+        pool.close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

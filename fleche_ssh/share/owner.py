@@ -71,14 +71,16 @@ def offer(cache: ParamikoCache) -> Offer | None:
 
     A cache that came with an offer passes that one on (a worker handing
     the cache further shares its owner's login, not one of its own).  None
-    when sharing is off for the cache's host.
+    when sharing is off for the cache's host, or a background holder keeps
+    its login (``control_persist``), which the workers then use directly.
     """
     existing: Offer | None = getattr(cache, "_share", None)
     if existing is not None:
         return existing
     try:
-        if (cache.control_master or cache.target().control_master) == "no":
-            return None
+        target = cache.target()
+        if target.control_master == "no" or target.control_persist is not None:
+            return None  # no sharing, or the background holder shares the login already
     except (ConfigError, OSError) as e:
         logger.debug("not offering the login of %s: %s", cache.host, e)
         return None

@@ -140,19 +140,31 @@ def expect(message: Message, kind: str, peer: str) -> Message:
 # -- the greeting and its proof ------------------------------------------------------
 
 
+def _target_fields() -> str:
+    """A digest of the names of Target's fields: a Target sent must mean the same at both ends."""
+    names = ",".join(sorted(f.name for f in fields(Target)))
+    return hashlib.sha256(names.encode()).hexdigest()[:16]
+
+
 def hello() -> tuple[Message, bytes]:
     """The holder's first message, and the nonce the client's proof must cover."""
     nonce = secrets.token_bytes(32)
-    return {"t": "hello", "version": VERSION, "nonce": nonce.hex()}, nonce
+    return {"t": "hello", "version": VERSION, "fields": _target_fields(),
+            "nonce": nonce.hex()}, nonce
 
 
 def check_hello(message: Message, peer: str) -> bytes:
-    """The nonce of a holder's hello, or :class:`VersionMismatch`."""
+    """The nonce of a holder's hello, or :class:`VersionMismatch`.
+
+    Two fleche-ssh versions may speak one protocol version yet know other
+    options (a new row is a new Target field), so the fields are compared too.
+    """
     message = expect(message, "hello", peer)
-    if message.get("version") != VERSION:
+    if message.get("version") != VERSION or message.get("fields") != _target_fields():
         raise VersionMismatch(
-            f"{peer} speaks sharing protocol {message.get('version')!r}, this process speaks "
-            f"{VERSION} (another fleche-ssh version, or another environment)"
+            f"{peer} speaks sharing protocol {message.get('version')!r} with other options, "
+            f"this process protocol {VERSION} (another fleche-ssh version, or another "
+            f"environment)"
         )
     try:
         return bytes.fromhex(message["nonce"])
