@@ -139,6 +139,7 @@ def open_shared(address: str, secret: bytes, target: Target, command: str, login
         raise
     control.settimeout(None)
     data.settimeout(None)
+    protocol.tune_data(data)
     return SharedProcess(control, data, command=command, peer=peer)
 
 

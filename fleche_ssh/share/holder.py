@@ -275,6 +275,7 @@ class Holder:
         if pending is None:
             raise ShareError("no channel waits for this data connection")
         sock.settimeout(None)
+        protocol.tune_data(sock)
         process = pending.process
 
         def shut() -> None:

@@ -37,6 +37,7 @@ subclass (:func:`error_from`), with the holder's message.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -58,6 +59,10 @@ VERSION = 1
 MAX_MESSAGE = 1 << 20
 #: Bound on each exchange that involves no human (hello, greeting, channel open).
 EXCHANGE_TIMEOUT = 30.0
+
+#: Socket buffer asked for a data connection: a large value then crosses in few
+#: wake-ups of the relaying thread, as for the stdio of an OpenSSH master.
+DATA_BUFFER = 4 << 20
 
 _LENGTH = struct.Struct(">I")
 
@@ -126,6 +131,13 @@ def _exactly(sock: socket.socket, size: int, peer: str) -> bytes:
             raise ShareError(f"{peer} closed the connection")
         data += chunk
     return bytes(data)
+
+
+def tune_data(sock: socket.socket) -> None:
+    """Large buffers on a data connection (where the system allows them)."""
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, DATA_BUFFER)
 
 
 def expect(message: Message, kind: str, peer: str) -> Message:
