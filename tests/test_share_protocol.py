@@ -201,3 +201,22 @@ def test_login_of_applies_batch_mode(make):
     target = make(batch_mode=True).target()
     login = Login.of("auto", 5.0, target)
     assert not login.can_ask
+
+
+def test_a_channel_past_the_servers_max_sessions_is_refused_naming_it(make, pool):
+    """The test sshd allows 50 sessions per connection (MaxSessions 50)."""
+    cache = make()
+    target = cache.target()
+    connect = Pairs(forwarding(pool))
+    opened = []
+    try:
+        for _ in range(50):
+            process = open_shared("test", SECRET, target, "sleep 30", cache.login(target),
+                                  connect)
+            assert process is not None
+            opened.append(process)
+        with pytest.raises(protocol.RemoteConnectionError, match="MaxSessions"):
+            open_shared("test", SECRET, target, "sleep 30", cache.login(target), connect)
+    finally:
+        for process in opened:
+            process.kill()
