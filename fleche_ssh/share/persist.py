@@ -103,13 +103,20 @@ def start(name: str, idle: float) -> None:
 
 
 def request(name: str, kind: str, connect: Connect) -> dict[str, Any] | None:
-    """Ask the holder at *name* for ``logins`` or ``logout``; None if nothing listens there."""
+    """Ask the holder at *name* for ``logins`` or ``logout``; None if nothing listens there.
+
+    A holder that drops the connection before its hello is one that was
+    exiting (its listener still queued connections): nothing there either.
+    """
     peer = f"the background fleche-ssh process {name}"
     sock = connect(name, EXCHANGE_TIMEOUT)
     if sock is None:
         return None
     with sock:
-        nonce = protocol.check_hello(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), peer)
+        try:
+            nonce = protocol.check_hello(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), peer)
+        except ShareError:
+            return None  # it was exiting: accepted by the kernel, never served
         protocol.send(sock, {"t": kind, "version": protocol.VERSION,
                              "proof": protocol.proof(_NO_SECRET, nonce)})
         return protocol.expect(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), kind, peer)
