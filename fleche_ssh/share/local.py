@@ -36,14 +36,23 @@ caller's timeout.
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
+import hmac
 import os
+import secrets
 import socket
+import stat
+import time
+from pathlib import Path
 
-from ..errors import AddressInUse, ConfigError, UntrustedPeer
-from ..wire.unix import UntrustedSocket, connect_owned, peer_uid
+from ..errors import AddressInUse as AddressInUse  # raised by listen(), through place.Claim
+from ..errors import ConfigError, ConnectTimeout, RuntimeDirError, UntrustedPeer
+from ..wire.unix import UntrustedSocket as UntrustedSocket  # raised by connect()
+from ..wire.unix import connect_owned, peer_uid
 from . import place
 
-__all__ = ["AddressInUse", "Listener", "UntrustedPeer", "UntrustedSocket", "connect", "listen"]
+__all__ = ["Listener", "backend", "connect", "listen"]
 
 #: Environment variable choosing the backend: ``unix`` or ``loopback``.
 BACKEND = "FLECHE_SSH_LOCAL_BACKEND"
@@ -127,8 +136,9 @@ class Listener:
     def _refuse(self, sock: socket.socket, why: str) -> UntrustedPeer:
         sock.close()
         return UntrustedPeer(
-            f"a client of {self.address} was refused: {why}. Nothing of the login was sent to "
-            f"it. If this repeats, another user's program is probing your shared login."
+            f"a client of {self.address} was refused and closed: {why}. Nothing of the login "
+            f"was sent to it. If no program of yours caused this, another program is probing "
+            f"your shared login: check who can reach {os.path.dirname(self._file)}."
         )
 
 
@@ -167,4 +177,176 @@ def _connect_unix(name: str, timeout: float) -> socket.socket | None:
     return connect_owned(place.file_in(place.directory(), name, ".sock", socket=True), timeout)
 
 
-_BACKENDS = {"unix": (_listen_unix, _connect_unix)}
+# -- loopback ------------------------------------------------------------------------------
+
+#: The client's first bytes: the protocol and its version, then its 32-byte challenge.
+HELLO = b"fleche-ssh local 1\n"
+_NONCE = _MAC = 32
+
+
+def _secret(where: Path) -> tuple[str, bytes]:
+    """The path and value of this user's loopback secret, made on first use."""
+    path = os.path.join(where, "loopback.secret")
+    if not os.path.lexists(path):
+        draft = f"{path}.{secrets.token_hex(8)}"
+        fd = place.open_private(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            os.write(fd, secrets.token_bytes(32))
+        finally:
+            os.close(fd)
+        try:
+            os.link(draft, path)  # never replaces: a secret made meanwhile by another wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    try:
+        fd = place.open_private(path, os.O_RDONLY)
+    except OSError as e:
+        why: str | None = "it is a symbolic link" if e.errno == errno.ELOOP else e.strerror
+    else:
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            value = f.read(33)
+        why = _unfit_secret(info, value)
+    if why is not None:
+        raise RuntimeDirError(
+            f"the secret {path} is refused: {why}. Remove it; fleche-ssh makes a new one "
+            f"(listeners started before then must be restarted)."
+        )
+    return path, value
+
+
+def _unfit_secret(info: os.stat_result, value: bytes) -> str | None:
+    """Why a secret file is not to be used, or None.  On Windows the profile's ACL guards it."""
+    if not stat.S_ISREG(info.st_mode):
+        return "it is not a regular file"
+    if os.name == "posix" and info.st_uid != os.getuid():
+        return f"it belongs to uid {info.st_uid}, not to you (uid {os.getuid()})"
+    if os.name == "posix" and info.st_mode & 0o077:
+        return f"its mode is {stat.S_IMODE(info.st_mode):04o}, not 0600"
+    if len(value) != 32:
+        return f"it holds {len(value)} bytes, not 32"
+    return None
+
+
+def proof(secret: bytes, role: bytes, name: str, port: int, first: bytes, second: bytes) -> bytes:
+    """The HMAC one end sends: its role, the name and the listener's port bind it to this use."""
+    message = b"\0".join([HELLO, role, name.encode(), str(port).encode(), first, second])
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def _read(sock: socket.socket, size: int, deadline: float) -> bytes:
+    """Exactly *size* bytes by *deadline*; fewer only if the other end closed."""
+    data = b""
+    while len(data) < size:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class LoopbackListener(Listener):
+    def __init__(self, sock: socket.socket, port_file: str, claim: place.Claim, name: str,
+                 secret: bytes) -> None:
+        self.port = sock.getsockname()[1]
+        super().__init__(sock, f"127.0.0.1:{self.port}", port_file, claim)
+        self._name = name
+        self._secret = secret
+
+    def authenticate(self, sock: socket.socket, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            hello = _read(sock, len(HELLO) + _NONCE, deadline)
+            if hello[: len(HELLO)] != HELLO or len(hello) != len(HELLO) + _NONCE:
+                raise self._refuse(sock, "it did not start as a fleche-ssh client does")
+            theirs, ours = hello[len(HELLO):], secrets.token_bytes(_NONCE)
+            sock.sendall(ours + proof(self._secret, b"listener", self._name, self.port,
+                                      theirs, ours))
+            answer = _read(sock, _MAC, deadline)
+        except OSError as e:  # TimeoutError among them
+            raise self._refuse(sock, f"the exchange failed ({e})") from e
+        expected = proof(self._secret, b"client", self._name, self.port, ours, theirs)
+        if not hmac.compare_digest(answer, expected):
+            raise self._refuse(sock, "it did not prove it holds your secret")
+        sock.settimeout(None)
+
+
+def _listen_loopback(name: str) -> Listener:
+    where = place.directory()
+    port_file = place.file_in(where, name, ".port")
+    claim = place.Claim(where, name)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        _, secret = _secret(where)
+        if hasattr(socket, "SO_EXCLUSIVEADDRUSE"):  # Windows: no other socket may share the port
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        listener = LoopbackListener(sock, port_file, claim, name, secret)
+        draft = f"{port_file}.new"
+        fd = place.open_private(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{listener.port}\n")
+        os.replace(draft, port_file)  # clients never read half a port
+    except BaseException:
+        sock.close()
+        claim.release()
+        raise
+    return listener
+
+
+def _connect_loopback(name: str, timeout: float) -> socket.socket | None:
+    deadline = time.monotonic() + timeout
+    where = place.directory()
+    port_file = place.file_in(where, name, ".port")
+    try:
+        fd = place.open_private(port_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(fd) as f:
+        text = f.read(16).strip()
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise RuntimeDirError(f"{port_file} does not hold a port ({text!r}): remove it.")
+    port = int(text)
+    secret_file, secret = _secret(where)
+    late = ConnectTimeout(
+        f"the listener on 127.0.0.1:{port} (from {port_file}) did not answer within "
+        f"{timeout:g}s. Its process may be stuck: end it, or try again."
+    )
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout)
+    except ConnectionRefusedError:
+        return None  # a listener that ended: the next listen() replaces its port file
+    except TimeoutError as e:
+        raise late from e
+    refused = UntrustedPeer(
+        f"the process listening on 127.0.0.1:{port} (from {port_file}) did not prove it holds "
+        f"your secret {secret_file}: refused, nothing was sent to it but a random challenge. "
+        f"It may be another program on the port of a listener that ended: remove {port_file}."
+    )
+    try:
+        ours = secrets.token_bytes(_NONCE)
+        sock.sendall(HELLO + ours)
+        reply = _read(sock, _NONCE + _MAC, deadline)
+        theirs = reply[:_NONCE]
+        expected = proof(secret, b"listener", name, port, ours, theirs)
+        if len(reply) != _NONCE + _MAC or not hmac.compare_digest(reply[_NONCE:], expected):
+            raise refused
+        sock.sendall(proof(secret, b"client", name, port, theirs, ours))
+    except TimeoutError as e:
+        sock.close()
+        raise late from e
+    except OSError as e:
+        sock.close()
+        raise refused from e
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+_BACKENDS = {"unix": (_listen_unix, _connect_unix),
+             "loopback": (_listen_loopback, _connect_loopback)}

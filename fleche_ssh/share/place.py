@@ -135,15 +135,13 @@ class Claim:
     def __init__(self, where: Path, name: str) -> None:
         self.path = file_in(where, name, ".lock")
         self._fd: int | None = open_private(self.path, os.O_RDWR | os.O_CREAT)
-        try:
-            _lock(self._fd)
-        except OSError as e:
+        if not _lock(self._fd):
             os.close(self._fd)
             self._fd = None
             raise AddressInUse(
                 f"a live fleche-ssh listener already holds {name!r} (its lock {self.path} is "
                 f"taken): connect to it instead of listening, or end that process."
-            ) from e
+            )
 
     def release(self) -> None:
         """Let the name go; the lock file stays, see the module docstring."""
@@ -155,8 +153,12 @@ class Claim:
 if sys.platform == "win32":
     import msvcrt
 
-    def _lock(fd: int) -> None:
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    def _lock(fd: int) -> bool:
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:  # the byte is locked by another process
+            return False
+        return True
 
     def detached() -> dict[str, Any]:
         """``subprocess.Popen`` arguments for a background process that outlives its starter."""
@@ -165,8 +167,12 @@ if sys.platform == "win32":
 else:
     import fcntl
 
-    def _lock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    def _lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another open file holds it; other errors are not "in use"
+            return False
+        return True
 
     def detached() -> dict[str, Any]:
         """``subprocess.Popen`` arguments for a background process that outlives its starter.

@@ -12,6 +12,11 @@ lookup order of :mod:`.sources` (a live OpenSSH master, else a
 authenticated transport); in tests, :class:`~.memory.MemoryRemote`.  The
 pool, the frames and the error messages above it are the same whichever
 carries the bytes.
+
+A call interrupted (``KeyboardInterrupt`` from Ctrl-C or a notebook's
+"interrupt kernel") drops its channel at once, without the bounded wait for
+an exit status: the remote server, its stdio gone, ends, a value it was
+still receiving is not stored, and the login under it stays for the next call.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ProtocolError, RemoteConnectionError
+from ..progress import Progress, resolve_progress
 from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
 from .command import server_command
@@ -65,6 +71,7 @@ class RemoteServer:
         self._opener = opener
         self._host = cache.host
         self._limit = cache.channels
+        self._progress = Progress(cache.host, resolve_progress(cache.progress))
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
@@ -104,7 +111,7 @@ class RemoteServer:
         # here, nothing is sent, and the server keeps running.
         frame = encode_frame((method, args, kwargs))
         channel, generation = self._borrow()
-        reusable = False
+        reusable, wait = False, EXIT_WAIT
         try:
             logger.debug("rpc → %s", method)
             try:
@@ -116,8 +123,12 @@ class RemoteServer:
                 reusable = True  # the answer was read to its end
                 raise e.explained(method, self._host) from None
             reusable = True
+        except BaseException as e:
+            if not isinstance(e, Exception):  # interrupted: nobody waits for the remote's exit
+                wait = 0.0
+            raise
         finally:
-            self._give_back(channel, generation, reusable)
+            self._give_back(channel, generation, reusable, wait)
         logger.debug("rpc ← %s %s", method, tag)
         if tag == "ok":
             return payload
@@ -144,7 +155,8 @@ class RemoteServer:
                 self._cond.notify()
             raise
 
-    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool) -> None:
+    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool,
+                   wait: float = EXIT_WAIT) -> None:
         with self._cond:
             keep = reusable and generation == self._generation
             if keep:
@@ -153,7 +165,7 @@ class RemoteServer:
                 self._pool.open -= generation == self._generation
             self._cond.notify()
         if not keep:
-            channel.close()
+            channel.close(wait)
 
     def _open(self) -> ExecChannel:
         cache = self._cache
@@ -161,7 +173,7 @@ class RemoteServer:
                                  cache.workdir)
         process = (self._opener(command) if self._opener is not None
                    else open_process(cache, command))
-        return ExecChannel(process, host=self._host)
+        return ExecChannel(process, host=self._host, progress=self._progress)
 
     def reconnect(self) -> None:
         """Close this cache's channels; the next call opens a new one on the live transport."""
