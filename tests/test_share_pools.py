@@ -201,3 +201,18 @@ def test_nothing_is_started_until_a_cache_is_pickled(client_home):
     done = subprocess.run([sys.executable, "-c", SINGLE], capture_output=True, text=True,
                           timeout=60, env={**os.environ, "HOME": str(client_home.home)})
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_workers_ride_the_login_over_the_loopback_backend(totp_cache, client_home, monkeypatch):
+    """The Windows backend (loopback TCP, secret file, HMAC both ways), run here on Linux."""
+    from fleche_ssh.share import local
+
+    monkeypatch.setenv(local.BACKEND, "loopback")
+    monkeypatch.setattr(owner, "_serving", None)  # a holder of this backend, not the last one
+    cache = totp_cache()
+    key = cache.save(Call(name="loopback", arguments={}, result="over TCP"))
+    with _pool("spawn", client_home.home, workers=1) as workers:
+        seen = workers.submit(worker_view, cache, key).result(timeout=90)
+    assert seen == {**seen, "value": "over TCP", "asked": 0, "logins": 0}
+    assert cache.prompt.asked == 1
+    owner.stop()
