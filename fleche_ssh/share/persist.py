@@ -33,7 +33,7 @@ from .._version import __version__
 from ..config.target import Target
 from . import place, protocol
 from .client import Connect, SharedProcess, open_shared
-from .protocol import EXCHANGE_TIMEOUT, ShareError
+from .protocol import EXCHANGE_TIMEOUT, ShareError, VersionMismatch
 
 if TYPE_CHECKING:
     from ..cache import ParamikoCache
@@ -105,8 +105,9 @@ def start(name: str, idle: float) -> None:
 def request(name: str, kind: str, connect: Connect) -> dict[str, Any] | None:
     """Ask the holder at *name* for ``logins`` or ``logout``; None if nothing listens there.
 
-    A holder that drops the connection before its hello is one that was
+    A holder that drops the connection before answering is one that was
     exiting (its listener still queued connections): nothing there either.
+    VersionMismatch, a refusal, is raised.
     """
     peer = f"the background fleche-ssh process {name}"
     sock = connect(name, EXCHANGE_TIMEOUT)
@@ -115,11 +116,13 @@ def request(name: str, kind: str, connect: Connect) -> dict[str, Any] | None:
     with sock:
         try:
             nonce = protocol.check_hello(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), peer)
-        except ShareError:
-            return None  # it was exiting: accepted by the kernel, never served
-        protocol.send(sock, {"t": kind, "version": protocol.VERSION,
-                             "proof": protocol.proof(_NO_SECRET, nonce)})
-        return protocol.expect(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), kind, peer)
+            protocol.send(sock, {"t": kind, "version": protocol.VERSION,
+                                 "proof": protocol.proof(_NO_SECRET, nonce)})
+            return protocol.expect(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), kind, peer)
+        except VersionMismatch:
+            raise
+        except (ShareError, OSError):
+            return None  # it was exiting: its connection was accepted, never served
 
 
 def names() -> list[str]:
