@@ -23,6 +23,7 @@ from impls import Impl
 MISSING_KEY = "f" * 64
 MIB = 1 << 20
 PROBE = Path(__file__).resolve().parent / "memprobe.py"
+SHARE_PROBE = PROBE.with_name("shareprobe.py")
 #: Bound on one memory-probe subprocess (it connects, loads one value, exits).
 PROBE_TIMEOUT = 300.0
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -187,6 +188,20 @@ def peak_memory(impl: Impl, kwargs: dict[str, Any], digest: str, size: int) -> d
                           env=os.environ.copy(), stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe for {impl.name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def through_holder(cache: Any, calls: int, size: int, tag: int) -> dict[str, float]:
+    """Run ``shareprobe.py`` on a pickled *cache*: its calls go through this process's login."""
+    import base64
+    import pickle
+
+    proc = subprocess.run([sys.executable, str(SHARE_PROBE), str(calls), str(size), str(tag)],
+                          input=base64.b64encode(pickle.dumps(cache)).decode(),
+                          capture_output=True, text=True, timeout=PROBE_TIMEOUT,
+                          env=os.environ.copy())
+    if proc.returncode != 0:
+        raise RuntimeError(f"shared-login probe failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

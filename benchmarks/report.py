@@ -107,6 +107,14 @@ def rows(med: dict[str, Any], plan: Any) -> list[Row]:
                *(mib * MIB / MB / s for s in master[op]), at_least(0.95))
           for op in ("save", "load")),
     ]
+    shared = med["shared"]
+    out += [
+        _row(f"shared login vs own: small round trip ({plan.round_trip_calls} x contains)",
+             "us/call", *(s * 1e6 for s in shared["round_trip"]), at_most(1.15)),
+        *(_row(f"shared login vs own: {op}_value {mib} MiB", "MB/s",
+               *(mib * MIB / MB / s for s in shared[op]), at_least(0.9))
+          for op in ("save", "load")),
+    ]
     return out
 
 

@@ -301,6 +301,36 @@ def measure_through_master(bench: Bench, plan: Plan, samples: dict) -> None:
         progress(f"through an OpenSSH master: round trip {pair(per['round_trip'])}")
 
 
+def measure_through_holder(bench: Bench, plan: Plan, samples: dict) -> None:
+    """One cache's own login in this process, against a second process riding it.
+
+    The second process is what a pool worker is: it unpickles the cache and
+    opens its channels through this process's holder.  Both run the same
+    round trips and the same save and load, taking turns; the "stock"
+    column of these rows is the direct figure.
+    """
+    per = samples["shared"]
+    mib = plan.bulk_mib[0]
+    cache = open_cache(OURS, bench.cache_kwargs())
+    try:
+        for rep in range(plan.reps):
+            order = ("direct", "shared") if rep % 2 == 0 else ("shared", "direct")
+            for way in order:
+                tag = 20_000 + 2 * rep + (way == "shared")
+                if way == "shared":
+                    got = measure.through_holder(cache, plan.round_trip_calls, mib * MIB, tag)
+                else:
+                    result = measure.bulk(cache, measure.make_value(mib * MIB, tag))
+                    got = {"round_trip": measure.round_trips(cache, plan.round_trip_calls),
+                           "save": result.save, "load": result.load}
+                for metric, value in got.items():
+                    per[metric][way].append(value)
+    finally:
+        finish(OURS, cache)
+    progress(f"through a shared login: round trip {median_of(per['round_trip']['direct'])}, "
+             f"{median_of(per['round_trip']['shared'])}")
+
+
 def medians(samples: dict, plan: Plan) -> dict[str, Any]:
     return {
         "import": pair(samples["import"]),
@@ -313,6 +343,8 @@ def medians(samples: dict, plan: Plan) -> dict[str, Any]:
                         for rtt, per in samples["concurrency"].items()},
         "servers": samples["servers"],
         "master": {metric: pair(per) for metric, per in samples["master"].items()},
+        "shared": {metric: (median_of(per["direct"]), median_of(per["shared"]))
+                   for metric, per in samples["shared"].items()},
     }
 
 
@@ -395,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         "servers": {},
         "master": {metric: by_impl(list)
                    for metric in ("first_answer", "round_trip", "save", "load")},
+        "shared": {metric: {"direct": [], "shared": []}
+                   for metric in ("round_trip", "save", "load")},
     }
     started = time.monotonic()
     with bench_world(sorted({*plan.rtts_ms, *plan.wan_rtts_ms}), [plan.capped]) as bench:
@@ -409,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         measure_concurrency(bench, plan, samples)
         measure_wide_area(bench, plan, samples)
         measure_through_master(bench, plan, samples)
+        measure_through_holder(bench, plan, samples)
     med = medians(samples, plan)
     rows = report.rows(med, plan)
     print(report.table(rows))

@@ -16,7 +16,9 @@ more channels let remote work run in parallel.
 
 A ``ParamikoCache`` pickles as its configuration: in another process it
 connects lazily on first use, which is what lets ``fleche.wrap_executor``
-carry it into process-pool workers.
+carry it into process-pool workers.  The pickle also carries an offer of
+this process's login (:mod:`fleche_ssh.share`), so those workers use it
+rather than ask for a code of their own.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from .config.options import BY_KEY, KEYS
 from .config.target import Target, resolve
 from .errors import ConfigError
 from .progress import resolve_progress
-from .prompts import Handler, Prompter, resolve_handler
+from .prompts import resolve_handler
+from .share import owner
+from .share.client import Offer
 from .ssh import session as sessions
 from .wire.server import RemoteServer
 
@@ -74,7 +78,14 @@ class ParamikoCache(CacheFields):
         set_(self, "_conn", RemoteServer(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), self._keys()))
+        """The keys, and the offer of this process's login to the process unpickling it.
+
+        The offer (:func:`fleche_ssh.share.owner.offer`) is what lets pool
+        workers use the login the process that made the pool holds, so they
+        ask no code; it is made only here, so a process that never pickles a
+        cache starts nothing.
+        """
+        return (_rebuild, (type(self), self._keys(), owner.offer(self)))
 
     def _keys(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -106,11 +117,7 @@ class ParamikoCache(CacheFields):
                        explicit=explicit)
 
     def login(self, target: Target) -> sessions.Login:
-        handler: Handler = resolve_handler("none" if target.batch_mode else self.prompt)
-        return sessions.Login(
-            prompter=Prompter(handler), auth_timeout=self.auth_timeout,
-            can_ask=not target.batch_mode and self.prompt != "none",
-        )
+        return sessions.Login.of(self.prompt, self.auth_timeout, target)
 
 
 def _checked(cache: ParamikoCache) -> list[tuple[str, Any]]:
@@ -130,8 +137,12 @@ def _checked(cache: ParamikoCache) -> list[tuple[str, Any]]:
     return out
 
 
-def _rebuild(cls: type[ParamikoCache], config: dict[str, Any]) -> ParamikoCache:
-    return cls(**config)
+def _rebuild(cls: type[ParamikoCache], config: dict[str, Any],
+             offer: Offer | None = None) -> ParamikoCache:
+    cache = cls(**config)
+    if offer is not None:
+        object.__setattr__(cache, "_share", offer)
+    return cache
 
 
 def _name_of(handler: Any) -> str:

@@ -44,6 +44,9 @@ METRICS = {
     "through an OpenSSH master: small round trip (50 x contains)": True,
     "through an OpenSSH master: save_value 2 MiB": True,
     "through an OpenSSH master: load_value 2 MiB": True,
+    "shared login vs own: small round trip (50 x contains)": True,
+    "shared login vs own: save_value 2 MiB": True,
+    "shared login vs own: load_value 2 MiB": True,
 }
 
 

@@ -2,7 +2,9 @@
 
 The stock SshCache cannot be pickled (it holds a lock and a subprocess), so
 ``fleche.wrap_executor`` cannot carry it into process-pool workers; a
-ParamikoCache pickles as its configuration and connects again where it lands.
+ParamikoCache pickles as its configuration and connects again where it lands:
+through the login of the process that pickled it (tests/test_share_pools.py),
+or, with ``control_master = "no"``, with a login of its own, as here.
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def test_a_connected_cache_pickles_and_the_copy_has_its_own_server(cache):
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
-def test_process_pool_worker_reaches_the_server(cache, client_home, method, pool):
+def test_process_pool_worker_reaches_the_server(make, client_home, method, pool):
+    cache = make(control_master="no")
     key = cache.save(Call(name="pool", arguments={"x": 1}, result="from the parent"))
     parent_pid = cache.info()["pid"]
     parent_port = pool.get(cache.target()).transport.sock.getsockname()[1]

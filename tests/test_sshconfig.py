@@ -758,13 +758,13 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
                    "    BindAddress 192.0.2.99\n"
                    "Host box\n"
                    "    HostName box.example.org\n"
-                   "    ControlMaster auto\n"
+                   "    ForwardAgent yes\n"
                    "    VerifyHostKeyDNS yes\n"
                    "    GSSAPIAuthentication yes\n"
                    "    PKCS11Provider none\n"
                    "    UseKeychain yes\n"
                    "Host *\n"
-                   "    ControlMaster no\n"
+                   "    ForwardAgent no\n"
                    "    VerifyHostKeyDNS ask\n"
                    "    Port 2022\n")
     dns = UNHONOURED_BY_KEYWORD["verifyhostkeydns"].effect
@@ -777,7 +777,7 @@ def test_ignored_keywords_are_logged_once_each_with_file_and_line(home, caplog):
     assert (found.hostname, found.port) == ("box.example.org", 2022)
     where = f"ssh config for box: {config}"
     assert logged(caplog) == [
-        (logging.DEBUG, f"{where}:5: ControlMaster is not needed by fleche-ssh, ignored"),
+        (logging.DEBUG, f"{where}:5: ForwardAgent is not needed by fleche-ssh, ignored"),
         (logging.WARNING, f"{where}:6: VerifyHostKeyDNS yes {unsupported}; {dns}"),
         (logging.INFO, f"{where}:7: GSSAPIAuthentication yes {unsupported}; {kerberos}"),
         # "none" is what fleche-ssh does anyway.

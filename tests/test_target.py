@@ -260,7 +260,8 @@ def test_4_and_6_choose_the_address_family_as_for_ssh(home, aliases):
 
 
 def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplog):
-    """ControlPath says where a live OpenSSH master may listen; the other two are ssh's business."""
+    """ControlPath says where a live OpenSSH master may listen, ControlMaster whether this
+    process shares its login, ControlPersist how long a background process keeps it."""
     options = ["-o", "ControlMaster=auto", "-o", "ControlPath=~/.ssh/cm-%r@%h:%p",
                "-oControlPersist=10m"]
     with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
@@ -269,10 +270,32 @@ def test_connection_sharing_options_are_accepted_and_logged(home, aliases, caplo
     plain = resolve("work")
     assert found.control_paths == (
         str(home / ".ssh" / f"cm-{plain.user}@{plain.hostname}:{plain.port}"),)
-    assert dataclasses.replace(found, control_paths=()) == plain
+    assert found.control_master == "auto"
+    assert found.control_persist == 600.0
+    assert dataclasses.replace(found, control_paths=(), control_persist=None) == plain
     logged = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
-    for keyword in ("ControlMaster", "ControlPersist"):
-        assert any(keyword in message for message in logged), (keyword, logged)
+    assert not any("not needed" in message for message in logged), logged
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("no", None), ("yes", float("inf")), ("0", float("inf")), ("10m", 600.0), ("2s", 2.0)])
+def test_control_persist_reads_what_openssh_writes(home, aliases, written, kept):
+    assert resolve("work", ssh_options=["-o", f"ControlPersist={written}"]).control_persist == kept
+
+
+@pytest.mark.parametrize(("written", "read"), [
+    ("auto", "auto"), ("no", "no"), ("yes", "auto"), ("ask", "auto"), ("autoask", "auto")])
+def test_control_master_reads_what_openssh_writes(home, aliases, caplog, written, read):
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.options"):
+        found = resolve("work", ssh_options=["-o", f"ControlMaster={written}"])
+    assert found.control_master == read
+    logged = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
+    assert any("read as auto" in m for m in logged) == (written in ("yes", "ask", "autoask"))
+
+
+def test_control_master_refuses_what_it_cannot_mean(home, aliases):
+    with pytest.raises(ConfigError, match="expected auto or no"):
+        resolve("work", ssh_options=["-o", "ControlMaster=sometimes"])
 
 
 def test_control_path_from_a_flag_and_none(home, aliases):
@@ -366,6 +389,7 @@ def test_describe_rows(home, aliases):
         ("addressfamily", "any"),
         ("proxyusefdpass", "no"),
         ("tcpkeepalive", "yes"),
+        ("controlmaster", "auto"),
     ]
 
 

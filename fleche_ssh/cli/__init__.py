@@ -1,5 +1,8 @@
 """The ``fleche-ssh`` command: ``demo`` shows the whole flow, ``check`` diagnoses a host.
 
+``login``, ``logins`` and ``logout`` (:mod:`.logins`) manage the logins kept
+in the background for ``control_persist``.
+
 Where things live:
 
 * this module: the command line (:func:`parser`, :func:`main`);
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._version import __version__
-from . import check
+from . import check, logins
 from .steps import say
 
 
@@ -69,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--prompt", metavar="HANDLER",
                      help="who answers login questions: auto (the default: this terminal), "
                           "none, or module:function, as the prompt key of the cache")
+    logins.add_commands(commands)
     # ssh's own flags that take a value, as the option rows name them.
     from ..config.options import OPTIONS
 

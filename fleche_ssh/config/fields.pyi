@@ -112,6 +112,14 @@ class TargetFields:
     exits, instead of carrying the connection itself."""
     tcp_keep_alive: bool = field(default=True, kw_only=True)
     """Let the kernel probe an idle connection (TCP keepalive)."""
+    control_master: str = field(default='auto', kw_only=True)
+    """``auto``: processes this one hands the cache to (pool workers) use its login, asking
+    nothing.  ``no``: this process neither offers its login nor uses one offered.  ``yes``,
+    ``ask`` and ``autoask`` read as ``auto``."""
+    control_persist: float | None = field(default=None, kw_only=True)
+    """Keep the login in a background process of fleche-ssh for this long after its last use
+    (``10m``, ``8h``; ``yes``: until ``fleche-ssh logout``), for any of your processes: a
+    second notebook or a restarted kernel asks no code."""
 
 @dataclass(frozen=True)
 class CacheFields(SshCache):
@@ -213,6 +221,14 @@ class CacheFields(SshCache):
     exits, instead of carrying the connection itself."""
     tcp_keep_alive: bool | None = None
     """Let the kernel probe an idle connection (TCP keepalive)."""
+    control_master: str | None = None
+    """``auto``: processes this one hands the cache to (pool workers) use its login, asking
+    nothing.  ``no``: this process neither offers its login nor uses one offered.  ``yes``,
+    ``ask`` and ``autoask`` read as ``auto``."""
+    control_persist: float | None = None
+    """Keep the login in a background process of fleche-ssh for this long after its last use
+    (``10m``, ``8h``; ``yes``: until ``fleche-ssh logout``), for any of your processes: a
+    second notebook or a restarted kernel asks no code."""
     config_file: str | None = None
     """An ssh config file to read instead of ``~/.ssh/config`` and ``/etc/ssh/ssh_config``, as
     ``ssh -F FILE``."""

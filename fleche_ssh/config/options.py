@@ -45,9 +45,11 @@ from .parsers import (
     attempts,
     choice,
     cname_rule,
+    control_master,
     count,
     interval,
     path_check,
+    persist,
     port,
     pubkey_switch,
     seconds,
@@ -236,6 +238,14 @@ OPTIONS: tuple[Option, ...] = (
                "``SCM_RIGHTS``) and exits, instead of carrying the connection itself."),
     Option("TCPKeepAlive", "tcp_keep_alive", yes_no, default=True,
            doc="Let the kernel probe an idle connection (TCP keepalive)."),
+    Option("ControlMaster", "control_master", control_master, default="auto",
+           doc="``auto``: processes this one hands the cache to (pool workers) use its "
+               "login, asking nothing.  ``no``: this process neither offers its login nor "
+               "uses one offered.  ``yes``, ``ask`` and ``autoask`` read as ``auto``."),
+    Option("ControlPersist", "control_persist", persist, default_doc="no",
+           doc="Keep the login in a background process of fleche-ssh for this long after its "
+               "last use (``10m``, ``8h``; ``yes``: until ``fleche-ssh logout``), for any of "
+               "your processes: a second notebook or a restarted kernel asks no code."),
 )
 
 #: The keys of fleche's own ``type = "ssh"`` cache, which mean the same here.
@@ -289,7 +299,7 @@ OWN_KEYS: tuple[OwnKey, ...] = (
 # process-wide transport pool replaces, and terminal or forwarding settings
 # that a cache channel never uses.
 NOT_NEEDED_KEYWORDS: tuple[str, ...] = (
-    "ControlMaster", "ControlPersist", "RequestTTY", "ForwardX11",
+    "RequestTTY", "ForwardX11",
     "ForwardX11Trusted", "ForwardAgent", "LogLevel", "EscapeChar", "ExitOnForwardFailure",
     "ClearAllForwardings", "VisualHostKey", "UpdateHostKeys", "SessionType", "StdinNull",
     "ForkAfterAuthentication",

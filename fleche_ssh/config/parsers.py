@@ -16,6 +16,7 @@ type of the key's value, which the generated dataclass fields use.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -112,6 +113,40 @@ def choice(*words: str, aliases: dict[str, str] | None = None) -> Callable[[str]
         return allowed[word]
 
     return parse
+
+
+_CONTROL_MASTER = {"auto": "auto", "no": "no", "false": "no",
+                   "yes": "auto", "true": "auto", "ask": "auto", "autoask": "auto"}
+
+
+def control_master(text: str) -> str:
+    """``auto`` or ``no``.
+
+    ``yes``, ``ask`` and ``autoask`` ask OpenSSH to become a master, with or
+    without a confirmation per use; fleche-ssh shares a login the same way
+    whichever is written, so they read as ``auto`` (with a debug log, since
+    a confirmation is not asked).
+    """
+    word = text.strip().lower()
+    if word not in _CONTROL_MASTER:
+        raise ValueError(f"expected auto or no (yes, ask, autoask read as auto), got {text!r}")
+    if word in ("ask", "autoask", "yes"):
+        logging.getLogger("fleche_ssh.options").debug(
+            "ControlMaster %s is read as auto: fleche-ssh shares its login without asking", word)
+    return _CONTROL_MASTER[word]
+
+
+def persist(text: str) -> float | None:
+    """ControlPersist: ``no`` (None), ``yes`` or ``0`` (no end: infinity), or a duration."""
+    word = text.strip().lower()
+    if word in ("yes", "true", "on", "0"):  # OpenSSH: 0 is "for ever", as yes
+        return math.inf
+    if word in _FALSE:
+        return None
+    value = seconds(word)
+    if value is None:
+        raise ValueError(f"expected yes, no or a duration (10m, 8h), got {text!r}")
+    return value
 
 
 def text(value: str) -> str:

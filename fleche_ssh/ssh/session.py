@@ -21,7 +21,7 @@ import paramiko
 
 from ..config.target import Target
 from ..errors import RemoteConnectionError
-from ..prompts import Prompter
+from ..prompts import Handler, Prompter, resolve_handler
 from .auth import AuthReport
 from .liveness import Keepalive
 from .proxy import ProxyProcess
@@ -38,6 +38,16 @@ class Login:
     prompter: Prompter
     auth_timeout: float
     can_ask: bool
+
+    @classmethod
+    def of(cls, prompt: str | Handler | None, auth_timeout: float, target: Target) -> Login:
+        """The login a cache's ``prompt`` and ``auth_timeout`` keys give for *target*.
+
+        ``BatchMode`` on the target means nobody is asked, whatever ``prompt`` says.
+        """
+        handler = resolve_handler("none" if target.batch_mode else prompt)
+        return cls(prompter=Prompter(handler), auth_timeout=auth_timeout,
+                   can_ask=not target.batch_mode and prompt != "none")
 
 
 @dataclass

@@ -5,7 +5,13 @@ For each channel, in this order:
 1. a live OpenSSH master at one of the target's ``ControlPath`` forms: the
    user's own ``ssh`` logged in already, so nothing is asked and nothing
    logs in;
-2. this process's own login, from the connection pool (which logs in,
+2. a fleche-ssh login shared with this process: a cache handed over by a
+   process that offered its login (a pool worker's, carried in the
+   pickle; :mod:`fleche_ssh.share`) runs its channels through that
+   process, which asks nothing here; with ``control_persist``, the
+   background process holding the destination's login (started if none
+   runs);
+3. this process's own login, from the connection pool (which logs in,
    asking once per destination, if it holds none).
 
 A control socket that is missing or stale means "no master", quietly, as
@@ -22,6 +28,10 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..errors import RemoteConnectionError
+from ..share import local
+from ..share.client import shared_process
+from ..share.persist import persistent_process
+from ..share.protocol import OwnerGone
 from ..ssh.pool import POOL
 from .openssh_master import Master, MasterProcess, find_master
 from .paramiko_process import ParamikoProcess
@@ -47,6 +57,28 @@ def live_master(target: Target) -> Master | None:
     return None
 
 
+def _shared(cache: ParamikoCache, target: Target,
+            command: str) -> tuple[RemoteProcess, str] | None:
+    """A channel on a login another process shares with this one, and whose login it is.
+
+    The login the cache's owner offered comes first (a pool worker's
+    case); then, with ``control_persist``, the background holder of the
+    destination, which also takes over when the owner has exited.
+    """
+    offer = getattr(cache, "_share", None)
+    if offer is not None:
+        try:
+            process = shared_process(cache, target, command, local.connect)
+        except OwnerGone:
+            if target.control_persist is None:
+                raise
+            process = None
+        if process is not None:
+            return process, f"the login of process {offer.owner_pid}"
+    kept = persistent_process(cache, target, command, local.connect)
+    return None if kept is None else (kept, "the login kept in the background")
+
+
 def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
     """Start *command* for *cache*, through the first source of the lookup order that has one."""
     target = cache.target()
@@ -55,6 +87,11 @@ def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
         logger.info("starting remote cache on %s through the OpenSSH master (pid %d, %s): %s",
                     target.label, master.pid, master.path, command)
         return MasterProcess(master, command)
+    shared = _shared(cache, target, command)
+    if shared is not None:
+        logger.info("starting remote cache on %s through %s: %s", target.label, shared[1],
+                    command)
+        return shared[0]
     try:
         session = POOL.session(target, cache.login(target))
     except RemoteConnectionError as e:

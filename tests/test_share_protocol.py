@@ -1,0 +1,222 @@
+"""A login shared over the client-holder protocol, against the real sshd servers.
+
+The holder runs in this process and each local connection is a plain
+socketpair (the local endpoint and its peer checks are tested in their own
+module), so these tests are about what crosses: the request, the
+questions of a login and their answers, the host keys a joining process
+checks, raw frames, stderr, exit status, and errors kept typed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+
+import pytest
+from fleche.call import Call
+
+from fleche_ssh import ParamikoCache
+from fleche_ssh.errors import ConnectionRefused, PromptUnavailable, UnknownHostKey
+from fleche_ssh.share import protocol
+from fleche_ssh.share.client import SharedProcess, open_shared
+from fleche_ssh.share.holder import Grant, Holder
+from fleche_ssh.share.protocol import ShareError, VersionMismatch
+from fleche_ssh.ssh.session import Login
+from fleche_ssh.wire.server import RemoteServer
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
+
+SECRET = os.urandom(32)
+
+
+class Pairs:
+    """``connect`` for a client: each call a socketpair whose other end the holder serves."""
+
+    def __init__(self, holder: Holder) -> None:
+        self.holder = holder
+        self.ends: list[socket.socket] = []
+
+    def __call__(self, address: str, timeout: float) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        self.ends.append(theirs)
+        threading.Thread(target=self.holder.handle, args=(theirs,), daemon=True).start()
+        return mine
+
+
+def forwarding(pool) -> Holder:
+    """A holder whose logins ask the client (the background holder's way)."""
+    return Holder(pool, lambda nonce, given: Grant() if protocol.proves(SECRET, nonce, given)
+                  else None)
+
+
+def through(cache: ParamikoCache, connect, secret: bytes = SECRET) -> ParamikoCache:
+    """*cache* with its channels opened through the holder behind *connect*."""
+    target = cache.target()
+
+    def opener(command: str) -> SharedProcess:
+        process = open_shared("test", secret, target, command, cache.login(target), connect)
+        assert process is not None
+        return process
+
+    object.__setattr__(cache, "_conn", RemoteServer(cache, opener=opener))
+    return cache
+
+
+def test_a_cache_works_through_the_holder_and_large_frames_cross_untouched(make, pool):
+    connect = Pairs(forwarding(pool))
+    cache = through(make(), connect)
+    value = os.urandom(8 << 20)
+    key = cache.save(Call(name="big", arguments={"x": 1}, result=value))
+    assert cache.load(key).result == value
+    assert cache.info()["pid"] > 0
+    assert len(pool) == 1  # the holder's pool logged in once, for the client
+    cache.close()
+
+
+def test_a_wrong_secret_is_refused_with_a_typed_error(make, pool):
+    cache = through(make(), Pairs(forwarding(pool)), secret=os.urandom(32))
+    with pytest.raises(ShareError, match="did not prove"):
+        cache.info()
+    assert len(pool) == 0  # refused before any login
+
+
+def test_another_protocol_version_is_told_apart(make):
+    def old_holder(address: str, timeout: float) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        protocol.send(theirs, {"t": "hello", "version": 99, "nonce": "00"})
+        return mine
+
+    cache = make()
+    target = cache.target()
+    with pytest.raises(VersionMismatch, match="protocol 99"):
+        open_shared("old", SECRET, target, "true", cache.login(target), old_holder)
+
+
+def test_a_holder_knowing_other_options_is_told_apart_too(make):
+    def other_options(address: str, timeout: float) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        hello, _ = protocol.hello()
+        protocol.send(theirs, {**hello, "fields": "0" * 16})
+        return mine
+
+    cache = make()
+    target = cache.target()
+    with pytest.raises(VersionMismatch, match="other options"):
+        open_shared("other", SECRET, target, "true", cache.login(target), other_options)
+
+
+def test_the_questions_of_a_login_reach_the_client_and_only_it(client_home, remote_dir,
+                                                               remote_python, pool):
+    asked = []
+
+    def answer(title, instructions, prompts):
+        asked.append([text for text, _ in prompts])
+        return [client_home.sshd_totp.code() for _ in prompts]
+
+    connect = Pairs(forwarding(pool))
+    cache = through(ParamikoCache(host="totphost", python=remote_python,
+                                  workdir=str(remote_dir), prompt=answer), connect)
+    second = through(ParamikoCache(host="totphost", python=remote_python,
+                                   workdir=str(remote_dir), prompt="none"), connect)
+    try:
+        assert cache.info()["cwd"] == str(remote_dir)
+        assert second.info()["cwd"] == str(remote_dir)  # rides the login: asks nothing
+    finally:
+        cache.close()
+        second.close()
+    assert len(asked) == 1 and "One-time password" in asked[0][0]
+
+
+def test_a_client_that_cannot_ask_fails_fast_quoting_the_question(client_home, remote_dir,
+                                                                  remote_python, pool):
+    cache = through(ParamikoCache(host="totphost", python=remote_python,
+                                  workdir=str(remote_dir), prompt="none"),
+                    Pairs(forwarding(pool)))
+    started = time.monotonic()
+    with pytest.raises(PromptUnavailable, match="One-time password"):
+        cache.info()
+    assert time.monotonic() - started < 10
+    assert len(pool) == 0
+
+
+def test_the_holders_error_arrives_as_its_own_type(make, pool):
+    from support.processes import free_port
+
+    cache = through(make(port=free_port()), Pairs(forwarding(pool)))
+    with pytest.raises(ConnectionRefused, match="refused the connection"):
+        cache.info()
+
+
+def test_a_stricter_joining_process_refuses_a_login_its_known_hosts_lacks(client_home, make,
+                                                                         pool):
+    connect = Pairs(forwarding(pool))
+    first = through(make(), connect)
+    assert first.info()["pid"] > 0
+    # The login is held; this process's known_hosts now lacks the key.
+    client_home.known_hosts.write_text("")
+    joining = through(make(), connect)
+    with pytest.raises(UnknownHostKey, match="not in known_hosts") as caught:
+        joining.info()
+    assert "checked by this process" in "\n".join(caught.value.__notes__)
+    first.close()
+
+
+def test_stderr_and_the_exit_status_come_back(make, pool):
+    cache = make()
+    target = cache.target()
+    process = open_shared("test", SECRET, target, "echo from-stderr >&2; exit 3",
+                          cache.login(target), Pairs(forwarding(pool)))
+    assert process is not None
+    assert process.recv_stderr(1024) == b"from-stderr\n"
+    assert process.recv_stderr(1024) == b""
+    assert process.exit_status(5) == 3
+    assert process.connection_alive()
+    process.kill()
+
+
+def test_a_holder_gone_mid_call_is_a_typed_error_within_a_bound(make, pool):
+    connect = Pairs(forwarding(pool))
+    cache = through(make(), connect)
+    assert cache.info()["pid"] > 0
+    for end in connect.ends:  # the holder's side of every local connection dies
+        end.shutdown(socket.SHUT_RDWR)
+    started = time.monotonic()
+    with pytest.raises(protocol.RemoteConnectionError):
+        cache.load_value("0" * 64)
+    assert time.monotonic() - started < 10
+
+
+def test_no_login_without_a_proof_means_no_hello_leak(make, pool):
+    """The hello carries a nonce only: nothing a squatter could replay as a proof."""
+    hello, nonce = protocol.hello()
+    assert set(hello) == {"t", "version", "fields", "nonce"}
+    assert protocol.proves(SECRET, nonce, protocol.proof(SECRET, nonce))
+    assert not protocol.proves(SECRET, os.urandom(32), protocol.proof(SECRET, nonce))
+    assert SECRET.hex() not in protocol.proof(SECRET, nonce)
+
+
+def test_login_of_applies_batch_mode(make):
+    target = make(batch_mode=True).target()
+    login = Login.of("auto", 5.0, target)
+    assert not login.can_ask
+
+
+def test_a_channel_past_the_servers_max_sessions_is_refused_naming_it(make, pool):
+    """The test sshd allows 50 sessions per connection (MaxSessions 50)."""
+    cache = make()
+    target = cache.target()
+    connect = Pairs(forwarding(pool))
+    opened = []
+    try:
+        for _ in range(50):
+            process = open_shared("test", SECRET, target, "sleep 30", cache.login(target),
+                                  connect)
+            assert process is not None
+            opened.append(process)
+        with pytest.raises(protocol.RemoteConnectionError, match="MaxSessions"):
+            open_shared("test", SECRET, target, "sleep 30", cache.login(target), connect)
+    finally:
+        for process in opened:
+            process.kill()
