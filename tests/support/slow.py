@@ -1,8 +1,10 @@
 """A slow link to the test sshd: :mod:`support.relay`'s delaying relay, as a host alias.
 
-The relay adds a fixed delay each way and no bandwidth cap, so a 256 MiB
-value takes seconds instead of a second: long enough for a progress bar to
-appear and for Ctrl-C to land in the middle of it, with nothing mocked.
+The relay adds a fixed delay each way and caps each direction at
+:data:`RATE`, as a VPN does: a 256 MiB value takes seconds instead of a
+fraction of one, long enough for a progress bar to appear and for Ctrl-C
+to land in the middle of it, with nothing mocked.  The delay alone is not
+enough: the receive window grows to fill a link that only delays.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from .keys import hash_known_host, known_hosts_entry
 from .relay import DelayRelay
 
 SLOW_HOST = "slowhost"
+#: Bytes per second each way (640 Mbit/s): a 256 MiB value takes about 3.4 s.
+RATE = 80e6
 
 
 @contextlib.contextmanager
 def slow_host(client_home: Any, one_way_delay: float = 0.025) -> Iterator[str]:
     """``slowhost`` in *client_home*'s ssh config: the test sshd behind a relay."""
     sshd = client_home.sshd
-    with DelayRelay(sshd.port, one_way_delay) as relay:
+    with DelayRelay(sshd.port, one_way_delay, rate=RATE) as relay:
         entry = known_hosts_entry(sshd.host, relay.port)
         with client_home.known_hosts.open("a") as f:
             for pub in sshd.host_public_keys.values():
