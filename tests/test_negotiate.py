@@ -4,9 +4,10 @@ Each algorithm list is checked as the one the server agreed to: sshd at
 ``LogLevel DEBUG1`` logs the key exchange, host key, cipher and MAC it
 chose, and the client's transport says the same.  The connect-side
 keywords are checked where they show: the source address in sshd's log
-(``BindAddress``), a port that starts listening late (``ConnectionAttempts``),
-the socket's options (``TCPKeepAlive``) and a ProxyCommand that hands over
-a connected socket (``ProxyUseFdpass``).
+(``BindAddress``, and ``BindInterface`` beside the ``ssh`` binary's own), a
+port that starts listening late (``ConnectionAttempts``), the socket's
+options (``TCPKeepAlive``) and a ProxyCommand that hands over a connected
+socket (``ProxyUseFdpass``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -24,12 +26,16 @@ from support.keys import hash_known_host, known_hosts_entry
 from support.processes import HOST, free_port
 from test_reach import log_end, logged
 
+from fleche_ssh.config.target import resolve
 from fleche_ssh.errors import (
     AuthenticationError,
+    ConfigError,
     ConnectionRefused,
     HostNotFound,
     UnsupportedByParamiko,
 )
+from fleche_ssh.ssh import interfaces
+from fleche_ssh.ssh.connect import open_socket
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("fresh_pool")]
 
@@ -158,6 +164,55 @@ def test_bind_address_is_the_source_sshd_sees(make, sshd, pool):
 def test_a_bind_address_that_is_not_ours_fails_naming_it(make):
     with pytest.raises(ConnectionRefused, match=re.escape("BindAddress 192.0.2.7")):
         make(bind_address="192.0.2.7").info()
+
+
+def test_bind_interface_connects_from_the_address_ssh_connects_from(make, sshd, pool,
+                                                                    client_home):
+    # ssh prefers an address of lo other than 127.0.0.1, and lo's one IPv4 address is that.
+    def source(since: int) -> list[str]:
+        return [line.split(" from ")[1].split()[0] for line in logged(
+            sshd, since, lambda line: line.startswith("Accepted publickey for root from "))]
+
+    since = log_end(sshd)
+    cache = make(bind_interface="lo")
+    assert cache.contains("0" * 64) is False
+    assert pool.get(cache.target()).transport.sock.getsockname()[0] == "127.0.0.1"
+    assert source(since) == ["127.0.0.1"]
+    since = log_end(sshd)
+    done = subprocess.run(["ssh", *client_home.ssh_options_for_stock(), "-o", "BindInterface=lo",
+                           "testhost", "true"], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert source(since) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(("address", "skipped"), [
+    ("127.0.0.1", True), ("127.0.0.2", False), ("192.0.2.2", False),
+    ("::1", True), ("fe80::1%eth0", True), ("fd00::2", False)])
+def test_bind_interface_skips_the_addresses_ssh_skips_while_it_has_others(address, skipped):
+    assert interfaces._local(address) is skipped
+
+
+def test_bind_address_wins_over_bind_interface(make, sshd, pool):
+    cache = make(bind_address="127.0.0.2", bind_interface="no-such-if0")
+    assert cache.contains("0" * 64) is False
+    assert pool.get(cache.target()).transport.sock.getsockname()[0] == "127.0.0.2"
+
+
+def test_a_bind_interface_that_is_not_there_fails_naming_it(make):
+    with pytest.raises(ConnectionRefused, match="BindInterface no-such-if0: this machine has "
+                                                "no network interface of that name"):
+        make(bind_interface="no-such-if0").info()
+
+
+def test_bind_interface_off_linux_says_to_set_bind_address(monkeypatch, tmp_path):
+    config = tmp_path / "config"
+    config.write_text("Host far\n    BindInterface en0\n")
+    target = resolve("far", config_file=str(config))
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(ConfigError, match=re.escape(f"{config}:2: BindInterface en0: ") +
+                       ".*only on Linux. Set BindAddress to the address of en0 instead"):
+        open_socket(target)
 
 
 def _relay_later(port: int, to: int, delay: float) -> threading.Thread:

@@ -107,6 +107,9 @@ class TargetFields:
     """Connect over IPv4 only (``inet``), IPv6 only (``inet6``) or either (``any``)."""
     bind_address: str | None = field(default=None, kw_only=True)
     """Local address to connect from (on a machine with several)."""
+    bind_interface: str | None = field(default=None, kw_only=True)
+    """Network interface to connect from, by an address of it in the family connected to (Linux
+    only; BindAddress wins when both are set)."""
     proxy_use_fdpass: bool = field(default=False, kw_only=True)
     """The ProxyCommand hands over a connected socket (on its stdout, as ``SCM_RIGHTS``) and
     exits, instead of carrying the connection itself."""
@@ -216,6 +219,9 @@ class CacheFields(SshCache):
     """Connect over IPv4 only (``inet``), IPv6 only (``inet6``) or either (``any``)."""
     bind_address: str | None = None
     """Local address to connect from (on a machine with several)."""
+    bind_interface: str | None = None
+    """Network interface to connect from, by an address of it in the family connected to (Linux
+    only; BindAddress wins when both are set)."""
     proxy_use_fdpass: bool | None = None
     """The ProxyCommand hands over a connected socket (on its stdout, as ``SCM_RIGHTS``) and
     exits, instead of carrying the connection itself."""

@@ -27,9 +27,9 @@ is refused with an error naming it.  In an ssh_config file it is ignored,
 so that files shared with ``ssh`` and other programs keep working, with a
 log line naming it and its file and line
 (:func:`~fleche_ssh.config.ignored.log_ignored`): at debug level, or, for
-the keywords of :data:`UNHONOURED` that make ``ssh`` connect elsewhere,
-trust other host keys or negotiate differently, at warning or info level,
-saying what ``ssh`` would have done.
+the keywords of :data:`UNHONOURED` that make ``ssh`` trust other host keys
+or negotiate differently, at warning or info level, saying what ``ssh``
+would have done.
 """
 
 from __future__ import annotations
@@ -233,6 +233,9 @@ OPTIONS: tuple[Option, ...] = (
            doc="Connect over IPv4 only (``inet``), IPv6 only (``inet6``) or either (``any``)."),
     Option("BindAddress", "bind_address",
            doc="Local address to connect from (on a machine with several)."),
+    Option("BindInterface", "bind_interface",
+           doc="Network interface to connect from, by an address of it in the family "
+               "connected to (Linux only; BindAddress wins when both are set)."),
     Option("ProxyUseFdpass", "proxy_use_fdpass", yes_no, default=False,
            doc="The ProxyCommand hands over a connected socket (on its stdout, as "
                "``SCM_RIGHTS``) and exits, instead of carrying the connection itself."),
@@ -310,10 +313,6 @@ NOT_NEEDED = frozenset(k.lower() for k in NOT_NEEDED_KEYWORDS)
 _NO = frozenset({"no", "false"})
 
 UNHONOURED: tuple[Unhonoured, ...] = (
-    # Where ssh connects to, and from.
-    # Python's standard library has no portable way to read an interface's addresses.
-    Unhonoured("BindInterface", "ssh would connect from the address of this interface (set "
-               "BindAddress to that address instead)"),
     # Which host keys ssh trusts.
     Unhonoured("VerifyHostKeyDNS", "ssh would trust host keys published in DNS (SSHFP)",
                same=_NO),

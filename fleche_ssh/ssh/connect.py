@@ -33,7 +33,7 @@ from ..errors import (
     RemoteConnectionError,
     UnsupportedByParamiko,
 )
-from . import hostkeys
+from . import hostkeys, interfaces
 from .auth import KeyCache, authenticate
 from .liveness import Keepalive
 from .proxy import ProxyProcess, open_jump, receive_socket, start_proxy_command
@@ -58,9 +58,11 @@ def open_socket(target: Target) -> socket.socket:
     """TCP connection to the target, tuned for request/response and long idles.
 
     As ssh: the name is resolved once (in the AddressFamily asked for), then
-    each address is tried in turn, from BindAddress when set, and the whole
-    round is repeated ConnectionAttempts times, a second apart.
+    each address is tried in turn, from BindAddress when set (else from
+    BindInterface's address), and the whole round is repeated
+    ConnectionAttempts times, a second apart.
     """
+    interfaces.check_supported(target)
     timeout = target.connect_timeout or DEFAULT_CONNECT_TIMEOUT
     family = _FAMILIES[target.address_family]
     try:
@@ -109,8 +111,7 @@ def _connect_any(target: Target, addresses: list[Any], timeout: float) -> socket
         sock = socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)
-            if target.bind_address is not None:
-                _bind(sock, target.bind_address, family)
+            _bind(sock, target, family)
             sock.connect(address)
             return sock
         except OSError as e:
@@ -119,14 +120,25 @@ def _connect_any(target: Target, addresses: list[Any], timeout: float) -> socket
     raise _connect_error(target, failure, timeout)
 
 
-def _bind(sock: socket.socket, address: str, family: int) -> None:
-    """Bind *sock* to BindAddress (any port), as an address of the connection's family."""
+def _bind(sock: socket.socket, target: Target, family: int) -> None:
+    """Bind *sock* (any port) to BindAddress, else to BindInterface's address, if either is set.
+
+    As ssh: BindAddress wins when both are set, and either is taken as an
+    address of the family of the address being connected to.
+    """
+    if target.bind_address is not None:
+        address, source = target.bind_address, f"BindAddress {target.bind_address}"
+    elif target.bind_interface is not None:
+        address = interfaces.address_of(target.bind_interface, family)
+        source = f"BindInterface {target.bind_interface} ({address})"
+    else:
+        return
     try:
         local = socket.getaddrinfo(address, 0, family, socket.SOCK_STREAM, 0,
                                    socket.AI_PASSIVE)[0][4]
         sock.bind(local)
     except OSError as e:
-        raise OSError(f"cannot connect from BindAddress {address}: {e.strerror or e}") from e
+        raise OSError(f"cannot connect from {source}: {e.strerror or e}") from e
 
 
 def _connect_error(target: Target, e: OSError, timeout: float) -> RemoteConnectionError:
