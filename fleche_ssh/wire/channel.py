@@ -26,7 +26,7 @@ import logging
 import threading
 from typing import Any
 
-from ..errors import ProtocolError, RemoteCommandError, RemoteConnectionError
+from ..errors import ConnectionLost, ProtocolError, RemoteCommandError, RemoteConnectionError
 from . import frames
 from .frames import HEADER, QUOTED, SNIFF, Frame
 from .process import RemoteProcess
@@ -40,6 +40,9 @@ FIRST_READ = 1 << 16
 STDERR_LINES = 50
 #: Bound on waiting for the remote exit status when closing or diagnosing.
 EXIT_WAIT = 2.0
+#: What to do after a lost connection: nothing, for a read (it was retried already).
+LOST_ADVICE = ("The next call connects again, logging in again if it must; a save or an evict "
+               "is never repeated by itself.")
 
 
 def host_logger_name(host: str) -> str:
@@ -163,11 +166,12 @@ class ExecChannel:
         if signal is not None:
             what, advice = _explain_signal(signal)
         elif status is None:
-            error_type = RemoteConnectionError
+            # No status on a live connection is the channel's loss alone, not the login's.
+            error_type = RemoteConnectionError if alive else ConnectionLost
             why = process.lost_reason()
             what = (f"{why}; {during!r} failed." if why
                     else f"The connection was lost during {during!r} ({cause}).")
-            advice = "Call reconnect() on the cache to connect again."
+            advice = LOST_ADVICE
         else:
             what, advice = _explain_exit(status, tail, self.command)
         return error_type(f"{what} {advice}\nremote command: {self.command}{said}")

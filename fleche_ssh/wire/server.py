@@ -12,6 +12,12 @@ lookup order of :mod:`.sources` (a live OpenSSH master, else a
 authenticated transport); in tests, :class:`~.memory.MemoryRemote`.  The
 pool, the frames and the error messages above it are the same whichever
 carries the bytes.
+
+Coming back after a network drop or a laptop's sleep is handled here too,
+for the same reason: whichever source carried the lost connection, an
+idle channel known to be dead is dropped before a call (the call logs in
+again, through the source), and a call in :attr:`RemoteServer.RETRIED`
+whose connection was lost under it is sent once more on a new one.
 """
 
 from __future__ import annotations
@@ -21,13 +27,19 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from ..errors import ProtocolError, RemoteConnectionError
+from ..errors import (
+    ConnectionLost,
+    LoginLost,
+    PromptUnavailable,
+    ProtocolError,
+    RemoteConnectionError,
+)
 from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
 from .command import server_command
-from .frames import Undecodable, encode_frame
+from .frames import Frame, Undecodable, encode_frame
 from .process import RemoteProcess
 from .sources import open_process
 
@@ -59,6 +71,15 @@ class RemoteServer:
             the cache's pooled session).
     """
 
+    #: The methods of fleche's ``_CLIENT_METHODS`` (plus ``info``) sent once more, on a
+    #: new connection, when the connection was lost under them (:class:`ConnectionLost`).
+    #: They only read, so doing one twice changes nothing.  A write (``save``,
+    #: ``save_value``, ``prepare``, ``evict``) is never repeated: its frame may have
+    #: reached the remote cache before the loss.  A remote server that ended, or a
+    #: remote cache that raised, is never a reason to repeat anything.
+    RETRIED: ClassVar[frozenset[str]] = frozenset(
+        {"contains", "load", "load_value", "info", "expand", "query"})
+
     def __init__(self, cache: ParamikoCache, opener: Opener | None = None) -> None:
         # A proxy: the server must not keep its cache alive (a dropped cache closes it).
         self._cache = cast("ParamikoCache", weakref.proxy(cache))
@@ -68,6 +89,8 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
+        #: Why the connection of this cache's channels was lost, until a channel opens again.
+        self._lost: str | None = None
         POOL.track(self)
         # A cache dropped without close() would leave its channels open until the
         # transport closes, which for a pooled transport is the end of the process:
@@ -86,6 +109,7 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation += 1
+        self._lost = None
 
     @property
     def idle_channels(self) -> int:
@@ -103,21 +127,14 @@ class RemoteServer:
         # Pickled before a channel is borrowed: a value that cannot be sent fails
         # here, nothing is sent, and the server keeps running.
         frame = encode_frame((method, args, kwargs))
-        channel, generation = self._borrow()
-        reusable = False
         try:
-            logger.debug("rpc → %s", method)
-            try:
-                channel.send_frame(frame)
-                tag, payload = channel.recv_frame()
-            except (ChannelClosed, EOFError, OSError, ProtocolError) as e:
-                raise channel.failure(method, e) from e
-            except Undecodable as e:
-                reusable = True  # the answer was read to its end
-                raise e.explained(method, self._host) from None
-            reusable = True
-        finally:
-            self._give_back(channel, generation, reusable)
+            tag, payload = self._exchange(method, frame)
+        except ConnectionLost:
+            if method not in self.RETRIED:
+                raise
+            logger.info("connection to %s lost during %r; retrying it once on a new connection",
+                        self._host, method)
+            tag, payload = self._exchange(method, frame)
         logger.debug("rpc ← %s %s", method, tag)
         if tag == "ok":
             return payload
@@ -128,14 +145,49 @@ class RemoteServer:
             raise payload
         raise RemoteConnectionError(f"Unexpected response tag from the remote cache: {tag!r}")
 
+    def _exchange(self, method: str, frame: Frame) -> tuple[str, Any]:
+        """*frame* out on a borrowed channel, the answer's ``(tag, payload)`` back."""
+        channel, generation = self._borrow()
+        reusable = False
+        try:
+            logger.debug("rpc → %s", method)
+            try:
+                channel.send_frame(frame)
+                tag, payload = channel.recv_frame()
+            except (ChannelClosed, EOFError, OSError, ProtocolError) as e:
+                failure = channel.failure(method, e)
+                if isinstance(failure, ConnectionLost):
+                    self._lost = _reason(channel)
+                raise failure from e
+            except Undecodable as e:
+                reusable = True  # the answer was read to its end
+                raise e.explained(method, self._host) from None
+            reusable = True
+        finally:
+            self._give_back(channel, generation, reusable)
+        return tag, payload
+
     def _borrow(self) -> tuple[ExecChannel, int]:
-        with self._cond:
-            while not self._pool.idle and self._pool.open >= self._limit:
-                self._cond.wait()
-            if self._pool.idle:
-                return self._pool.idle.pop(), self._generation
-            self._pool.open += 1
-            generation = self._generation
+        dead: list[ExecChannel] = []
+        try:
+            with self._cond:
+                while True:
+                    while not self._pool.idle and self._pool.open >= self._limit:
+                        self._cond.wait()
+                    if not self._pool.idle:
+                        break
+                    channel = self._pool.idle.pop()
+                    if not channel.process.known_lost():
+                        return channel, self._generation
+                    # Its connection went while it was idle: the call logs in again instead.
+                    self._lost = _reason(channel)
+                    self._pool.open -= 1
+                    dead.append(channel)
+                self._pool.open += 1
+                generation = self._generation
+        finally:
+            for channel in dead:
+                channel.close(0.0)
         try:
             return self._open(), generation
         except BaseException:
@@ -159,8 +211,25 @@ class RemoteServer:
         cache = self._cache
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
-        process = (self._opener(command) if self._opener is not None
-                   else open_process(cache, command))
+        lost = self._lost
+        try:
+            process = (self._opener(command) if self._opener is not None
+                       else open_process(cache, command))
+        except PromptUnavailable as e:
+            if lost is None:
+                raise
+            raise LoginLost(
+                f"The login to {self._host} was lost ({lost}) and cannot be made again "
+                f"without an answer. {e} A process that cannot ask keeps working across a "
+                f"network drop only on a login held outside it: an OpenSSH master "
+                f"(ControlMaster auto with ControlPersist), or fleche-ssh's control_persist."
+            ) from e
+        except RemoteConnectionError as e:
+            if lost is not None:
+                e.add_note(f"The connection to {self._host} was lost ({lost}); connecting "
+                           f"again failed.")
+            raise
+        self._lost = None
         return ExecChannel(process, host=self._host)
 
     def reconnect(self) -> None:
@@ -175,3 +244,8 @@ class RemoteServer:
             self._cond.notify_all()
         for channel in idle:
             channel.close(wait)
+
+
+def _reason(channel: ExecChannel) -> str:
+    """Why *channel*'s connection went, as short as the facts allow."""
+    return channel.process.lost_reason() or "the connection closed"
