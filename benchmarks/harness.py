@@ -10,7 +10,7 @@ what another one saved, which the memory probe (a separate process) and
 multi-channel caches rely on.
 
 Host aliases: ``bench`` goes straight to sshd; ``bench-rtt<N>`` goes
-through a :class:`~relay.DelayRelay` that adds N ms to every round trip.
+through a :class:`~support.relay.DelayRelay` that adds N ms to every round trip.
 """
 
 from __future__ import annotations
@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from relay import DelayRelay
-
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from support.keys import hash_known_host, known_hosts_entry, make_client_key  # noqa: E402
+from support.relay import DelayRelay  # noqa: E402
 from support.remote import write_remote_workdir  # noqa: E402
 from support.sshd import Sshd, start_sshd  # noqa: E402
 from support.tools import missing_sshd_tools  # noqa: E402
