@@ -456,8 +456,10 @@ def test_the_retried_calls_are_the_reads_of_fleches_inventory():
 
 
 def asks_for_a_code(command: str) -> Any:
-    raise PromptUnavailable("The connection asked 'Verification code:', but nobody can answer "
-                            "here. Set prompt = ...")
+    error = PromptUnavailable("The connection asked 'Verification code:', but nobody can answer "
+                              "here. Set prompt = ...")
+    error.add_note("no OpenSSH master listens at /tmp/cm")
+    raise error
 
 
 def test_a_lost_login_that_needs_an_answer(memory):
@@ -472,6 +474,7 @@ def test_a_lost_login_that_needs_an_answer(memory):
     assert "'Verification code:'" in message
     assert "OpenSSH master" in message and "control_persist" in message
     assert isinstance(error, PromptUnavailable)
+    assert error.__notes__ == ["no OpenSSH master listens at /tmp/cm"]  # kept from the cause
 
 
 def test_a_first_login_that_needs_an_answer_is_not_a_lost_one(memory):

@@ -218,12 +218,15 @@ class RemoteServer:
         except PromptUnavailable as e:
             if lost is None:
                 raise
-            raise LoginLost(
+            error = LoginLost(
                 f"The login to {self._host} was lost ({lost}) and cannot be made again "
                 f"without an answer. {e} A process that cannot ask keeps working across a "
                 f"network drop only on a login held outside it: an OpenSSH master "
                 f"(ControlMaster auto with ControlPersist), or fleche-ssh's control_persist."
-            ) from e
+            )
+            for note in getattr(e, "__notes__", ()):  # what the lookup order said
+                error.add_note(note)
+            raise error from e
         except RemoteConnectionError as e:
             if lost is not None:
                 e.add_note(f"The connection to {self._host} was lost ({lost}); connecting "
