@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -228,3 +229,52 @@ def test_a_cache_that_cannot_ask_is_told_its_login_was_lost(make, sshd_totp, rel
     with pytest.raises(LoginLost):
         timed(lambda: batch.save(Call(name="resume.batch", arguments={}, result=1)))
     assert len(codes.asked) == 1  # nobody was asked on the batch cache's behalf
+
+
+# -- keepalives across a sleep: pure logic, on a stand-in transport ----------------------
+
+
+class SilentTransport:
+    """What :class:`Keepalive` uses of a transport; probes are answered while ``answering``."""
+
+    def __init__(self) -> None:
+        self.answering = threading.Event()
+        self.answering.set()
+        self.closed = threading.Event()
+
+    def is_active(self) -> bool:
+        return not self.closed.is_set()
+
+    def global_request(self, kind: str, wait: bool) -> None:
+        while not self.answering.is_set():  # unanswered until closed, as over a dead link
+            if self.closed.wait(0.05):
+                raise EOFError("closed")
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_a_sleep_is_not_counted_as_silence(monkeypatch):
+    from fleche_ssh.ssh import liveness
+
+    slept = [0.0]
+    real = time.monotonic
+    # The monotonic clock of macOS and Windows, which runs on while the laptop sleeps.
+    monkeypatch.setattr(liveness, "time", types.SimpleNamespace(
+        monotonic=lambda: real() + slept[0]))
+    transport = SilentTransport()
+    keepalive = liveness.Keepalive(transport, interval=0.4, count_max=2, label="laptop").start()
+    try:
+        time.sleep(0.3)
+        slept[0] += 3600.0  # an hour asleep; the connection survived it
+        assert not transport.closed.wait(1.0)
+        assert keepalive.verdict is None
+
+        transport.answering.clear()  # now the link is dead: given up in bounded time
+        started = real()
+        assert transport.closed.wait(5.0)
+        assert real() - started < 0.4 * 2 + 1.0
+        assert "stopped answering" in keepalive.verdict
+    finally:
+        keepalive.stop()
+        transport.close()

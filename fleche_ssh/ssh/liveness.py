@@ -34,7 +34,11 @@ class Keepalive:
 
     Silence is measured from the last answered probe, so an operation that
     starts just as the peer vanishes fails at most ``interval x count_max``
-    (plus one check tick) later.
+    (plus one check tick) later.  Only time this process was awake counts:
+    a laptop's sleep moves the monotonic clock on macOS and Windows, and a
+    connection that survived the sleep must get its probes' chance before
+    it is given up (giving it up means logging in again, perhaps with a
+    one-time code).
     """
 
     def __init__(self, transport: paramiko.Transport, *, interval: float, count_max: int,
@@ -63,9 +67,13 @@ class Keepalive:
         limit = self.interval * self.count_max
         probe: threading.Thread | None = None
         sent = 0.0
+        silence, heard, last = 0.0, self._heard, time.monotonic()
         while not self._stop.wait(tick) and self.transport.is_active():
             now = time.monotonic()
-            if now - self._heard > limit:
+            # A check comes every tick while awake; a longer gap is a sleep, counted as two.
+            silence = 0.0 if self._heard != heard else silence + min(now - last, 2 * tick)
+            heard, last = self._heard, now
+            if silence > limit:
                 self._declare_dead()
                 return
             if (probe is None or not probe.is_alive()) and now - sent >= self.interval:
