@@ -169,12 +169,14 @@ def test_a_save_the_network_drops_under_is_not_retried(make, sshd, relayed, remo
 
 
 def test_calls_while_the_network_is_cut_fail_typed_and_the_next_one_after_works(
-        make, sshd, relayed, caplog):
+        make, sshd, relayed, pool, caplog):
     relay = relayed(sshd)
     cache = make(port=relay.port, prompt=never)
     key = cache.save(Call(name="resume.cut", arguments={}, result=b"kept"))
 
     relay.drop(cut=True)
+    # Once the cut is noticed (a call sent before that fails as in the test above).
+    assert wait_for(lambda: not pool.get(cache.target()).alive())
     with caplog.at_level(logging.INFO, logger="fleche_ssh"), \
             pytest.raises(ConnectionRefused) as refused:
         timed(lambda: cache.save(Call(name="resume.cut", arguments={"n": 2}, result=b"x")))

@@ -220,9 +220,9 @@ class RemoteServer:
                 raise
             error = LoginLost(
                 f"The login to {self._host} was lost ({lost}) and cannot be made again "
-                f"without an answer. {e} A process that cannot ask keeps working across a "
-                f"network drop only on a login held outside it: an OpenSSH master "
-                f"(ControlMaster auto with ControlPersist), or fleche-ssh's control_persist."
+                f"without an answer. {e} A process that cannot ask can use a login held "
+                f"outside it, which a terminal can restore: an OpenSSH master (ControlMaster "
+                f"auto with ControlPersist), or fleche-ssh's control_persist."
             )
             for note in getattr(e, "__notes__", ()):  # what the lookup order said
                 error.add_note(note)
