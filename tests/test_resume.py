@@ -105,13 +105,17 @@ def io_read(pid: int) -> int:
     return next(int(v) for k, v in (ln.split(": ") for ln in lines) if k == "rchar")
 
 
+@pytest.mark.parametrize("idle", [True, False], ids=["on-its-channel", "opening-a-channel"])
 def test_a_read_after_the_network_comes_back_is_retried_asking_nothing(
-        make, sshd, relayed, pool, caplog):
+        make, sshd, relayed, pool, caplog, idle):
     relay = relayed(sshd)
     cache = make(port=relay.port, prompt=never, server_alive_interval=QUIET)
     value = os.urandom(1 << 20)
     cache.save(Call(name="resume.read", arguments={}, result=value))
     lost = pool.get(cache.target())
+    if not idle:
+        cache.close()  # the next call opens a channel: the dead login is found by that
+        time.sleep(0.5)  # the channel's last messages cross before the network drops
     assert wait_for(lambda: logins(sshd) > 0)
     logged_in = logins(sshd)
 
@@ -207,6 +211,32 @@ def test_a_lost_two_factor_login_asks_exactly_one_new_code(make, sshd_totp, rela
 
     assert len(codes.asked) == 2 and "One-time password" in codes.asked[1]
     assert retries(caplog) == [f"connection to totphost lost during 'load_value'; {RETRY}"]
+
+
+def test_threads_coming_back_together_share_one_new_code(make, sshd_totp, relayed):
+    relay = relayed(sshd_totp)
+    codes = Codes(sshd_totp.code)
+    cache = make(host="totphost", port=relay.port, prompt=codes, channels=4,
+                 server_alive_interval=QUIET)
+    values = [os.urandom(1 << 12) for _ in range(4)]
+    for n, value in enumerate(values):
+        cache.save(Call(name="resume.threads", arguments={"n": n}, result=value))
+    assert len(codes.asked) == 1
+
+    relay.drop()
+    relay.restore()
+    got: dict[int, object] = {}
+
+    def load(n: int) -> None:
+        got[n] = cache.load_value(digest(values[n]))
+
+    threads = [threading.Thread(target=load, args=(n,), daemon=True) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(PROMPT)
+    assert got == dict(enumerate(values))
+    assert len(codes.asked) == 2  # one login for all four
 
 
 def test_a_cache_that_cannot_ask_is_told_its_login_was_lost(make, sshd_totp, relayed):

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import paramiko
 
@@ -27,6 +28,25 @@ logger = logging.getLogger("fleche_ssh.liveness")
 
 DEFAULT_INTERVAL = 15.0
 DEFAULT_COUNT_MAX = 3
+
+
+#: How long :func:`gone` watches a connection that has just failed an operation.
+SETTLE = 0.5
+
+
+def gone(alive: Callable[[], bool], within: float = SETTLE) -> bool:
+    """Whether *alive* turns False within *within* seconds: the connection, not one channel, failed.
+
+    Paramiko closes a dead transport's channels a moment before the
+    transport says it is inactive, so an operation that has just failed on
+    a channel can still find its connection "alive".
+    """
+    deadline = time.monotonic() + within
+    while alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 class Keepalive:

@@ -24,10 +24,10 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from typing import Any
 
 from ..errors import ConnectionLost, ProtocolError, RemoteCommandError, RemoteConnectionError
+from ..ssh.liveness import gone
 from . import frames
 from .frames import HEADER, QUOTED, SNIFF, Frame
 from .process import RemoteProcess
@@ -41,9 +41,6 @@ FIRST_READ = 1 << 16
 STDERR_LINES = 50
 #: Bound on waiting for the remote exit status when closing or diagnosing.
 EXIT_WAIT = 2.0
-#: How long :meth:`ExecChannel.failure` watches a channel's connection to tell a lost
-#: connection from a channel that closed on its own.
-SETTLE = 0.5
 #: What to do after a lost connection: nothing but repeat a write (a read was retried already).
 LOST_ADVICE = ("The next call connects again, logging in again if it must; a save or an evict "
                "is never repeated by itself.")
@@ -171,7 +168,8 @@ class ExecChannel:
             what, advice = _explain_signal(signal)
         elif status is None:
             # No status on a live connection is the channel's loss alone, not the login's.
-            error_type = ConnectionLost if not alive or _went(process) else RemoteConnectionError
+            error_type = (ConnectionLost if not alive or gone(process.connection_alive)
+                          else RemoteConnectionError)
             why = process.lost_reason()
             what = (f"{why}; {during!r} failed." if why
                     else f"The connection was lost during {during!r} ({cause}).")
@@ -191,21 +189,6 @@ class ExecChannel:
             # A finalizer may run this on any thread, the stderr thread included.
             if self._stderr_thread is not threading.current_thread():
                 self._stderr_thread.join(0.5)
-
-
-def _went(process: RemoteProcess) -> bool:
-    """Whether the connection under *process* turns out gone within ``SETTLE`` seconds.
-
-    Paramiko closes a dead transport's channels a moment before the
-    transport says it is inactive, so a channel that has just seen EOF can
-    still find its connection "alive".
-    """
-    deadline = time.monotonic() + SETTLE
-    while process.connection_alive():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def _explain_signal(name: str) -> tuple[str, str]:

@@ -231,6 +231,8 @@ class RemoteServer:
             if lost is not None:
                 e.add_note(f"The connection to {self._host} was lost ({lost}); connecting "
                            f"again failed.")
+            elif isinstance(e, ConnectionLost):  # found dead by the channel's opening
+                self._lost = "it closed as a channel opened"
             raise
         self._lost = None
         return ExecChannel(process, host=self._host)
