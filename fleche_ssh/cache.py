@@ -30,6 +30,7 @@ from .config.fields import CacheFields
 from .config.options import BY_KEY, KEYS
 from .config.target import Target, resolve
 from .errors import ConfigError
+from .progress import resolve_progress
 from .prompts import Handler, Prompter, resolve_handler
 from .ssh import session as sessions
 from .wire.server import RemoteServer
@@ -46,13 +47,14 @@ class ParamikoCache(CacheFields):
     ``setup_commands``, ``workdir``), plus snake_case spellings of the
     OpenSSH keywords it honours (``port`` for ``Port`` ...), which beat
     ``ssh_options`` and ``~/.ssh/config``, and a few keys of its own
-    (``config_file``, ``prompt``, ``auth_timeout``, ``channels``).
+    (``config_file``, ``prompt``, ``auth_timeout``, ``channels``, ``progress``).
 
     Every key is a row of :mod:`fleche_ssh.config.options`, which gives its
     field (:class:`~fleche_ssh.config.fields.CacheFields`), what a value of
     it may be, and its documentation: the configuration reference lists
     them all.  A callable ``prompt`` is called as
-    ``handler(title, instructions, prompts) -> answers``.
+    ``handler(title, instructions, prompts) -> answers``, a callable
+    ``progress`` as ``report(direction, bytes_done, total)``.
     """
 
     def __post_init__(self) -> None:
@@ -68,6 +70,7 @@ class ParamikoCache(CacheFields):
             )
         parse_ssh_options(self.ssh_options)
         resolve_handler(self.prompt)
+        resolve_progress(self.progress)
         set_(self, "_conn", RemoteServer(self))
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -86,12 +89,14 @@ class ParamikoCache(CacheFields):
     def config(self) -> dict[str, Any]:
         """The keys this cache was built with, those that differ from their defaults.
 
-        A callable ``prompt`` shows as its ``"module:name"``, which is what
-        fleche.toml would say, and never as the object: it may hold answers.
+        A callable ``prompt`` or ``progress`` shows as its ``"module:name"``,
+        which is what fleche.toml would say, and never as the object: it may
+        hold answers.
         """
         out = self._keys()
-        if callable(out.get("prompt")):
-            out["prompt"] = _name_of(out["prompt"])
+        for key in ("prompt", "progress"):
+            if callable(out.get(key)):
+                out[key] = _name_of(out[key])
         return out
 
     def target(self) -> Target:

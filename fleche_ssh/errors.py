@@ -13,6 +13,7 @@ from fleche.caches import Rejected
 from fleche.remote import RemoteConnectionError
 
 __all__ = [
+    "AddressInUse",
     "AuthenticationError",
     "ChangedHostKey",
     "ConfigError",
@@ -26,8 +27,10 @@ __all__ = [
     "ProtocolError",
     "RemoteCommandError",
     "RemoteConnectionError",
+    "RuntimeDirError",
     "UnknownHostKey",
     "UnsupportedByParamiko",
+    "UntrustedPeer",
     "ValueTooLarge",
 ]
 
@@ -102,6 +105,18 @@ class ConnectionLost(RemoteConnectionError):
 
 class ProtocolError(RemoteConnectionError):
     """Bytes on the channel are not fleche frames (often a start-up file writing to stdout)."""
+
+
+class RuntimeDirError(RemoteConnectionError):
+    """The directory for fleche-ssh's local sockets is unsafe or unusable: nothing was done."""
+
+
+class AddressInUse(RemoteConnectionError):
+    """A live listener of this user already holds the name: connect to it instead."""
+
+
+class UntrustedPeer(RemoteConnectionError):
+    """The process at the other end of a local connection did not prove it is this user."""
 
 
 class ValueTooLarge(Rejected, ValueError):

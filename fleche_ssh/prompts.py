@@ -47,6 +47,27 @@ _HOW_TO = (
 )
 
 
+def in_worker() -> bool:
+    """True in a worker process of a pool (multiprocessing, concurrent.futures, Dask).
+
+    A worker may have inherited the terminal's stderr or the kernel's modules,
+    but nobody watches it there: its questions would go nowhere, and its
+    progress bars would interleave on the parent's terminal.
+    """
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        return True
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except (ValueError, AttributeError):
+        return False
+    return True
+
+
 def in_kernel() -> bool:
     """True inside an IPython kernel, whose ``input``/``getpass`` reach the notebook.
 
@@ -66,11 +87,16 @@ def in_kernel() -> bool:
     return ip is not None and getattr(ip, "kernel", None) is not None
 
 
-def _has_terminal() -> bool:
+def is_terminal(stream: Any) -> bool:
+    """Whether *stream* (``sys.stdin``, ``sys.stderr``) is a terminal, where a person sits."""
     try:
-        return sys.stdin is not None and sys.stdin.isatty()
+        return stream is not None and bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _has_terminal() -> bool:
+    return is_terminal(sys.stdin)
 
 
 def _ask_each(title: str, instructions: str, prompts: Prompts) -> list[str]:
@@ -100,21 +126,29 @@ def resolve_handler(spec: str | Handler | None) -> Handler:
     """The handler a ``prompt`` key names: built-in, ``module:function`` or a callable."""
     if spec is None:
         return auto
+    return resolve_named("prompt", spec, BUILTIN)
+
+
+def resolve_named(key: str, spec: Any, builtin: dict[str, Any]) -> Any:
+    """What a key naming a callable (``prompt``, ``progress``) means.
+
+    One of *builtin*'s names, a callable as it is, or ``"module:function"``
+    imported: fleche.toml can only name a function, Python can pass it.
+    """
     if callable(spec):
         return spec
-    if spec in BUILTIN:
-        return BUILTIN[spec]
+    if spec in builtin:
+        return builtin[spec]
+    choices = ", ".join(repr(name) for name in builtin)
     module_name, sep, attr = str(spec).partition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(
-            f"prompt = {spec!r}: expected 'auto', 'none' or 'module:function'"
-        )
+        raise ConfigError(f"{key} = {spec!r}: expected {choices} or 'module:function'")
     try:
         found = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"prompt = {spec!r}: cannot import it: {e}") from None
+        raise ConfigError(f"{key} = {spec!r}: cannot import it: {e}") from None
     if not callable(found):
-        raise ConfigError(f"prompt = {spec!r} is not callable")
+        raise ConfigError(f"{key} = {spec!r} is not callable")
     return found
 
 

@@ -111,3 +111,8 @@ class CacheFields(SshCache):
     channels: int = 1
     """How many remote server processes this cache may run at once, and so how many calls from
     different threads proceed in parallel.  All of them share the one SSH connection."""
+    progress: Any = field(default='auto', repr=False)
+    """How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar on a
+    terminal's stderr or in the notebook, once a transfer has run a second; nothing in batch
+    jobs and pool workers), ``"none"``, ``"module:function"``, or in Python a callable
+    ``report(direction, bytes_done, total)``.  See :ref:`progress`."""

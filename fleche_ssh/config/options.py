@@ -190,6 +190,12 @@ OWN_KEYS: tuple[OwnKey, ...] = (
         "How many remote server processes this cache may run at once, and so how many calls "
         "from different threads proceed in parallel.  All of them share the one SSH "
         "connection.", default=1, type="int"),
+    OwnKey("progress", HANDLER,
+        'How large saves and loads (4 MiB or more) show their progress: ``"auto"`` (a bar '
+        "on a terminal's stderr or in the notebook, once a transfer has run a second; nothing "
+        'in batch jobs and pool workers), ``"none"``, ``"module:function"``, or in Python a '
+        "callable ``report(direction, bytes_done, total)``.  See :ref:`progress`.",
+        default="auto", type="Any", repr=False),
 )
 
 # Keywords that only matter to the ssh binary: connection sharing, which the

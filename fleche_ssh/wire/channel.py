@@ -12,7 +12,18 @@ bytes and the value, where the stock client holds three.  A small answer
 
 stdout and stderr share a channel's window, so unread stderr would stall
 stdout: a daemon thread drains stderr into the per-host logger and a ring
-buffer that error messages quote.  When the server goes away,
+buffer that error messages quote.
+
+A frame of :data:`~fleche_ssh.progress.LARGE` bytes or more is a
+:class:`~fleche_ssh.progress.Transfer`, fed by the process's byte counter.
+A body larger than one packet goes out from a worker thread while the
+caller's thread waits in an interruptible join: Ctrl-C
+(``KeyboardInterrupt``) then lands in that wait, never halfway through an
+SSH packet, which would break the login every other channel shares.  The
+caller drops the channel at once (:meth:`ExecChannel.close` with no wait),
+which ends the remote server.
+
+When the server goes away,
 :meth:`ExecChannel.failure` says why, from its exit status or signal and
 those last lines.  Shutting down happens in one place,
 :meth:`ExecChannel.close`: EOF, a bounded wait for the exit status, then
@@ -22,15 +33,18 @@ the process is dropped.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConnectionLost, ProtocolError, RemoteCommandError, RemoteConnectionError
+from ..progress import LARGE, Progress
 from ..ssh.liveness import gone
 from . import frames
 from .frames import HEADER, QUOTED, SNIFF, Frame
-from .process import RemoteProcess
+from .process import Counter, RemoteProcess
 from .pump import CHUNK, drain_lines
 
 #: A frame this small goes out as one packet, header and body together.
@@ -41,6 +55,8 @@ FIRST_READ = 1 << 16
 STDERR_LINES = 50
 #: Bound on waiting for the remote exit status when closing or diagnosing.
 EXIT_WAIT = 2.0
+#: Bound on waiting for the sending thread once the caller was interrupted.
+STOP_WAIT = 0.3
 #: What to do after a lost connection: nothing but repeat a write (a read was retried already).
 LOST_ADVICE = ("The next call connects again, logging in again if it must; a save or an evict "
                "is never repeated by itself.")
@@ -58,8 +74,11 @@ class ChannelClosed(EOFError):
 class ExecChannel:
     """The remote fleche server on one remote process: frames out, frames in, stderr aside."""
 
-    def __init__(self, process: RemoteProcess, *, host: str) -> None:
+    def __init__(self, process: RemoteProcess, *, host: str,
+                 progress: Progress | None = None) -> None:
         self.process = process
+        self._progress = progress if progress is not None else Progress(host)
+        self._sender = f"fleche-ssh-send-{host}"
         self.command = process.command
         self._send_all, self._recv_some = process.send_all, process.recv_some
         #: Bytes read past the end of the last answer (none, unless the server misbehaves).
@@ -75,13 +94,32 @@ class ExecChannel:
 
     def send_frame(self, frame: Frame) -> None:
         header, body = frame
+        total = len(header) + len(body)
         if len(body) <= SMALL_FRAME:
             sent = self._send_all(memoryview(header + body))
         else:
-            sent = (self._send_all(memoryview(header + body[: CHUNK - HEADER.size]))
-                    and self._send_all(memoryview(body)[CHUNK - HEADER.size :]))
+            with self._moving("sent", total) if total >= LARGE else contextlib.nullcontext():
+                sent = _interruptible(lambda: self._send_large(header, body),
+                                      stop=self.process.kill, name=self._sender)
         if not sent:
             raise ChannelClosed("the channel closed while sending")
+
+    def _send_large(self, header: bytes, body: bytes) -> bool:
+        return (self._send_all(memoryview(header + body[: CHUNK - HEADER.size]))
+                and self._send_all(memoryview(body)[CHUNK - HEADER.size :]))
+
+    @contextlib.contextmanager
+    def _moving(self, direction: str, total: int, done: int = 0) -> Iterator[None]:
+        """Count this frame's bytes into a progress transfer while the block moves them."""
+        transfer = self._progress.start(direction, total, done)
+        process = self.process
+        before = process.counter
+        process.counter = transfer.count if before is None else _both(before, transfer.count)
+        try:
+            yield
+        finally:
+            process.counter = before
+            transfer.end(transfer.done >= total)
 
     def recv_frame(self) -> Any:
         """The next answer, unpickled.
@@ -105,7 +143,11 @@ class ExecChannel:
                 body = bytearray(size)
                 have = len(head) - HEADER.size
                 body[:have] = head[HEADER.size :]
-                self._recv_into(memoryview(body)[have:])
+                if end < LARGE:
+                    self._recv_into(memoryview(body)[have:])
+                else:
+                    with self._moving("received", end, len(head)):
+                        self._recv_into(memoryview(body)[have:])
             return frames.decode(body)
         except frames.NotAFrame as e:
             raise self._not_a_frame(e.seen) from e.__cause__
@@ -187,8 +229,48 @@ class ExecChannel:
             self.process.close(wait)
         finally:
             # A finalizer may run this on any thread, the stderr thread included.
+            # Closing without a wait (an interrupted call) does not wait for it either.
             if self._stderr_thread is not threading.current_thread():
-                self._stderr_thread.join(0.5)
+                self._stderr_thread.join(0.5 if wait else 0.05)
+
+
+def _both(first: Counter, second: Counter) -> Counter:
+    """One counter telling two: a test's (or a benchmark's) and the progress transfer."""
+
+    def count(direction: str, n: int) -> None:
+        first(direction, n)
+        second(direction, n)
+    return count
+
+
+def _interruptible(work: Callable[[], bool], *, stop: Callable[[], object], name: str) -> bool:
+    """``work()`` on a worker thread, this thread waiting where a signal can interrupt it.
+
+    On ``KeyboardInterrupt`` (or any exception raised into the wait),
+    ``stop()`` ends the work (it drops the process, which wakes a send
+    blocked on the window), the worker gets :data:`STOP_WAIT` s to finish
+    its packet, and the exception goes on to the caller.
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, name=name, daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the interrupt, not a failure to stop, goes on
+            stop()
+        worker.join(STOP_WAIT)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return bool(outcome["value"])
 
 
 def _explain_signal(name: str) -> tuple[str, str]:

@@ -13,6 +13,11 @@ authenticated transport); in tests, :class:`~.memory.MemoryRemote`.  The
 pool, the frames and the error messages above it are the same whichever
 carries the bytes.
 
+A call interrupted (``KeyboardInterrupt`` from Ctrl-C or a notebook's
+"interrupt kernel") drops its channel at once, without the bounded wait for
+an exit status: the remote server, its stdio gone, ends, a value it was
+still receiving is not stored, and the login under it stays for the next call.
+
 Coming back after a network drop or a laptop's sleep is handled here too,
 for the same reason: whichever source carried the lost connection, an
 idle channel known to be dead is dropped before a call (the call logs in
@@ -36,6 +41,7 @@ from ..errors import (
     ProtocolError,
     RemoteConnectionError,
 )
+from ..progress import Progress, resolve_progress
 from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ChannelClosed, ExecChannel
 from .command import server_command
@@ -86,6 +92,7 @@ class RemoteServer:
         self._opener = opener
         self._host = cache.host
         self._limit = cache.channels
+        self._progress = Progress(cache.host, resolve_progress(cache.progress))
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
@@ -148,7 +155,7 @@ class RemoteServer:
     def _exchange(self, method: str, frame: Frame) -> tuple[str, Any]:
         """*frame* out on a borrowed channel, the answer's ``(tag, payload)`` back."""
         channel, generation = self._borrow()
-        reusable = False
+        reusable, wait = False, EXIT_WAIT
         try:
             logger.debug("rpc → %s", method)
             try:
@@ -163,8 +170,12 @@ class RemoteServer:
                 reusable = True  # the answer was read to its end
                 raise e.explained(method, self._host) from None
             reusable = True
+        except BaseException as e:
+            if not isinstance(e, Exception):  # interrupted: nobody waits for the remote's exit
+                wait = 0.0
+            raise
         finally:
-            self._give_back(channel, generation, reusable)
+            self._give_back(channel, generation, reusable, wait)
         return tag, payload
 
     def _borrow(self) -> tuple[ExecChannel, int]:
@@ -196,7 +207,8 @@ class RemoteServer:
                 self._cond.notify()
             raise
 
-    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool) -> None:
+    def _give_back(self, channel: ExecChannel, generation: int, reusable: bool,
+                   wait: float = EXIT_WAIT) -> None:
         with self._cond:
             keep = reusable and generation == self._generation
             if keep:
@@ -205,7 +217,7 @@ class RemoteServer:
                 self._pool.open -= generation == self._generation
             self._cond.notify()
         if not keep:
-            channel.close()
+            channel.close(wait)
 
     def _open(self) -> ExecChannel:
         cache = self._cache
@@ -235,7 +247,7 @@ class RemoteServer:
                 self._lost = "it closed as a channel opened"
             raise
         self._lost = None
-        return ExecChannel(process, host=self._host)
+        return ExecChannel(process, host=self._host, progress=self._progress)
 
     def reconnect(self) -> None:
         """Close this cache's channels; the next call opens a new one on the live transport."""
