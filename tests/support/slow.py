@@ -1,4 +1,4 @@
-"""A slow link to the test sshd: ``benchmarks/relay.py``'s delaying relay, as a host alias.
+"""A slow link to the test sshd: :mod:`.relay`'s delaying relay, as a host alias.
 
 The relay adds a fixed delay each way and no bandwidth cap, so a 256 MiB
 value takes seconds instead of a second: long enough for a progress bar to
@@ -8,16 +8,11 @@ appear and for Ctrl-C to land in the middle of it, with nothing mocked.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from .keys import hash_known_host, known_hosts_entry
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-from relay import DelayRelay
+from .relay import DelayRelay
 
 SLOW_HOST = "slowhost"
 
