@@ -18,9 +18,11 @@ __all__ = [
     "ChangedHostKey",
     "ConfigError",
     "ConnectTimeout",
+    "ConnectionLost",
     "ConnectionRefused",
     "HostKeyError",
     "HostNotFound",
+    "LoginLost",
     "PromptUnavailable",
     "ProtocolError",
     "RemoteCommandError",
@@ -73,12 +75,32 @@ class PromptUnavailable(AuthenticationError):
     """The server asked a question and there is nobody to answer it."""
 
 
+class LoginLost(PromptUnavailable):
+    """The login was lost (a network drop, a laptop asleep) and logging in again needs an answer.
+
+    A :class:`PromptUnavailable`, since that is what stops it: a process
+    that cannot ask (``prompt = "none"``, ``batch_mode``, a batch job or a
+    pool worker) could only keep working on the login it had.  The message
+    names the host, why the login went, and how to keep one that such a
+    process can use.
+    """
+
+
 class UnsupportedByParamiko(RemoteConnectionError):
     """The server requires something Paramiko cannot do (GSSAPI, ``ssh-rsa`` signatures)."""
 
 
 class RemoteCommandError(RemoteConnectionError):
     """The remote command exited or failed to start (python or fleche missing, setup failed)."""
+
+
+class ConnectionLost(RemoteConnectionError):
+    """The connection under a call went away (network, sleep, keepalives unanswered).
+
+    Not the remote server ending (:class:`RemoteCommandError`), nor the
+    remote cache raising: only this one is retried, and only for calls that
+    read (:attr:`fleche_ssh.wire.server.RemoteServer.RETRIED`).
+    """
 
 
 class ProtocolError(RemoteConnectionError):

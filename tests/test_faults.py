@@ -70,7 +70,7 @@ def failure(error_type: type[BaseException], operation) -> BaseException:
 
 def check_lost(error: BaseException, during: str) -> None:
     assert f"connection was lost during {during!r}" in str(error)
-    assert "reconnect()" in str(error)
+    assert "The next call connects again" in str(error)
 
 
 def running(pid: int) -> bool:
@@ -276,7 +276,11 @@ def test_sshd_killed(make, own_sshd, client_home):
     for p in sshd_pids:
         os.kill(p, signal.SIGKILL)
 
-    check_lost(failure(RemoteConnectionError, lambda: cache.contains("0" * 64)), "contains")
+    # The next call connects again, and says both what was lost and what failed.
+    refused = failure(ConnectionRefused, lambda: cache.contains("0" * 64))
+    assert f"127.0.0.1 port {own_sshd.port} refused the connection" in str(refused)
+    assert refused.__notes__[-1].startswith("The connection to testhost was lost (")
+    assert refused.__notes__[-1].endswith("); connecting again failed.")
     assert wait_for(lambda: not running(pid))  # the remote server did not outlive sshd
 
     cache.reconnect()
@@ -293,16 +297,15 @@ def test_connection_reset(make, sshd, pool):
     logged_in = logins(sshd)
 
     pooled.transport.sock.shutdown(socket.SHUT_RDWR)
-    check_lost(failure(RemoteConnectionError, lambda: cache.contains("0" * 64)), "contains")
-
-    cache.reconnect()
+    # The next call connects again by itself: no reconnect() needed.
+    assert cache.contains("0" * 64) is False
     assert cache.info()["pid"] != pid
     # A dead transport is replaced, which means logging in again.
     assert pool.get(target) is not pooled
     assert wait_for(lambda: logins(sshd) == logged_in + 1)
 
 
-def test_transport_closed_under_a_call_in_flight(make, pool):
+def test_transport_closed_under_a_call_in_flight(make, pool, caplog):
     cache = make()
     value = os.urandom(BIG)
     cache.save(Call(name="faults.in-flight", arguments={}, result=value))
@@ -319,16 +322,17 @@ def test_transport_closed_under_a_call_in_flight(make, pool):
     sshd_side = parent(pid)  # reads the server's stdout as the download goes out
     baseline = io_bytes(sshd_side, "rchar")
     worker = threading.Thread(target=load, daemon=True)
-    worker.start()
-    assert wait_for(lambda: io_bytes(sshd_side, "rchar") - baseline >= UNDER_WAY)
-    transport.close()
-    worker.join(PROMPT)
+    with caplog.at_level(logging.INFO, logger="fleche_ssh"):
+        worker.start()
+        assert wait_for(lambda: io_bytes(sshd_side, "rchar") - baseline >= UNDER_WAY)
+        transport.close()
+        worker.join(2 * PROMPT)
     assert not worker.is_alive(), "the call hung after its transport was closed"
-    assert "value" not in outcome
-    check_lost(outcome["error"], "load_value")
-
-    cache.reconnect()
-    assert cache.load_value(digest(value)) == value
+    # A read lost in flight is sent once more, on a new connection.
+    assert outcome == {"value": value}
+    assert [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()] == [
+        "connection to testhost lost during 'load_value'; retrying it once on a new connection"]
+    assert pool.get(cache.target()).transport is not transport
 
 
 def test_close_races_with_calls_from_other_threads(make, pool):

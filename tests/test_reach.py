@@ -304,8 +304,10 @@ def frozen_target(tmp_path, client_key):
     server.stop()
 
 
+@pytest.mark.parametrize("method", ["evict", "contains"])
 def test_a_frozen_server_fails_the_call_in_flight(client_home, frozen_target, remote_python,
-                                                  remote_dir):
+                                                  remote_dir, method, caplog):
+    """Keepalives end the call in bounded time: a write fails, a read is sent again."""
     with client_home.known_hosts.open("a") as f:
         f.writelines(line + "\n" for line in frozen_target.known_hosts_lines(hashed=True))
     c = cache("frozen", remote_python, remote_dir, hostname="127.0.0.1", port=frozen_target.port,
@@ -321,18 +323,27 @@ def test_a_frozen_server_fails_the_call_in_flight(client_home, frozen_target, re
     def call() -> None:
         started = time.monotonic()
         try:
-            c.contains("1" * 64)
+            outcome["value"] = getattr(c, method)("1" * 64)
         except RemoteConnectionError as e:
             outcome["error"] = e
         outcome["took"] = time.monotonic() - started
 
     worker = threading.Thread(target=call)
-    worker.start()
-    worker.join(30)
+    with caplog.at_level("INFO", logger="fleche_ssh"):
+        worker.start()
+        worker.join(30)
     assert not worker.is_alive(), "the call hung on a frozen server"
-    assert isinstance(outcome.get("error"), RemoteConnectionError)
-    assert outcome["took"] <= 1 * 2 + 2
-    assert "keepalive" in str(outcome["error"])
+    retried = [r for r in caplog.records if "retrying it once" in r.getMessage()]
+    if method == "evict":
+        assert isinstance(outcome.get("error"), RemoteConnectionError)
+        assert outcome["took"] <= 1 * 2 + 2
+        assert "keepalive" in str(outcome["error"])
+        assert retried == []
+    else:
+        # A new connection (sshd's listener is not frozen) and a new remote server.
+        assert outcome.get("value") is False
+        assert outcome["took"] <= 1 * 2 + 2 + 10
+        assert len(retried) == 1 and "'contains'" in retried[0].getMessage()
 
     for pid in pids:
         os.kill(pid, signal.SIGCONT)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import os
 import threading
 import time
@@ -30,7 +31,14 @@ from fleche.digest import digest
 from fleche.remote import RemoteConnectionError
 
 from fleche_ssh import ParamikoCache
-from fleche_ssh.errors import ProtocolError, RemoteCommandError, ValueTooLarge
+from fleche_ssh.errors import (
+    ConnectionLost,
+    LoginLost,
+    PromptUnavailable,
+    ProtocolError,
+    RemoteCommandError,
+    ValueTooLarge,
+)
 from fleche_ssh.wire import frames
 from fleche_ssh.wire.channel import ExecChannel
 from fleche_ssh.wire.memory import MemoryRemote, Script
@@ -312,49 +320,177 @@ def test_server_that_crashes_shows_its_traceback(memory):
 
 def check_lost(error: BaseException, during: str) -> None:
     assert f"connection was lost during {during!r}" in str(error)
-    assert "Call reconnect() on the cache to connect again." in str(error)
+    assert ("The next call connects again, logging in again if it must; a save or an evict "
+            "is never repeated by itself.") in str(error)
 
 
-def test_connection_lost_between_calls(memory):
-    cache, remote = memory()
+def retries(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "fleche_ssh"
+            and r.levelno == logging.INFO and "retrying" in r.getMessage()]
+
+
+def in_flight(call: Callable[[], object]) -> Callable[[], dict[str, object]]:
+    """Start *call* on a thread; the returned function waits for it and gives its outcome."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call()
+        except RemoteConnectionError as e:
+            outcome["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    time.sleep(0.2)
+    assert worker.is_alive()  # stalled, as on a remote stuck on a dead file system
+
+    def result() -> dict[str, object]:
+        worker.join(PROMPT)
+        assert not worker.is_alive(), "the call hung after its connection was lost"
+        return outcome
+
+    return result
+
+
+@pytest.mark.parametrize("write", [False, True], ids=["contains", "save"])
+def test_connection_lost_between_calls(memory, caplog, write):
+    local = local_cache()
+    cache, remote = memory(local=local)
     cache.info()
     remote.processes[0].lose()
-    check_lost(failure(RemoteConnectionError, lambda: cache.contains(ABSENT)), "contains")
-    cache.reconnect()
-    assert cache.contains(ABSENT) is False
+    with caplog.at_level(logging.INFO):
+        # The next call, of whatever kind, finds the channel dead and connects again.
+        if write:
+            key = cache.save(Call(name="wire.after-loss", arguments={}, result=1))
+            assert local.contains(key)
+        else:
+            assert cache.contains(ABSENT) is False
+    assert len(remote.processes) == 2
+    assert retries(caplog) == []  # nothing failed, so nothing was repeated
 
 
 def test_connection_given_up_by_keepalives(memory):
     verdict = "memory did not answer 3 keepalives 15 s apart; the connection was closed"
     cache, remote = memory()
     cache.info()
+    remote.processes[0].stall()
+    done = in_flight(lambda: cache.evict(ABSENT))
     remote.processes[0].lose(verdict)
-    message = str(failure(RemoteConnectionError, lambda: cache.contains(ABSENT)))
-    assert message.startswith(f"{verdict}; 'contains' failed. Call reconnect()")
+    error = done()["error"]
+    assert type(error) is ConnectionLost
+    assert str(error).startswith(f"{verdict}; 'evict' failed. The next call connects again")
 
 
-def test_connection_lost_under_a_call_in_flight(memory):
+@pytest.mark.parametrize("method", sorted(RemoteServer.RETRIED))
+def test_a_read_lost_in_flight_is_retried_once(memory, caplog, method):
+    local = local_cache()
+    key = local.save(Call(name="wire.read", arguments={}, result=3))
+    cache, remote = memory(local=local)
+    cache.info()
+    remote.processes[0].stall()
+    calls: dict[str, Callable[[], object]] = {
+        "contains": lambda: cache.contains(key),
+        "load": lambda: cache.load(key).result,
+        "load_value": lambda: cache.load_value(digest(3)),
+        "info": lambda: cache.info()["cache_name"],
+        "expand": lambda: cache.expand(key[:8]),
+        "query": lambda: [c.result for c in cache.query(name="wire.read")],
+    }
+    expected = {"contains": True, "load": 3, "load_value": 3, "info": None, "expand": key,
+                "query": [3]}
+    with caplog.at_level(logging.INFO):
+        done = in_flight(calls[method])
+        remote.processes[0].lose()
+        outcome = done()
+    assert outcome == {"value": expected[method]}
+    assert len(remote.processes) == 2
+    assert retries(caplog) == [
+        f"connection to memory lost during {method!r}; retrying it once on a new connection"]
+
+
+def test_a_write_lost_in_flight_is_not_retried(memory, caplog):
+    local = local_cache()
+    cache, remote = memory(local=local)
+    cache.info()
+    remote.processes[0].stall()
+    value = os.urandom(LARGE)
+    with caplog.at_level(logging.INFO):
+        done = in_flight(lambda: cache.save(Call(name="wire.lost-save", arguments={},
+                                                 result=value)))
+        remote.processes[0].lose()
+        error = done()["error"]
+    assert type(error) is ConnectionLost
+    check_lost(error, "save")
+    assert len(remote.processes) == 1  # not sent again
+    assert retries(caplog) == []
+    assert not local.values.contains(digest(value))  # nothing partial stored
+
+
+def test_a_retry_that_loses_its_connection_too_is_not_retried_again(memory):
     cache, remote = memory()
     cache.info()
-    process = remote.processes[0]
-    process.stall()
-    outcome: dict[str, object] = {}
+    remote.processes[0].stall()
+    remote.script = Script(stalled=True)
+    done = in_flight(lambda: cache.contains(ABSENT))
+    remote.processes[0].lose()
+    assert remote.wait_for(2)
+    remote.processes[1].lose()
+    check_lost(done()["error"], "contains")
+    assert len(remote.processes) == 2
 
-    def call() -> None:
-        try:
-            outcome["value"] = cache.contains(ABSENT)
-        except RemoteConnectionError as e:
-            outcome["error"] = e
 
-    worker = threading.Thread(target=call, daemon=True)
-    worker.start()
-    time.sleep(0.2)
-    assert worker.is_alive()  # stalled, as on a remote stuck on a dead file system
-    process.lose()
-    worker.join(PROMPT)
-    assert not worker.is_alive(), "the call hung after its connection was lost"
-    assert "value" not in outcome
-    check_lost(outcome["error"], "contains")
+def test_an_error_from_the_remote_cache_is_not_retried(memory, caplog):
+    cache, remote = memory()
+    with caplog.at_level(logging.INFO), pytest.raises(KeyError):
+        cache.load_value(ABSENT)
+    assert len(remote.processes) == 1 and retries(caplog) == []
+
+
+def test_the_retried_calls_are_the_reads_of_fleches_inventory():
+    from fleche.remote import _CLIENT_METHODS
+
+    assert RemoteServer.RETRIED.issubset({*_CLIENT_METHODS, "info"})
+    assert not [name for name in RemoteServer.RETRIED
+                if name in _CLIENT_METHODS and _CLIENT_METHODS[name].write]
+    assert RemoteServer.RETRIED.isdisjoint({"save", "save_value", "prepare", "evict"})
+
+
+def asks_for_a_code(command: str) -> Any:
+    error = PromptUnavailable("The connection asked 'Verification code:', but nobody can answer "
+                              "here. Set prompt = ...")
+    error.add_note("no OpenSSH master listens at /tmp/cm")
+    raise error
+
+
+def test_a_lost_login_that_needs_an_answer(memory):
+    cache, remote = memory()
+    cache.info()
+    remote.processes[0].lose("memory stopped answering")
+    cache._conn._opener = asks_for_a_code
+    error = failure(LoginLost, lambda: cache.contains(ABSENT))
+    message = str(error)
+    assert message.startswith("The login to memory was lost (memory stopped answering) and "
+                              "cannot be made again without an answer.")
+    assert "'Verification code:'" in message
+    assert "OpenSSH master" in message and "control_persist" in message
+    assert isinstance(error, PromptUnavailable)
+    assert error.__notes__ == ["no OpenSSH master listens at /tmp/cm"]  # kept from the cause
+
+
+def test_a_first_login_that_needs_an_answer_is_not_a_lost_one(memory):
+    cache, _ = memory()
+    cache._conn._opener = asks_for_a_code
+    failure(PromptUnavailable, lambda: cache.contains(ABSENT))
+
+
+def test_connecting_again_after_a_loss_says_so(memory):
+    cache, remote = memory()
+    cache.info()
+    remote.processes[0].lose()
+    remote.refuse = 1
+    error = failure(RemoteConnectionError, lambda: cache.contains(ABSENT))
+    assert error.__notes__ == [
+        "The connection to memory was lost (the connection closed); connecting again failed."]
 
 
 def test_closing_a_stalled_server_is_bounded(memory):

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import paramiko
 
@@ -29,12 +30,35 @@ DEFAULT_INTERVAL = 15.0
 DEFAULT_COUNT_MAX = 3
 
 
+#: How long :func:`gone` watches a connection that has just failed an operation.
+SETTLE = 0.5
+
+
+def gone(alive: Callable[[], bool], within: float = SETTLE) -> bool:
+    """Whether *alive* turns False within *within* seconds: the connection, not one channel, failed.
+
+    Paramiko closes a dead transport's channels a moment before the
+    transport says it is inactive, so an operation that has just failed on
+    a channel can still find its connection "alive".
+    """
+    deadline = time.monotonic() + within
+    while alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 class Keepalive:
     """Probe *transport* every *interval* s; close it after *interval* x *count_max* s of silence.
 
     Silence is measured from the last answered probe, so an operation that
     starts just as the peer vanishes fails at most ``interval x count_max``
-    (plus one check tick) later.
+    (plus one check tick) later.  Only time this process was awake counts:
+    a laptop's sleep moves the monotonic clock on macOS and Windows, and a
+    connection that survived the sleep must get its probes' chance before
+    it is given up (giving it up means logging in again, perhaps with a
+    one-time code).
     """
 
     def __init__(self, transport: paramiko.Transport, *, interval: float, count_max: int,
@@ -63,9 +87,13 @@ class Keepalive:
         limit = self.interval * self.count_max
         probe: threading.Thread | None = None
         sent = 0.0
+        silence, heard, last = 0.0, self._heard, time.monotonic()
         while not self._stop.wait(tick) and self.transport.is_active():
             now = time.monotonic()
-            if now - self._heard > limit:
+            # A check comes every tick while awake; a longer gap is a sleep, counted as two.
+            silence = 0.0 if self._heard != heard else silence + min(now - last, 2 * tick)
+            heard, last = self._heard, now
+            if silence > limit:
                 self._declare_dead()
                 return
             if (probe is None or not probe.is_alive()) and now - sent >= self.interval:

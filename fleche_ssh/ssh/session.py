@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import paramiko
 
 from ..config.target import Target
-from ..errors import RemoteConnectionError
+from ..errors import ConnectionLost, RemoteConnectionError
 from ..prompts import Handler, Prompter, resolve_handler
 from .auth import AuthReport
-from .liveness import Keepalive
+from .liveness import Keepalive, gone
 from .proxy import ProxyProcess
 from .transport import Transport
 
@@ -94,6 +94,12 @@ class Session:
                 prepare(channel)
             channel.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError) as e:
+            if gone(self.alive):  # a silently dead connection, found by this first packet
+                raise ConnectionLost(
+                    f"The connection to {self.target.label} was lost while starting the remote "
+                    f"command ({self.lost_reason() or str(e) or type(e).__name__}). The next call "
+                    f"connects again, logging in again if it must."
+                ) from e
             raise RemoteConnectionError(
                 f"Could not start the remote command on {self.target.label}: {e}. The server "
                 f"may limit sessions per connection (MaxSessions); call reconnect() to retry."

@@ -39,8 +39,9 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import ProtocolError, RemoteCommandError, RemoteConnectionError
+from ..errors import ConnectionLost, ProtocolError, RemoteCommandError, RemoteConnectionError
 from ..progress import LARGE, Progress
+from ..ssh.liveness import gone
 from . import frames
 from .frames import HEADER, QUOTED, SNIFF, Frame
 from .process import Counter, RemoteProcess
@@ -56,6 +57,9 @@ STDERR_LINES = 50
 EXIT_WAIT = 2.0
 #: Bound on waiting for the sending thread once the caller was interrupted.
 STOP_WAIT = 0.3
+#: What to do after a lost connection: nothing but repeat a write (a read was retried already).
+LOST_ADVICE = ("The next call connects again, logging in again if it must; a save or an evict "
+               "is never repeated by itself.")
 
 
 def host_logger_name(host: str) -> str:
@@ -228,11 +232,13 @@ class ExecChannel:
         if signal is not None:
             what, advice = _explain_signal(signal)
         elif status is None:
-            error_type = RemoteConnectionError
+            # No status on a live connection is the channel's loss alone, not the login's.
+            error_type = (ConnectionLost if not alive or gone(process.connection_alive)
+                          else RemoteConnectionError)
             why = process.lost_reason()
             what = (f"{why}; {during!r} failed." if why
                     else f"The connection was lost during {during!r} ({cause}).")
-            advice = "Call reconnect() on the cache to connect again."
+            advice = LOST_ADVICE
         else:
             what, advice = _explain_exit(status, tail, self.command)
         return error_type(f"{what} {advice}\nremote command: {self.command}{said}")

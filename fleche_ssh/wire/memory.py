@@ -194,6 +194,9 @@ class MemoryProcess(SocketProcess):
     def connection_alive(self) -> bool:
         return self._alive
 
+    def known_lost(self) -> bool:
+        return not self._alive
+
     def lost_reason(self) -> str | None:
         return self._lost_reason
 

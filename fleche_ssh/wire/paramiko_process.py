@@ -187,6 +187,9 @@ class ParamikoProcess(RemoteProcess):
         transport = self._channel.get_transport()
         return transport is not None and transport.is_active()
 
+    def known_lost(self) -> bool:
+        return not self.connection_alive()  # a flag of Paramiko's: no I/O
+
     def lost_reason(self) -> str | None:
         return self._session.lost_reason()
 

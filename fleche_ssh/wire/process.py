@@ -79,6 +79,17 @@ class RemoteProcess(abc.ABC):
         """Why the connection died, when fleche-ssh itself closed it (keepalives unanswered)."""
         return None
 
+    def known_lost(self) -> bool:
+        """Whether the connection is already known to be gone, found out without any I/O.
+
+        Asked of an idle channel before each call, so that the call after a
+        detected drop logs in again instead of failing on a dead channel;
+        hence no round trip may be spent on it (an OpenSSH master's
+        :meth:`connection_alive` asks the master).  False when unsure: a
+        loss found during the call is handled there.
+        """
+        return False
+
     def recv_ready(self) -> bool:
         """Whether stdout bytes can be read without waiting (used only to quote bad output)."""
         return False

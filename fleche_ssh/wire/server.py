@@ -22,6 +22,12 @@ A call interrupted (``KeyboardInterrupt`` from Ctrl-C or a notebook's
 an exit status: the remote server, its stdio gone, ends, a value it was
 still receiving is not stored, the calls pipelined on the same channel fail
 saying so, and the login under it stays for the next call.
+
+Coming back after a network drop or a laptop's sleep is handled here too,
+for the same reason: whichever source carried the lost connection, an
+idle channel known to be dead is dropped before a call (the call logs in
+again, through the source), and a call in :attr:`RemoteServer.RETRIED`
+whose connection was lost under it is sent once more on a new one.
 """
 
 from __future__ import annotations
@@ -31,14 +37,14 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from ..errors import RemoteConnectionError
+from ..errors import ConnectionLost, LoginLost, PromptUnavailable, RemoteConnectionError
 from ..progress import Progress, resolve_progress
 from ..ssh.pool import POOL
 from .channel import EXIT_WAIT, ExecChannel
 from .command import server_command
-from .frames import encode_frame
+from .frames import Frame, encode_frame
 from .lanes import OPEN, Lane, choose, is_large
 from .pipeline import Broken, Pipeline
 from .process import RemoteProcess
@@ -77,6 +83,15 @@ class RemoteServer:
             the cache's pooled session).
     """
 
+    #: The methods of fleche's ``_CLIENT_METHODS`` (plus ``info``) sent once more, on a
+    #: new connection, when the connection was lost under them (:class:`ConnectionLost`).
+    #: They only read, so doing one twice changes nothing.  A write (``save``,
+    #: ``save_value``, ``prepare``, ``evict``) is never repeated: its frame may have
+    #: reached the remote cache before the loss.  A remote server that ended, or a
+    #: remote cache that raised, is never a reason to repeat anything.
+    RETRIED: ClassVar[frozenset[str]] = frozenset(
+        {"contains", "load", "load_value", "info", "expand", "query"})
+
     def __init__(self, cache: ParamikoCache, opener: Opener | None = None) -> None:
         # A proxy: the server must not keep its cache alive (a dropped cache closes it).
         self._cache = cast("ParamikoCache", weakref.proxy(cache))
@@ -87,6 +102,8 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation = 0
+        #: Why the connection of this cache's channels was lost, until a channel opens again.
+        self._lost: str | None = None
         POOL.track(self)
         # A cache dropped without close() would leave its channels open until the
         # transport closes, which for a pooled transport is the end of the process:
@@ -105,6 +122,7 @@ class RemoteServer:
         self._pool = _Pool()
         self._cond = threading.Condition()
         self._generation += 1
+        self._lost = None
 
     @property
     def idle_channels(self) -> int:
@@ -129,16 +147,14 @@ class RemoteServer:
         # here, nothing is sent, and the server keeps running.
         frame = encode_frame((method, args, kwargs))
         large = is_large(method, frame)
-        while True:
-            lane, generation = self._borrow(large)
-            try:
-                logger.debug("rpc → %s", method)
-                tag, payload = lane.pipeline.call(method, frame)
-            except Broken:
-                continue  # lost before this call sent anything: on another channel
-            finally:
-                self._give_back(lane, generation, large)
-            break
+        try:
+            tag, payload = self._exchange(method, frame, large)
+        except ConnectionLost:
+            if method not in self.RETRIED:
+                raise
+            logger.info("connection to %s lost during %r; retrying it once on a new connection",
+                        self._host, method)
+            tag, payload = self._exchange(method, frame, large)
         logger.debug("rpc ← %s %s", method, tag)
         if tag == "ok":
             return payload
@@ -149,11 +165,26 @@ class RemoteServer:
             raise payload
         raise RemoteConnectionError(f"Unexpected response tag from the remote cache: {tag!r}")
 
+    def _exchange(self, method: str, frame: Frame, large: bool) -> tuple[str, Any]:
+        """*frame* out on a lane, the answer's ``(tag, payload)`` back."""
+        while True:
+            lane, generation = self._borrow(large)
+            try:
+                logger.debug("rpc → %s", method)
+                return lane.pipeline.call(method, frame)
+            except Broken:
+                continue  # lost before this call sent anything: on another channel
+            except ConnectionLost:
+                self._lost = _reason(lane.pipeline.channel)
+                raise
+            finally:
+                self._give_back(lane, generation, large)
+
     def _borrow(self, large: bool) -> tuple[Lane, int]:
         with self._cond:
             while True:
                 pool = self._pool
-                pool.lanes[:] = [lane for lane in pool.lanes if not lane.pipeline.broken]
+                self._drop_lost(pool)
                 chosen = choose(pool.lanes, may_open=pool.open < self._limit, large=large)
                 if isinstance(chosen, Lane):
                     chosen.users += 1
@@ -177,6 +208,23 @@ class RemoteServer:
             self._cond.notify_all()
         return lane, generation
 
+    def _drop_lost(self, pool: _Pool) -> None:
+        """Forget broken lanes, and idle ones whose connection went while they waited.
+
+        A call then logs in again instead of failing on a channel known to
+        be dead.  Asks no I/O: :meth:`~.process.RemoteProcess.known_lost` is a flag.
+        """
+        kept = []
+        for lane in pool.lanes:
+            if lane.pipeline.broken:
+                continue
+            if lane.users == 0 and lane.pipeline.channel.process.known_lost():
+                self._lost = _reason(lane.pipeline.channel)
+                lane.pipeline.close(0.0)
+                continue
+            kept.append(lane)
+        pool.lanes[:] = kept
+
     def _give_back(self, lane: Lane, generation: int, large: bool) -> None:
         with self._cond:
             lane.users -= 1
@@ -192,8 +240,30 @@ class RemoteServer:
         cache = self._cache
         command = server_command(cache.python, cache.cache_name, cache.setup_commands,
                                  cache.workdir)
-        process = (self._opener(command) if self._opener is not None
-                   else open_process(cache, command))
+        lost = self._lost
+        try:
+            process = (self._opener(command) if self._opener is not None
+                       else open_process(cache, command))
+        except PromptUnavailable as e:
+            if lost is None:
+                raise
+            error = LoginLost(
+                f"The login to {self._host} was lost ({lost}) and cannot be made again "
+                f"without an answer. {e} A process that cannot ask can use a login held "
+                f"outside it, which a terminal can restore: an OpenSSH master (ControlMaster "
+                f"auto with ControlPersist), or fleche-ssh's control_persist."
+            )
+            for note in getattr(e, "__notes__", ()):  # what the lookup order said
+                error.add_note(note)
+            raise error from e
+        except RemoteConnectionError as e:
+            if lost is not None:
+                e.add_note(f"The connection to {self._host} was lost ({lost}); connecting "
+                           f"again failed.")
+            elif isinstance(e, ConnectionLost):  # found dead by the channel's opening
+                self._lost = "it closed as a channel opened"
+            raise
+        self._lost = None
         return ExecChannel(process, host=self._host, progress=self._progress)
 
     def reconnect(self) -> None:
@@ -209,3 +279,8 @@ class RemoteServer:
             self._cond.notify_all()
         for lane in idle:
             lane.pipeline.close(wait)
+
+
+def _reason(channel: ExecChannel) -> str:
+    """Why *channel*'s connection went, as short as the facts allow."""
+    return channel.process.lost_reason() or "the connection closed"

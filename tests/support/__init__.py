@@ -21,7 +21,10 @@ Where things live, one job per module:
 * :mod:`.remote`: the remote side's workdir, whose ``fleche.toml`` keeps its
   caches on disk (:func:`write_remote_workdir`);
 * :mod:`.caches`: :class:`CacheFactory`, the ``make`` fixture's caches on
-  ``testhost`` (imported on its own: it imports fleche_ssh).
+  ``testhost`` (imported on its own: it imports fleche_ssh);
+* :mod:`.relay`: :class:`DelayRelay`, a TCP relay in front of sshd, for the
+  benchmark's slow links and for a network that drops and comes back
+  (imported on its own).
 
 The helpers of the first seven are importable from here too
 (``import support; support.start_sshd(...)``), for test files that use

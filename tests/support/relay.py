@@ -1,4 +1,4 @@
-"""A TCP relay that holds every chunk back for a fixed time: a slow link on loopback.
+"""A TCP relay on loopback: a slow link, and a network that drops and comes back.
 
 Loopback answers in microseconds, which hides what matters on a VPN or a
 long-distance link: how many round trips an operation waits for, whether
@@ -15,6 +15,17 @@ it have gone out at that rate, then travels ``one_way_delay``.  Like a
 router, the link queues at most ``QUEUE_SECONDS`` of traffic: the reader
 stops reading beyond that, and small socket buffers pass the back-pressure
 on to the sender instead of hiding megabytes in the kernel.
+
+It also plays the network a laptop loses when it sleeps or changes Wi-Fi.
+:meth:`DelayRelay.drop` takes it away: the port stops listening (a new
+connection is refused) and the open connections either go silent (what
+either end sends vanishes, and neither end can tell, as over a dead
+link) or, with ``cut=True``, are closed at once.  :meth:`DelayRelay.restore`
+brings it back on the same port, and a connection that went silent is
+then closed the next time either end sends, or at once if something was
+sent into the silence: the far side, or a NAT on the way, has forgotten
+it.  Used by ``benchmarks/harness.py`` for latency and bandwidth, and by
+the tests of slow links and of coming back after a drop.
 """
 
 from __future__ import annotations
@@ -36,6 +47,22 @@ CAPPED_SOCKET_BUFFER = 1 << 18
 
 
 @dataclass
+class _Link:
+    """One relayed connection, and the relay's era it was opened in."""
+
+    sockets: tuple[socket.socket, socket.socket]
+    era: int
+    #: Something was sent while the network was down (and vanished).
+    sent_into_silence: bool = False
+
+    def cut(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@dataclass
 class DelayRelay:
     """Listens on ``host``:``port`` and forwards to 127.0.0.1:``target_port``.
 
@@ -44,41 +71,79 @@ class DelayRelay:
     """
 
     target_port: int
-    one_way_delay: float
+    one_way_delay: float = 0.0
     #: Bytes per second in each direction; None: as fast as loopback goes.
     rate: float | None = None
     port: int = 0
     host: str = "127.0.0.1"
     _listener: socket.socket | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
-    _sockets: list[socket.socket] = field(default_factory=list, repr=False)
+    _links: list[_Link] = field(default_factory=list, repr=False)
     _threads: list[threading.Thread] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    #: Counts the drops: a link of an earlier era than this one was forgotten.
+    _era: int = 0
+    _down: bool = False
 
     def start(self) -> DelayRelay:
-        listener = self._socket()
-        listener.bind((self.host, 0))
-        listener.listen(64)
-        listener.settimeout(POLL)
-        self._listener = listener
-        self.port = listener.getsockname()[1]
-        self._spawn(self._accept_loop, "relay-accept")
+        self._listen()
         return self
 
     def stop(self) -> None:
         self._stop.set()
-        for sock in [self._listener, *self._sockets]:
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+        self._close_listener()
+        with self._lock:
+            links = list(self._links)
+        for link in links:
+            link.cut()
         for thread in self._threads:
             thread.join(2 * POLL + self.one_way_delay)
+
+    def drop(self, *, cut: bool = False) -> None:
+        """The network goes away: nothing listens, and the open connections go silent (or, with
+        *cut*, are closed now)."""
+        with self._lock:
+            self._down = True
+            self._era += 1
+            links = list(self._links) if cut else []
+        self._close_listener()
+        for link in links:
+            link.cut()
+
+    def restore(self) -> None:
+        """The network comes back on the same port; the connections open across the drop are
+        cut when next used (at once if something was sent into the silence)."""
+        self._listen()
+        with self._lock:
+            self._down = False
+            stale = [link for link in self._links if link.sent_into_silence]
+        for link in stale:
+            link.cut()
 
     def __enter__(self) -> DelayRelay:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _listen(self) -> None:
+        listener = self._socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(64)
+        listener.settimeout(POLL)
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._spawn(self._accept_loop, "relay-accept", listener)
+
+    def _close_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            # shutdown() takes it out of LISTEN at once, even while its accept loop
+            # waits on it, so that restore() can bind the same port again.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
 
     def _socket(self) -> socket.socket:
         """A TCP socket; with small buffers when the link is rate-capped (accepted ones inherit)."""
@@ -93,11 +158,10 @@ class DelayRelay:
         self._threads.append(thread)
         thread.start()
 
-    def _accept_loop(self) -> None:
-        assert self._listener is not None
-        while not self._stop.is_set():
+    def _accept_loop(self, listener: socket.socket) -> None:
+        while not self._stop.is_set() and listener is self._listener:
             try:
-                client, _ = self._listener.accept()
+                client, _ = listener.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -113,23 +177,34 @@ class DelayRelay:
             for sock in (client, server):
                 sock.settimeout(None)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                self._sockets.append(sock)
-            self._pipe(client, server)
-            self._pipe(server, client)
+            with self._lock:
+                link = _Link((client, server), self._era)
+                self._links.append(link)
+            self._pipe(link, client, server)
+            self._pipe(link, server, client)
 
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, link: _Link, source: socket.socket, sink: socket.socket) -> None:
         """Forward source -> sink, each chunk ``one_way_delay`` after it arrived."""
         chunks: queue.Queue[tuple[float, bytes]] = queue.Queue()
-        self._spawn(self._read, "relay-read", source, sink, chunks)
+        self._spawn(self._read, "relay-read", link, source, chunks)
         self._spawn(self._write, "relay-write", sink, chunks)
 
-    def _read(self, source: socket.socket, sink: socket.socket, chunks: queue.Queue) -> None:
+    def _read(self, link: _Link, source: socket.socket, chunks: queue.Queue) -> None:
         link_free = 0.0  # when the capped link has sent everything queued so far
         while True:
             try:
                 data = source.recv(RECV_SIZE)
             except OSError:
                 data = b""
+            if data:
+                with self._lock:
+                    down, forgotten = self._down, link.era != self._era
+                    link.sent_into_silence |= down and forgotten
+                if down:
+                    continue  # into the silence
+                if forgotten:
+                    link.cut()  # the far side no longer knows this connection
+                    data = b""
             now = time.monotonic()
             if self.rate is None:
                 chunks.put((now + self.one_way_delay, data))

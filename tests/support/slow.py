@@ -1,4 +1,4 @@
-"""A slow link to the test sshd: :mod:`support.relay`'s delaying relay, as a host alias.
+"""A slow link to the test sshd: :mod:`.relay`'s delaying relay, as a host alias.
 
 The relay adds a fixed delay each way and caps each direction at
 :data:`RATE`, as a VPN does: a 256 MiB value takes seconds instead of a
