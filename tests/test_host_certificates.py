@@ -48,21 +48,23 @@ def signed_sshd(workdir: Path, ca: Path, client_key, *options: str):
                                    extra_config=[f"HostCertificate {cert}"])
 
 
+def serving(server):
+    """A fixture's body for *server*: it serves the module's tests, then stops."""
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module")
 def certified(tmp_path_factory, ca, client_key):
     """An sshd whose ed25519 host key is certified for 127.0.0.1 for the next hour."""
-    server = signed_sshd(tmp_path_factory.mktemp("sshd-cert"), ca, client_key,
-                         "-n", "127.0.0.1", "-V", "-5m:+1h")
-    yield server
-    server.stop()
+    yield from serving(signed_sshd(tmp_path_factory.mktemp("sshd-cert"), ca, client_key,
+                                   "-n", "127.0.0.1", "-V", "-5m:+1h"))
 
 
 @pytest.fixture(scope="module")
 def expired(tmp_path_factory, ca, client_key):
-    server = signed_sshd(tmp_path_factory.mktemp("sshd-expired"), ca, client_key,
-                         "-n", "127.0.0.1", "-V", "20200101:20200102")
-    yield server
-    server.stop()
+    yield from serving(signed_sshd(tmp_path_factory.mktemp("sshd-expired"), ca, client_key,
+                                   "-n", "127.0.0.1", "-V", "20200101:20200102"))
 
 
 def ca_line(ca: Path, marker: str = "@cert-authority",

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import pty
 import select
-import signal
 import subprocess
 import sys
 import textwrap
@@ -24,6 +22,7 @@ from fleche.call import Call
 from fleche.digest import digest
 from support.kernel import kernel, printed, run_cell
 from support.slow import slow_host, store
+from support.terminal import python_in_pty
 
 from fleche_ssh.errors import ConfigError
 from fleche_ssh.progress import DELAY, INTERVAL, LARGE, resolve_progress
@@ -73,31 +72,22 @@ def load_script(host: str, remote_dir, python: str, key: str, *, in_pool: bool =
 
 def in_pty(script: str, timeout: float = 120) -> str:
     """Run *script* with a pty as its stdin, stdout and stderr; everything it wrote."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.execv(sys.executable, [sys.executable, "-c", script])
     out = b""
     deadline = time.monotonic() + timeout
-    try:
+    with python_in_pty(script) as child:
         while b" END" not in out:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError(f"the child did not finish within {timeout} s: {out!r}")
-            ready, _, _ = select.select([fd], [], [], left)
+            ready, _, _ = select.select([child.fd], [], [], left)
             try:
-                chunk = os.read(fd, 65536) if ready else b""
+                chunk = os.read(child.fd, 65536) if ready else b""
             except OSError:
                 break
             if ready and not chunk:
                 break
             out += chunk
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        raise
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, out
+    assert child.exit_code == 0, out
     return out.decode("utf-8", "replace")
 
 

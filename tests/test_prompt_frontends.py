@@ -8,14 +8,12 @@ terminal, or sent back as the notebook's input reply.
 from __future__ import annotations
 
 import os
-import pty
 import select
-import signal
-import sys
 import textwrap
 import time
 
 import pytest
+from support.terminal import python_in_pty
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -52,22 +50,15 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
 
 def test_terminal_prompt_hides_the_code(client_home, remote_dir, remote_python):
     code = client_home.sshd_totp.code()
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: a terminal session running the cache
-        os.execv(sys.executable, [sys.executable, "-c", _cell(remote_python, remote_dir)])
-    try:
+    # The child: a terminal session running the cache.
+    with python_in_pty(_cell(remote_python, remote_dir)) as child:
+        fd = child.fd
         before = _read_until(fd, b"One-time password", 60)
         if not before.rstrip().endswith(b":"):
             before += _read_until(fd, b":", 10)
         os.write(fd, code.encode() + b"\n")
         after = _read_until(fd, b"CWD=", 60) + _read_until(fd, b"\n", 10)
-    except BaseException:
-        os.kill(pid, signal.SIGKILL)
-        raise
-    finally:
-        _, status = os.waitpid(pid, 0)
-        os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert child.exit_code == 0
     assert f"CWD={remote_dir}".encode() in after
     assert code.encode() not in before + after
 
