@@ -289,3 +289,17 @@ def test_check_wrong_one_time_code_says_to_retry_with_a_fresh_one(
     _assert_failed_at(result, 3, r"AuthenticationError: Authentication to root@127\.0\.0\.1:\d+ "
                                  r"failed\. .*the answers given to its questions were refused\. "
                                  r"Check the one-time code")
+
+
+def test_check_shows_the_keywords_fleche_ssh_cannot_act_on(client_home, remote_dir,
+                                                          remote_python):
+    with client_home.config.open("a") as f:
+        f.write("\nHost testhost\n    GSSAPIAuthentication yes\n    VerifyHostKeyDNS yes\n")
+    result = run_cli("check", "testhost", "--python", remote_python,
+                     "--workdir", str(remote_dir))
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    config = re.escape(str(client_home.config))
+    for keyword, effect in (("GSSAPIAuthentication", "Kerberos"), ("VerifyHostKeyDNS", "SSHFP")):
+        assert re.search(rf"^ +not supported +{config}:\d+: {keyword} yes is not supported by "
+                         rf"fleche-ssh, ignored; .*{effect}", out, re.M), out

@@ -47,8 +47,30 @@ class CheckState:
 
 
 def _resolve(state: CheckState) -> Rows:
-    state.target = state.cache.target()
-    return state.target.describe()
+    """The resolved target, and every keyword that applied but that fleche-ssh cannot act on.
+
+    The latter are the log lines of :func:`~fleche_ssh.config.ignored.log_ignored`
+    at info level and above (what ``ssh`` would have done differently), shown
+    here whatever the log level, since they are the first suspects when
+    ``ssh`` and fleche-ssh disagree.
+    """
+    import logging
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = seen.append  # type: ignore[method-assign]
+    options_log = logging.getLogger("fleche_ssh.options")
+    level = options_log.level
+    options_log.addHandler(handler)
+    if not options_log.isEnabledFor(logging.INFO):
+        options_log.setLevel(logging.INFO)
+    try:
+        state.target = state.cache.target()
+    finally:
+        options_log.removeHandler(handler)
+        options_log.setLevel(level)
+    unsupported = [("not supported", r.getMessage().split(": ", 1)[-1]) for r in seen]
+    return [*state.target.describe(), *unsupported]
 
 
 def _master(state: CheckState) -> Rows:
