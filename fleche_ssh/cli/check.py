@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import statistics
 import sys
@@ -46,6 +47,17 @@ class CheckState:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+class _Collected(logging.Handler):
+    """Keeps the records it is given."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _resolve(state: CheckState) -> Rows:
     """The resolved target, and every keyword that applied but that fleche-ssh cannot act on.
 
@@ -54,11 +66,7 @@ def _resolve(state: CheckState) -> Rows:
     here whatever the log level, since they are the first suspects when
     ``ssh`` and fleche-ssh disagree.
     """
-    import logging
-
-    seen: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = seen.append  # type: ignore[method-assign]
+    handler = _Collected(logging.INFO)
     options_log = logging.getLogger("fleche_ssh.options")
     level = options_log.level
     options_log.addHandler(handler)
@@ -69,7 +77,7 @@ def _resolve(state: CheckState) -> Rows:
     finally:
         options_log.removeHandler(handler)
         options_log.setLevel(level)
-    unsupported = [("not supported", r.getMessage().split(": ", 1)[-1]) for r in seen]
+    unsupported = [("not supported", r.getMessage().split(": ", 1)[-1]) for r in handler.records]
     return [*state.target.describe(), *unsupported]
 
 
@@ -225,8 +233,6 @@ def _caches_to_check(args: argparse.Namespace) -> list[Any]:
 def check(args: argparse.Namespace) -> int:
     """``fleche-ssh check``: every step of reaching a remote cache, with timings."""
     if args.verbose:
-        import logging
-
         logging.basicConfig(level=logging.INFO if args.verbose == 1 else logging.DEBUG,
                             format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # As under ``python -m``: a prompt = "module:function" may name a module of this directory.
