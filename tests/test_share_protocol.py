@@ -176,14 +176,32 @@ def test_stderr_and_the_exit_status_come_back(make, pool):
     process.kill()
 
 
-def test_a_holder_gone_mid_call_is_a_typed_error_within_a_bound(make, pool):
+def _holder_gone(make, pool) -> ParamikoCache:
+    """A cache whose channel runs through a holder, then the holder's side of it dies."""
     connect = Pairs(forwarding(pool))
     cache = through(make(), connect)
     assert cache.info()["pid"] > 0
     for end in connect.ends:  # the holder's side of every local connection dies
         end.shutdown(socket.SHUT_RDWR)
+    return cache
+
+
+def test_a_holder_gone_mid_save_is_a_typed_error_within_a_bound(make, pool):
+    cache = _holder_gone(make, pool)
+    call = Call(name="share.gone", arguments={}, result=7)
     started = time.monotonic()
     with pytest.raises(protocol.RemoteConnectionError):
+        cache.save(call)  # a write is never sent twice
+    assert time.monotonic() - started < 10
+    assert cache.contains(call.to_lookup_key()) is False  # nothing was stored
+
+
+def test_a_read_the_holder_dies_under_is_answered_on_a_new_channel(make, pool):
+    cache = _holder_gone(make, pool)
+    started = time.monotonic()
+    # Retried once on a new channel, the read reaches the remote cache, which answers
+    # that it has no such value: an answer, not a lost connection.
+    with pytest.raises(KeyError):
         cache.load_value("0" * 64)
     assert time.monotonic() - started < 10
 
