@@ -206,7 +206,7 @@ def through_holder(cache: Any, calls: int, size: int, tag: int) -> dict[str, flo
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _load_at_once(cache: Any, digest: str, size: int, ready: Any, done: Any) -> None:
+def _load_at_once(cache: Any, digest: str, ready: Any, done: Any) -> None:
     """A worker of :func:`loads_at_once`: open its channel, wait for the others, load once."""
     cache.info()
     ready.wait(PROBE_TIMEOUT)
@@ -230,7 +230,7 @@ def loads_at_once(cache: Any, digests: list[str], size: int) -> float:
 
     spawn = multiprocessing.get_context("spawn")
     ready, done = spawn.Barrier(len(digests)), spawn.Queue()
-    workers = [spawn.Process(target=_load_at_once, args=(cache, digest, size, ready, done))
+    workers = [spawn.Process(target=_load_at_once, args=(cache, digest, ready, done))
                for digest in digests]
     for worker in workers:
         worker.start()
