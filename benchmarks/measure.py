@@ -24,6 +24,7 @@ MISSING_KEY = "f" * 64
 MIB = 1 << 20
 PROBE = Path(__file__).resolve().parent / "memprobe.py"
 SHARE_PROBE = PROBE.with_name("shareprobe.py")
+SECOND_PROBE = PROBE.with_name("secondprobe.py")
 #: Bound on one memory-probe subprocess (it connects, loads one value, exits).
 PROBE_TIMEOUT = 300.0
 TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -202,6 +203,58 @@ def through_holder(cache: Any, calls: int, size: int, tag: int) -> dict[str, flo
                           env=os.environ.copy())
     if proc.returncode != 0:
         raise RuntimeError(f"shared-login probe failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _load_at_once(cache: Any, digest: str, ready: Any, done: Any) -> None:
+    """A worker of :func:`loads_at_once`: open its channel, wait for the others, load once."""
+    cache.info()
+    ready.wait(PROBE_TIMEOUT)
+    started = time.perf_counter()
+    got = cache.load_value(digest)
+    finished = time.perf_counter()
+    cache.close()
+    done.put((started, finished, len(memoryview(got).cast("B"))))
+
+
+def loads_at_once(cache: Any, digests: list[str], size: int) -> float:
+    """Total MB/s of one worker process per digest, each loading its *size*-byte value at once.
+
+    The workers are spawned (a fresh interpreter, as on macOS and Windows,
+    and no ``fork()`` of this threaded process) and get *cache* pickled:
+    with this process's offer of its login when it makes one, else each
+    logs in itself.  Each opens its channel first; the loads start together
+    behind a barrier, and the time is from the first start to the last end.
+    """
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
+    ready, done = spawn.Barrier(len(digests)), spawn.Queue()
+    workers = [spawn.Process(target=_load_at_once, args=(cache, digest, ready, done))
+               for digest in digests]
+    for worker in workers:
+        worker.start()
+    try:
+        spans = [done.get(timeout=PROBE_TIMEOUT) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(PROBE_TIMEOUT)
+            if worker.exitcode is None:
+                worker.kill()
+    if any(moved != size for _, _, moved in spans) or any(w.exitcode for w in workers):
+        raise RuntimeError(f"a loading worker failed or loaded the wrong size: {spans}")
+    took = max(end for _, end, _ in spans) - min(start for start, _, _ in spans)
+    return len(digests) * size / 1e6 / took
+
+
+def second_process(impl: Impl, kwargs: dict[str, Any]) -> dict[str, float]:
+    """Run ``secondprobe.py``: a fresh process's call, timed to its channel and to its answer."""
+    proc = subprocess.run([sys.executable, str(SECOND_PROBE), impl.name,
+                           json.dumps(_jsonable(kwargs))], capture_output=True, text=True,
+                          timeout=PROBE_TIMEOUT, env=os.environ.copy(),
+                          stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise RuntimeError(f"second-process probe for {impl.name} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -107,14 +107,46 @@ def rows(med: dict[str, Any], plan: Any) -> list[Row]:
                *(mib * MIB / MB / s for s in master[op]), at_least(0.95))
           for op in ("save", "load")),
     ]
-    shared = med["shared"]
-    out += [
+    return out + shared_rows(med, plan)
+
+
+#: Our second process's channel is open within this many milliseconds of its call.
+CHANNEL_OPEN_MS = 50
+
+
+def shared_rows(med: dict[str, Any], plan: Any) -> list[Row]:
+    """A login shared between processes: the rows of ``run.py --only shared``.
+
+    In the first three rows "stock" is this process's own login and
+    "fleche-ssh" a second process riding it; in the workers' row, workers
+    with their own logins and workers through one.  The second-process rows
+    put a new process's first call next to stock's, without a master (ours
+    riding a ``control_persist`` login) and through a live OpenSSH master.
+    """
+    shared, mib = med["shared"], plan.bulk_mib[0]
+    workers = plan.at_once_workers
+    out = [
         _row(f"shared login vs own: small round trip ({plan.round_trip_calls} x contains)",
              "us/call", *(s * 1e6 for s in shared["round_trip"]), at_most(1.15)),
         *(_row(f"shared login vs own: {op}_value {mib} MiB", "MB/s",
                *(mib * MIB / MB / s for s in shared[op]), at_least(0.9))
           for op in ("save", "load")),
+        _row(f"{workers} workers loading {plan.at_once_mib} MiB each at once, total: "
+             f"one shared login vs own logins", "MB/s", *med["at_once"], at_least(0.8)),
     ]
+    second = med["second"]
+    opened = Target(f"<= {CHANNEL_OPEN_MS} ms (ours)", operator.le, CHANNEL_OPEN_MS, "ours")
+    for ours, stock, how in (("kept", "stock", "login kept (control_persist)"),
+                             ("master", "stock-master", "through an OpenSSH master")):
+        out += [
+            _row(f"second process, {how}: call to channel open", "ms",
+                 second["channel_open"][stock] * 1e3, second["channel_open"][ours] * 1e3,
+                 opened),
+            _row(f"second process, {how}: first answer (construct + info)", "s",
+                 second["first_answer"][stock], second["first_answer"][ours]),
+            _row(f"second process, {how}: first answer after channel open", "s",
+                 second["after_open"][stock], second["after_open"][ours], at_most(1.1)),
+        ]
     return out
 
 

@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # full run, about ten minutes
     python benchmarks/run.py --smoke    # seconds: tiny sizes, one repetition (CI)
+    python benchmarks/run.py --only shared  # only the rows of a login shared by processes
 
 Starts its own loopback sshd (and delaying relays for the latency and
 wide-area figures, one of them also capping the bandwidth), builds a
@@ -74,6 +75,10 @@ class Plan:
     #: The bandwidth-capped link: (added round trip ms, Mbit/s), and its value size.
     capped: tuple[int, int]
     capped_mib: int
+    #: Worker processes loading at once through one shared login (and through their own),
+    #: and the MiB each loads.
+    at_once_workers: int = 4
+    at_once_mib: int = 64
 
 
 FULL = Plan(name="full", import_reps=3, first_answer_reps=7, reps=5, round_trip_calls=2000,
@@ -85,7 +90,7 @@ SMOKE = Plan(name="smoke", import_reps=1, first_answer_reps=1, reps=1, round_tri
              bulk_mib=(2,), scaling_mib=(1, 2), bulk_batch_mib=1, memory_mib=2, memory_reps=1,
              rtts_ms=(50,), threads=(1, 8), concurrency_seconds=0.5,
              concurrency_reps=1, wan_rtts_ms=(10,), wan_mib=(2,), wan_reps=1, wan_slow_reps=1,
-             capped=(10, 100), capped_mib=2)
+             capped=(10, 100), capped_mib=2, at_once_workers=2, at_once_mib=1)
 
 
 def progress(message: str) -> None:
@@ -331,6 +336,93 @@ def measure_through_holder(bench: Bench, plan: Plan, samples: dict) -> None:
              f"{median_of(per['round_trip']['shared'])}")
 
 
+def measure_loads_at_once(bench: Bench, plan: Plan, samples: dict) -> None:
+    """Worker processes loading a value each at once: through this process's login, or their own.
+
+    The "shared" workers get the cache pickled with this process's offer,
+    so all their channels are relayed by this process over its one
+    connection; the "own" ones get it with ``control_master = "no"`` and
+    each log in.  The "stock" column of the row is the "own" figure.
+    """
+    per = samples["at_once"]
+    kwargs = bench.cache_kwargs()
+    size = plan.at_once_mib * MIB
+    cache = open_cache(OURS, kwargs)
+    try:
+        digests = [str(cache._rpc("save_value", measure.make_value(size, 30_000 + i)))
+                   for i in range(plan.at_once_workers)]
+    finally:
+        finish(OURS, cache)
+    ways = {"shared": kwargs, "own": {**kwargs, "control_master": "no"}}
+    for rep in range(plan.reps):
+        for way in ("shared", "own") if rep % 2 == 0 else ("own", "shared"):
+            cache = open_cache(OURS, ways[way])
+            try:
+                per[way].append(measure.loads_at_once(cache, digests, size))
+            finally:
+                finish(OURS, cache)
+    progress(f"{plan.at_once_workers} workers loading at once: MB/s {median_of(per['own'])} "
+             f"with their own logins, {median_of(per['shared'])} through one")
+
+
+@contextlib.contextmanager
+def kept_logins() -> Iterator[None]:
+    """A private runtime directory for ``control_persist`` holders, every holder ended after."""
+    import os
+
+    from fleche_ssh.share import local, persist
+    from fleche_ssh.share.place import OVERRIDE
+
+    where = Path(tempfile.mkdtemp(prefix="fsb-", dir="/tmp"))  # short: a socket's sun_path
+    saved = os.environ.get(OVERRIDE)
+    os.environ[OVERRIDE] = str(where)
+    try:
+        yield
+    finally:
+        for name in persist.names():
+            persist.request(name, "logout", local.connect)
+        if saved is None:
+            os.environ.pop(OVERRIDE)
+        else:
+            os.environ[OVERRIDE] = saved
+        shutil.rmtree(where, ignore_errors=True)
+
+
+#: The second-process cases: (sample key, client, whether a live OpenSSH master is used).
+SECOND_WAYS = (("kept", OURS, False), ("stock", STOCK, False),
+               ("master", OURS, True), ("stock-master", STOCK, True))
+
+
+def measure_second_process(bench: Bench, plan: Plan, samples: dict) -> None:
+    """A fresh process's first call while a login is held, next to stock's.
+
+    "kept": ours with ``control_persist``, its login held by the background
+    process an untimed first run started; "master": ours through a live
+    OpenSSH master; "stock" and "stock-master": ``SshCache`` logging in
+    itself, and through that master.  Each sample is a new process (see
+    ``secondprobe.py`` for how the channel's opening is seen).
+    """
+    per = samples["second"]
+    with kept_logins(), openssh_master(bench) as sock:
+        plain = bench.cache_kwargs()
+        kwargs = {False: plain,
+                  True: {**plain, "ssh_options": [*plain["ssh_options"], "-o",
+                                                  f"ControlPath={sock}"]}}
+        kept = {**plain, "control_persist": "10m"}
+        cases = {key: (impl, kept if key == "kept" else kwargs[master])
+                 for key, impl, master in SECOND_WAYS}
+        for impl, kw in cases.values():  # untimed: starts the holder; page cache, first forks
+            measure.second_process(impl, kw)
+        for rep in range(plan.first_answer_reps):
+            for key in list(cases) if rep % 2 == 0 else list(cases)[::-1]:
+                got = measure.second_process(*cases[key])
+                got["after_open"] = got["first_answer"] - got["channel_open"]
+                for metric, value in got.items():
+                    per[metric][key].append(value)
+    progress("second process, call to channel open (ms): "
+             f"{ {k: round(median_of(v) * 1000, 1) for k, v in per['channel_open'].items()} }")
+
+
 def medians(samples: dict, plan: Plan) -> dict[str, Any]:
     return {
         "import": pair(samples["import"]),
@@ -343,8 +435,19 @@ def medians(samples: dict, plan: Plan) -> dict[str, Any]:
                         for rtt, per in samples["concurrency"].items()},
         "servers": samples["servers"],
         "master": {metric: pair(per) for metric, per in samples["master"].items()},
+        **shared_medians(samples),
+    }
+
+
+def shared_medians(samples: dict) -> dict[str, Any]:
+    """The medians of the shared-login section (all that ``--only shared`` measures)."""
+    return {
         "shared": {metric: (median_of(per["direct"]), median_of(per["shared"]))
                    for metric, per in samples["shared"].items()},
+        "at_once": (median_of(samples["at_once"]["own"]),
+                    median_of(samples["at_once"]["shared"])),
+        "second": {metric: {key: median_of(s) for key, s in per.items()}
+                   for metric, per in samples["second"].items()},
     }
 
 
@@ -407,6 +510,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS,
                         help=f"directory for the JSON and PNG results (default {RESULTS})")
     parser.add_argument("--reps", type=int, help="override the repetitions of every metric")
+    parser.add_argument("--only", choices=["shared"],
+                        help="measure only this section (shared: a login shared between "
+                             "processes); its results go to <mode>-<section>.json")
     return parser.parse_args(argv)
 
 
@@ -429,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
                    for metric in ("first_answer", "round_trip", "save", "load")},
         "shared": {metric: {"direct": [], "shared": []}
                    for metric in ("round_trip", "save", "load")},
+        "at_once": {"own": [], "shared": []},
+        "second": {metric: {key: [] for key, _, _ in SECOND_WAYS}
+                   for metric in ("channel_open", "first_answer", "after_open")},
     }
     started = time.monotonic()
     with bench_world(sorted({*plan.rtts_ms, *plan.wan_rtts_ms}), [plan.capped]) as bench:
@@ -436,22 +545,28 @@ def main(argv: list[str] | None = None) -> int:
         env = environment(bench)
         progress(f"ciphers: fleche-ssh {env['fleche_ssh_transport']}, "
                  f"stock {env['stock_ssh_ciphers']}")
-        measure_imports(plan, samples)
-        measure_first_answer(bench, plan, samples)
-        digests = measure_round_trips_and_bulk(bench, plan, samples)
-        measure_memory(bench, plan, samples, digests)
-        measure_concurrency(bench, plan, samples)
-        measure_wide_area(bench, plan, samples)
-        measure_through_master(bench, plan, samples)
+        if args.only is None:
+            measure_imports(plan, samples)
+            measure_first_answer(bench, plan, samples)
+            digests = measure_round_trips_and_bulk(bench, plan, samples)
+            measure_memory(bench, plan, samples, digests)
+            measure_concurrency(bench, plan, samples)
+            measure_wide_area(bench, plan, samples)
+            measure_through_master(bench, plan, samples)
         measure_through_holder(bench, plan, samples)
-    med = medians(samples, plan)
-    rows = report.rows(med, plan)
+        measure_loads_at_once(bench, plan, samples)
+        measure_second_process(bench, plan, samples)
+    med = medians(samples, plan) if args.only is None else shared_medians(samples)
+    rows = report.rows(med, plan) if args.only is None else report.shared_rows(med, plan)
     print(report.table(rows))
     args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"{plan.name}.json"
+    json_path = args.out / f"{plan.name}{'' if args.only is None else '-' + args.only}.json"
     report.write_json(json_path, {"plan": asdict(plan), "environment": env,
                                   "seconds": time.monotonic() - started,
                                   "samples": samples, "medians": med}, rows)
+    if args.only is not None:  # the plots are of the other sections
+        print(f"\nwrote {json_path}\ntotal {time.monotonic() - started:.0f} s")
+        return 0
     png_path = args.out / f"{plan.name}.png"
     wan_png_path = args.out / f"{plan.name}-wide-area.png"
     plotted = report.write_plot(png_path, med, plan) and report.write_wan_plot(

@@ -2,7 +2,8 @@
 
 Against the real publickey + TOTP sshd, with real separate processes: one
 code across two programs (the second runs with ``prompt = "none"``), one
-code for eight programs starting at once, expiry after the idle time, and
+code for eight programs starting at once, none after a real Jupyter
+kernel restart, expiry after the idle time, and
 the ``login``/``logins``/``logout`` commands.  Each test has a private
 runtime directory of its own, and ends every holder it started.
 """
@@ -10,6 +11,7 @@ runtime directory of its own, and ends every holder it started.
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.caches import wait_for
+from support.kernel import cell_messages, kernel, printed, run_cell
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.cli import main as cli
@@ -153,3 +156,51 @@ def test_the_name_is_the_destination_not_the_settings_of_sharing(make):
     long = make(control_persist="8h", control_master="yes").target()
     other = make(port=2222).target()
     assert persist.name_for(short) == persist.name_for(long) != persist.name_for(other)
+
+
+#: A notebook cell: the cache with a kept login, one call, and which kernel process made it.
+KERNEL_CELL = """
+import os
+from fleche_ssh import ParamikoCache
+cache = ParamikoCache(host="totphost", python={python!r}, workdir={workdir!r},
+                      prompt={prompt!r}, control_persist="1m")
+print("CWD=" + cache.info()["cwd"], "PID=" + str(os.getpid()), flush=True)
+"""
+
+
+def _kernel_cell(remote_dir, remote_python, prompt: str) -> str:
+    return KERNEL_CELL.format(python=remote_python, workdir=str(remote_dir), prompt=prompt)
+
+
+def _answered(messages: list[dict], reply: dict) -> tuple[str, str]:
+    """The ``(cwd, pid)`` a :data:`KERNEL_CELL` printed; its error if it failed."""
+    errors = [m["content"] for m in messages if m["header"]["msg_type"] == "error"]
+    assert reply["content"]["status"] == "ok", errors or reply["content"]
+    cwd, pid = printed(messages).split()
+    return cwd.removeprefix("CWD="), pid.removeprefix("PID=")
+
+
+def test_a_restarted_kernel_asks_no_code(client_home, remote_dir, remote_python, runtime):
+    before = _logins(client_home.sshd_totp)
+    with kernel() as (manager, client):
+        first = client.execute(_kernel_cell(remote_dir, remote_python, "auto"), allow_stdin=True)
+        request = client.get_stdin_msg(timeout=60)
+        assert "One-time password" in request["content"]["prompt"]
+        client.input(client_home.sshd_totp.code())
+        cwd, pid = _answered(cell_messages(client, first), client.get_shell_msg(timeout=10))
+        assert cwd == str(remote_dir)
+
+        # A real restart: the kernel process is gone (its cache never closed), a new one starts.
+        manager.restart_kernel(now=True)
+        client.wait_for_ready(timeout=60)
+        messages, reply = run_cell(client, _kernel_cell(remote_dir, remote_python, "none"))
+        cwd, again = _answered(messages, reply)
+        assert (cwd, again != pid) == (str(remote_dir), True)
+        with pytest.raises(queue.Empty):
+            client.get_stdin_msg(timeout=0.1)
+    assert _logins(client_home.sshd_totp) - before == 1
+
+    (name,) = persist.names()
+    assert cli(["logout"]) == 0
+    assert wait_for(lambda: persist.request(name, "logins", local.connect) is None, 10)
+    assert wait_for(lambda: not list(runtime.glob("*.sock")), 10)
