@@ -100,8 +100,13 @@ class RemoteServer:
         self._limit = cache.channels
         self._progress = Progress(cache.host, resolve_progress(cache.progress))
         self._pool = _Pool()
-        self._cond = threading.Condition()
+        # Taken directly on every call (``with self._lock``): a plain lock is a C
+        # call, Condition's own enter and exit are Python frames.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._generation = 0
+        #: Calls asleep in :meth:`_borrow`: only they need a notify.
+        self._waiting = 0
         #: Why the connection of this cache's channels was lost, until a channel opens again.
         self._lost: str | None = None
         POOL.track(self)
@@ -120,25 +125,27 @@ class RemoteServer:
         transport of this process's own.
         """
         self._pool = _Pool()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._generation += 1
+        self._waiting = 0
         self._lost = None
 
     @property
     def idle_channels(self) -> int:
         """How many channels wait for a call."""
-        with self._cond:
+        with self._lock:
             return sum(lane.users == 0 and not lane.pipeline.broken for lane in self._pool.lanes)
 
     @property
     def open_channels(self) -> int:
         """How many channels are open, idle or in a call."""
-        with self._cond:
+        with self._lock:
             return self._pool.open
 
     def idle_processes(self) -> list[RemoteProcess]:
         """The remote processes of the idle channels: what ``check`` reports the flow control of."""
-        with self._cond:
+        with self._lock:
             return [lane.pipeline.channel.process for lane in self._pool.lanes
                     if lane.users == 0 and not lane.pipeline.broken]
 
@@ -181,7 +188,7 @@ class RemoteServer:
                 self._give_back(lane, generation, large)
 
     def _borrow(self, large: bool) -> tuple[Lane, int]:
-        with self._cond:
+        with self._lock:
             while True:
                 pool = self._pool
                 self._drop_lost(pool)
@@ -192,17 +199,21 @@ class RemoteServer:
                     return chosen, self._generation
                 if chosen == OPEN:
                     break
-                self._cond.wait()
+                self._waiting += 1
+                try:
+                    self._cond.wait()
+                finally:
+                    self._waiting -= 1
             pool.opening += 1
             generation = self._generation
         try:
             lane = Lane(Pipeline(self._open(), host=self._host), users=1, large=int(large))
         except BaseException:
-            with self._cond:
+            with self._lock:
                 pool.opening -= 1
                 self._cond.notify_all()
             raise
-        with self._cond:
+        with self._lock:
             pool.opening -= 1
             pool.lanes.append(lane)
             self._cond.notify_all()
@@ -214,25 +225,28 @@ class RemoteServer:
         A call then logs in again instead of failing on a channel known to
         be dead.  Asks no I/O: :meth:`~.process.RemoteProcess.known_lost` is a flag.
         """
-        kept = []
+        kept: list[Lane] = []
         for lane in pool.lanes:
-            if lane.pipeline.broken:
+            pipeline = lane.pipeline
+            if pipeline.broken:
                 continue
-            if lane.users == 0 and lane.pipeline.channel.process.known_lost():
-                self._lost = _reason(lane.pipeline.channel)
-                lane.pipeline.close(0.0)
+            if lane.users == 0 and pipeline.channel.process.known_lost():
+                self._lost = _reason(pipeline.channel)
+                pipeline.close(0.0)
                 continue
             kept.append(lane)
-        pool.lanes[:] = kept
+        if len(kept) < len(pool.lanes):
+            pool.lanes[:] = kept
 
     def _give_back(self, lane: Lane, generation: int, large: bool) -> None:
-        with self._cond:
+        with self._lock:
             lane.users -= 1
             lane.large -= large
             # A lane of an earlier generation (close() came while it was in use) is
             # closed by the last call on it.
             stale = generation != self._generation and lane.users == 0
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
         if stale:
             lane.pipeline.close()
 
@@ -272,7 +286,7 @@ class RemoteServer:
 
     def close(self, wait: float = EXIT_WAIT) -> None:
         """Close the idle channels, waiting up to *wait* s for each remote server to exit."""
-        with self._cond:
+        with self._lock:
             lanes, self._pool = self._pool.lanes, _Pool()
             idle = [lane for lane in lanes if lane.users == 0]
             self._generation += 1
