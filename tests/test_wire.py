@@ -370,6 +370,28 @@ def test_connection_lost_between_calls(memory, caplog, write):
     assert retries(caplog) == []  # nothing failed, so nothing was repeated
 
 
+def test_a_dead_idle_channel_is_closed_outside_the_pool_lock(memory):
+    """Closing waits a moment for the stderr thread; the other calls must not wait behind it."""
+    cache, remote = memory(channels=2)
+    cache.info()
+    lane = conn(cache)._pool.lanes[0]
+    others_could_borrow: list[bool] = []
+    close = lane.pipeline.close
+
+    def close_watched(wait: float) -> None:
+        probe = threading.Thread(target=lambda: conn(cache).open_channels, daemon=True)
+        probe.start()
+        probe.join(PROMPT / 4)
+        others_could_borrow.append(not probe.is_alive())
+        close(wait)
+
+    lane.pipeline.close = close_watched  # type: ignore[method-assign]
+    remote.processes[0].lose()
+    assert cache.contains(ABSENT) is False
+    assert others_could_borrow == [True]
+    assert len(remote.processes) == 2
+
+
 def test_connection_given_up_by_keepalives(memory):
     verdict = "memory did not answer 3 keepalives 15 s apart; the connection was closed"
     cache, remote = memory()

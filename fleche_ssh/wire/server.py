@@ -188,24 +188,31 @@ class RemoteServer:
                 self._give_back(lane, generation, large)
 
     def _borrow(self, large: bool) -> tuple[Lane, int]:
-        with self._lock:
-            while True:
-                pool = self._pool
-                self._drop_lost(pool)
-                chosen = choose(pool.lanes, may_open=pool.open < self._limit, large=large)
-                if isinstance(chosen, Lane):
-                    chosen.users += 1
-                    chosen.large += large
-                    return chosen, self._generation
-                if chosen == OPEN:
-                    break
-                self._waiting += 1
-                try:
-                    self._cond.wait()
-                finally:
-                    self._waiting -= 1
-            pool.opening += 1
-            generation = self._generation
+        dead: list[Lane] = []
+        try:
+            with self._lock:
+                while True:
+                    pool = self._pool
+                    dead += self._drop_lost(pool)
+                    chosen = choose(pool.lanes, may_open=pool.open < self._limit, large=large)
+                    if isinstance(chosen, Lane):
+                        chosen.users += 1
+                        chosen.large += large
+                        return chosen, self._generation
+                    if chosen == OPEN:
+                        break
+                    self._waiting += 1
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self._waiting -= 1
+                pool.opening += 1
+                generation = self._generation
+        finally:
+            # Outside the lock: closing waits a moment for the stderr thread, and
+            # every other call would wait behind it.
+            for lane in dead:
+                lane.pipeline.close(0.0)
         try:
             lane = Lane(Pipeline(self._open(), host=self._host), users=1, large=int(large))
         except BaseException:
@@ -219,24 +226,28 @@ class RemoteServer:
             self._cond.notify_all()
         return lane, generation
 
-    def _drop_lost(self, pool: _Pool) -> None:
+    def _drop_lost(self, pool: _Pool) -> list[Lane]:
         """Forget broken lanes, and idle ones whose connection went while they waited.
 
         A call then logs in again instead of failing on a channel known to
-        be dead.  Asks no I/O: :meth:`~.process.RemoteProcess.known_lost` is a flag.
+        be dead.  Asks no I/O: :meth:`~.process.RemoteProcess.known_lost` is a
+        flag.  Returns the idle dead lanes, for the caller to close once it
+        has let go of the lock.
         """
         kept: list[Lane] = []
+        dead: list[Lane] = []
         for lane in pool.lanes:
             pipeline = lane.pipeline
             if pipeline.broken:
                 continue
             if lane.users == 0 and pipeline.channel.process.known_lost():
                 self._lost = _reason(pipeline.channel)
-                pipeline.close(0.0)
+                dead.append(lane)
                 continue
             kept.append(lane)
         if len(kept) < len(pool.lanes):
             pool.lanes[:] = kept
+        return dead
 
     def _give_back(self, lane: Lane, generation: int, large: bool) -> None:
         with self._lock:
