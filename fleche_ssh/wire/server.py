@@ -7,7 +7,11 @@ order, so eight threads get nearly eight times the calls per second of
 one over a link with latency, from one remote process.  A call takes an
 idle channel, else opens one while fewer than ``channels`` are open, else
 joins the least loaded; a small call never queues behind a large one
-(:mod:`.lanes`).
+(:mod:`.lanes`).  The first server of a cache starts alone, and the calls
+of other threads are pipelined on it until it has answered once: servers
+starting together race to create the remote cache's storage (fleche's
+``sql`` backend checks for its tables, then creates them), and the loser
+exits with status 1.
 
 How that command is started is the *opener*'s business, given to
 :class:`RemoteServer` as httpx gives a client its transport: by default the
@@ -107,6 +111,9 @@ class RemoteServer:
         self._generation = 0
         #: Calls asleep in :meth:`_borrow`: only they need a notify.
         self._waiting = 0
+        #: Whether a remote server of this cache has answered a request: from then on
+        #: its storage exists, and further servers may start together.
+        self._answered = False
         #: Why the connection of this cache's channels was lost, until a channel opens again.
         self._lost: str | None = None
         POOL.track(self)
@@ -178,7 +185,9 @@ class RemoteServer:
             lane, generation = self._borrow(large)
             try:
                 logger.debug("rpc → %s", method)
-                return lane.pipeline.call(method, frame)
+                answer = lane.pipeline.call(method, frame)
+                self._answered = True
+                return answer
             except Broken:
                 continue  # lost before this call sent anything: on another channel
             except ConnectionLost:
@@ -194,7 +203,9 @@ class RemoteServer:
                 while True:
                     pool = self._pool
                     dead += self._drop_lost(pool)
-                    chosen = choose(pool.lanes, may_open=pool.open < self._limit, large=large)
+                    # Until one server has answered, it is the only one: its storage then exists.
+                    may_open = pool.open < self._limit and (self._answered or not pool.open)
+                    chosen = choose(pool.lanes, may_open=may_open, large=large)
                     if isinstance(chosen, Lane):
                         chosen.users += 1
                         chosen.large += large
