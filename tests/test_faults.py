@@ -424,14 +424,17 @@ class _FourGiBAndOne:
 @pytest.fixture
 def oversized(monkeypatch):
     """Requests carrying ``HUGE`` pickle to 4 GiB + 1 byte, without allocating any of it."""
-    real = cloudpickle.dumps
-
-    def dumps(obj, *args, **kwargs):
-        body = real(obj, *args, **kwargs)
-        return _FourGiBAndOne() if HUGE in body else body
+    def oversizing(real):
+        def dumps(obj, *args, **kwargs):
+            body = real(obj, *args, **kwargs)
+            return _FourGiBAndOne() if HUGE in body else body
+        return dumps
 
     monkeypatch.setattr(frames, "cloudpickle",
-                        types.SimpleNamespace(dumps=dumps, loads=cloudpickle.loads))
+                        types.SimpleNamespace(dumps=oversizing(cloudpickle.dumps),
+                                              loads=cloudpickle.loads))
+    # A request of plain values (HUGE itself, in save_value) takes the C pickler.
+    monkeypatch.setattr(frames, "_plain_dumps", oversizing(frames._plain_dumps))
 
 
 def test_a_value_over_4_gib_is_refused_before_anything_is_sent(make, oversized):

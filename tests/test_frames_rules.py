@@ -2,8 +2,8 @@
 answer that can be a pickle, and what a refused answer quotes.
 
 Pure logic on bytes, as :mod:`fleche_ssh.wire.frames` does no I/O.  The only double is
-``cloudpickle.dumps`` returning a body that only claims its length, as a real 4 GiB pickle
-would not fit in a test's memory.
+the pickler (``cloudpickle.dumps``, and ``pickle.dumps`` for plain requests) returning a body
+that only claims its length, as a real 4 GiB pickle would not fit in a test's memory.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class _Sized:
 def _pickling_to(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     monkeypatch.setattr(frames, "cloudpickle", types.SimpleNamespace(
         dumps=lambda obj: _Sized(size), loads=cloudpickle.loads))
+    monkeypatch.setattr(frames, "_plain_dumps", lambda obj, protocol: _Sized(size))
 
 
 def test_a_request_of_exactly_4_gib_minus_one_is_sent_with_the_largest_header(monkeypatch):
@@ -71,3 +72,35 @@ def test_a_body_ending_as_a_pickle_but_not_one_quotes_what_arrived():
         frames.decode(body)
     assert refused.value.seen == frames.HEADER.pack(len(body)) + body
     assert "Last login" in str(frames.protocol_error(refused.value.seen))
+
+
+PLAIN_REQUESTS = [
+    ("contains", ("f" * 64,), {}),
+    ("info", (), {}),
+    ("shrink", ("a" * 64, "b" * 64, "a" * 64), {}),  # memoised repeats
+    ("save_value", (1, -(2**70), 2.5, None, True, b"\0" * 10, "\u00e9"), {}),
+    ("load", ("s" * 70_000,), {}),  # past a pickle frame's 64 KiB
+    ("load", (b"b" * 200_000,), {}),
+]
+
+
+@pytest.mark.parametrize("request_", PLAIN_REQUESTS, ids=lambda r: r[0])
+def test_a_plain_request_pickles_to_the_bytes_cloudpickle_writes(request_):
+    """The stock server reads the same bytes whichever pickler wrote them."""
+    header, body = frames.encode_frame(request_)
+    assert body == cloudpickle.dumps(request_)
+    assert header == frames.HEADER.pack(len(body))
+
+
+def test_a_request_holding_anything_else_pickles_as_cloudpickle_does():
+    def local(n: int) -> int:  # pickled by value: only cloudpickle can
+        return n + 1
+
+    for request_ in [("query", (local,), {}), ("load", (("nested", "tuple"),), {}),
+                     ("expand", ("k",), {"flag": True}), ("load", (_Key("k"),), {})]:
+        assert frames.encode_frame(request_)[1] == cloudpickle.dumps(request_)
+    assert cloudpickle.loads(frames.encode_frame(("query", (local,), {}))[1])[1][0](1) == 2
+
+
+class _Key(str):
+    """A ``str`` subclass (as fleche's digests may be): pickled by cloudpickle, as any class."""

@@ -148,6 +148,7 @@ def test_a_request_over_4_gib_is_refused_by_the_codec(monkeypatch):
 
     monkeypatch.setattr(frames, "cloudpickle",
                         types.SimpleNamespace(dumps=lambda obj: Huge(), loads=cloudpickle.loads))
+    monkeypatch.setattr(frames, "_plain_dumps", lambda obj, protocol: Huge())
     with pytest.raises(ValueTooLarge, match="nothing was sent") as refused:
         frames.encode_frame(("save", (), {}))
     assert f"{frames.MAX_FRAME + 1:,} bytes" in str(refused.value)
@@ -369,6 +370,28 @@ def test_connection_lost_between_calls(memory, caplog, write):
     assert retries(caplog) == []  # nothing failed, so nothing was repeated
 
 
+def test_a_dead_idle_channel_is_closed_outside_the_pool_lock(memory):
+    """Closing waits a moment for the stderr thread; the other calls must not wait behind it."""
+    cache, remote = memory(channels=2)
+    cache.info()
+    lane = conn(cache)._pool.lanes[0]
+    others_could_borrow: list[bool] = []
+    close = lane.pipeline.close
+
+    def close_watched(wait: float) -> None:
+        probe = threading.Thread(target=lambda: conn(cache).open_channels, daemon=True)
+        probe.start()
+        probe.join(PROMPT / 4)
+        others_could_borrow.append(not probe.is_alive())
+        close(wait)
+
+    lane.pipeline.close = close_watched  # type: ignore[method-assign]
+    remote.processes[0].lose()
+    assert cache.contains(ABSENT) is False
+    assert others_could_borrow == [True]
+    assert len(remote.processes) == 2
+
+
 def test_connection_given_up_by_keepalives(memory):
     verdict = "memory did not answer 3 keepalives 15 s apart; the connection was closed"
     cache, remote = memory()
@@ -514,6 +537,43 @@ def conn(cache: ParamikoCache) -> RemoteServer:
     return cache._conn
 
 
+def answered_once(cache: ParamikoCache, remote: MemoryRemote) -> None:
+    """Let the first server of a stalled cache answer once, then stall it again.
+
+    Until one server has answered, a cache starts no second one
+    (:meth:`RemoteServer._borrow`); from then on threads open channels together.
+    """
+    answered = threading.Thread(target=cache.info, daemon=True)
+    answered.start()
+    assert remote.wait_for(1)
+    remote.processes[0].resume()
+    answered.join(PROMPT)
+    assert not answered.is_alive()
+    remote.processes[0].stall()
+
+
+def test_a_fresh_cache_starts_one_server_until_it_has_answered(memory):
+    """Servers starting together race to create an sql storage's tables: one goes first.
+
+    Once it has answered, the others start together (:func:`answered_once`'s callers).
+    """
+    cache, remote = memory(channels=4, script=Script(stalled=True))
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.contains(ABSENT)),
+                                daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    assert remote.wait_for(1)
+    time.sleep(0.3)
+    assert len(remote.processes) == 1 and conn(cache).open_channels == 1
+    deadline = time.monotonic() + PROMPT
+    while any(thread.is_alive() for thread in threads) and time.monotonic() < deadline:
+        for process in remote.processes:  # those started since the first answer too
+            process.resume()
+        time.sleep(0.05)
+    assert results == [False] * 4
+
+
 def test_a_channel_is_given_back_and_borrowed_again(memory):
     cache, remote = memory()
     for _ in range(5):
@@ -525,6 +585,7 @@ def test_a_channel_is_given_back_and_borrowed_again(memory):
 def test_threads_beyond_channels_wait_for_one(memory):
     cache, remote = memory(channels=2, script=Script(stalled=True))
     server = cache._conn
+    answered_once(cache, remote)
     results: list[object] = []
 
     def call() -> None:
@@ -577,6 +638,7 @@ def test_a_channel_borrowed_before_close_is_not_given_back(memory):
 def test_close_ends_every_idle_server(memory):
     cache, remote = memory(channels=3, script=Script(stalled=True))
     server = cache._conn
+    answered_once(cache, remote)
     threads = [threading.Thread(target=server.call, args=("contains", ABSENT), daemon=True)
                for _ in range(3)]
     for thread in threads:

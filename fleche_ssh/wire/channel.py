@@ -85,7 +85,8 @@ class ExecChannel:
         self._outer: Counter | None = None
         self._counting_lock = threading.Lock()
         self.command = process.command
-        self._send_all, self._recv_some = process.send_all, process.recv_some
+        self._send, self._send_all = process.send, process.send_all
+        self._recv_some = process.recv_some
         #: Bytes read past the end of the last answer: the start of the next one, when
         #: requests are pipelined.
         self._pending = b""
@@ -102,7 +103,13 @@ class ExecChannel:
         header, body = frame
         total = len(header) + len(body)
         if len(body) <= SMALL_FRAME:
-            sent = self._send_all(memoryview(header + body))
+            view = memoryview(header + body)
+            if self.process.counter is None:
+                # One send takes a small frame whole, nearly always: no loop, no slices.
+                n = self._send(view)
+                sent = n == total or (n > 0 and self._send_all(view[n:]))
+            else:
+                sent = self._send_all(view)
         else:
             with self._moving("sent", total) if total >= LARGE else contextlib.nullcontext():
                 sent = _interruptible(lambda: self._send_large(header, body),

@@ -42,9 +42,27 @@ _SHORTEST = 3
 Frame = tuple[bytes, bytes]
 
 
+#: Types the C pickler writes without asking cloudpickle's ``reducer_override`` (it
+#: asks only for other types), so that a request of these alone pickles to the same
+#: bytes from :func:`pickle.dumps` as from ``cloudpickle.dumps``, at a seventh of the
+#: cost: cloudpickle builds a Python ``Pickler`` and a ``BytesIO`` for every call.
+_PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
+_plain_dumps = pickle.dumps
+_PROTOCOL = cloudpickle.DEFAULT_PROTOCOL
+
+
 def encode_frame(request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> Frame:
-    """Pickle a ``(method, args, kwargs)`` request, refusing one no header can describe."""
-    body = cloudpickle.dumps(request)
+    """Pickle a ``(method, args, kwargs)`` request, refusing one no header can describe.
+
+    A request of plain values (a key, most calls) takes the C pickler at
+    cloudpickle's protocol; anything else, cloudpickle, which can pickle
+    functions and classes by value.
+    """
+    _, args, kwargs = request
+    if not kwargs and all(type(arg) in _PLAIN for arg in args):
+        body = _plain_dumps(request, protocol=_PROTOCOL)
+    else:
+        body = cloudpickle.dumps(request)
     if len(body) > MAX_FRAME:
         raise ValueTooLarge(
             f"{request[0]}: the value pickles to {len(body):,} bytes, and fleche's wire format "

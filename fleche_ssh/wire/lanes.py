@@ -61,13 +61,12 @@ def choose(lanes: list[Lane], *, may_open: bool, large: bool) -> Lane | str | No
 
     A broken lane (its channel lost) is never chosen.
     """
-    usable = [lane for lane in lanes if not lane.pipeline.broken]
-    for lane in usable:
-        if lane.users == 0:
+    for lane in lanes:
+        if lane.users == 0 and not lane.pipeline.broken:
             return lane
     if may_open:
         return OPEN
-    allowed = [lane for lane in usable if large or lane.large == 0]
+    allowed = [lane for lane in lanes if not lane.pipeline.broken and (large or lane.large == 0)]
     if not allowed:
         return None
     return min(allowed, key=lambda lane: (lane.large, lane.users))

@@ -11,10 +11,13 @@ among them, and then hands the role to the next waiter.  No thread is
 spent on reading, and a lone caller reads its own answer, as before.
 
 Reading never waits for writing: the reader role is only ever held by a
-caller whose frame is entirely sent, and the reader never takes the send
-lock.  So a large request blocked on a full window, while the server is
-itself blocked writing a large answer to an earlier request, is always
-drained by that earlier request's caller.
+caller whose frame is entirely sent, or by one whose request is the only
+one in flight (it takes the role as it sends, so that a lone caller, the
+usual case, goes from its send to its read with no hand-off: no answer can
+come before its own), and the reader never takes the send lock.  So a
+large request blocked on a full window, while the server is itself
+blocked writing a large answer to an earlier request, is always drained
+by that earlier request's caller.
 
 Every way the server can end a call is local to what it affects:
 
@@ -80,16 +83,21 @@ class Pipeline:
         self.channel = channel
         self._host = host
         self._send_lock = threading.Lock()
-        self._cond = threading.Condition()
+        # A plain lock under the condition: taken directly (``with self._lock``), it
+        # costs a C call instead of the Python frames of Condition's own methods.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._fifo: collections.deque[_Slot] = collections.deque()
         self._reading = False
+        #: Callers asleep in :meth:`_wait`: only they need a notify.
+        self._waiters = 0
         #: No further request goes out on this channel; it is closed, or being closed.
         self.broken = False
 
     @property
     def in_flight(self) -> int:
         """How many requests on this channel wait for their answer."""
-        with self._cond:
+        with self._lock:
             return len(self._fifo)
 
     def call(self, method: str, frame: Frame) -> Any:
@@ -102,9 +110,15 @@ class Pipeline:
         """
         slot = _Slot(method)
         with self._send_lock:
-            with self._cond:
+            with self._lock:
                 if self.broken:
                     raise Broken(method)
+                # Nothing in flight: no answer can come before this one, so this
+                # caller takes the reader role now, before sending, and reads its
+                # answer straight after, without a second look at the FIFO.
+                reader = not self._fifo and not self._reading
+                if reader:
+                    self._reading = True
                 self._fifo.append(slot)
             try:
                 self.channel.send_frame(frame)
@@ -112,59 +126,87 @@ class Pipeline:
                 self._break(e)
             except BaseException:
                 self._break(_Interrupted(method))
+                if reader:
+                    self._release()
                 raise
+        if reader:
+            return self._read(slot)
         return self._wait(slot)
 
     def _wait(self, slot: _Slot) -> Any:
-        """Wait for *slot*, taking the reader role whenever nobody holds it.
+        """Wait for *slot*, taking the reader role whenever nobody holds it."""
+        try:
+            with self._lock:
+                while not slot.done and (self._reading or self.broken):
+                    self._waiters += 1
+                    try:
+                        self._cond.wait(WAIT_STEP)
+                    finally:
+                        self._waiters -= 1
+                if slot.done:
+                    return slot.result()
+                self._reading = True
+        except BaseException:
+            self._interrupted(slot)
+            raise
+        return self._read(slot)
 
+    def _read(self, slot: _Slot) -> Any:
+        """As the reader: complete the slots at the head of the FIFO until *slot* is done.
+
+        The role is given up in the same lock round as *slot* is completed.
         A caller interrupted here leaves its answer unread on the channel, or
         half read: the channel is closed, as for an interrupted send.
         """
+        holding = True
         try:
-            while True:
-                with self._cond:
-                    while not slot.done and (self._reading or self.broken):
-                        self._cond.wait(WAIT_STEP)
-                    if slot.done:
-                        return slot.result()
-                    self._reading = True
+            while holding and not self.broken:
                 try:
-                    self._read_until(slot)
-                finally:
-                    with self._cond:
-                        self._reading = False
+                    head = self._fifo[0]
+                except IndexError:  # cleared by _break on another thread
+                    break
+                answer: Any = None
+                error: BaseException | None = None
+                try:
+                    answer = self.channel.recv_frame()
+                except Undecodable as e:  # read to its end: the channel is still in step
+                    error = e.explained(head.method, self._host)
+                except _LOST as e:
+                    self._break(e)
+                    break
+                with self._lock:
+                    if self._fifo and self._fifo[0] is head:
+                        self._fifo.popleft()
+                        head.answer, head.error, head.done = answer, error, True
+                    if slot.done:
+                        self._reading = holding = False
+                    if self._waiters:
                         self._cond.notify_all()
         except BaseException:
-            if not slot.done:
-                self._break(_Interrupted(slot.method))
+            self._interrupted(slot)
+            if holding:
+                self._release()
             raise
+        if holding:  # the channel broke: _break completes every slot, perhaps still doing so
+            self._release()
+            return self._wait(slot)
+        return slot.result()
 
-    def _read_until(self, slot: _Slot) -> None:
-        """As the reader: complete the slots at the head of the FIFO until *slot* is done."""
-        while True:
-            with self._cond:
-                if slot.done or self.broken:
-                    return
-                head = self._fifo[0]
-            answer: Any = None
-            error: BaseException | None = None
-            try:
-                answer = self.channel.recv_frame()
-            except Undecodable as e:  # read to its end: the channel is still in step
-                error = e.explained(head.method, self._host)
-            except _LOST as e:
-                self._break(e)
-                return
-            with self._cond:
-                if self._fifo and self._fifo[0] is head:
-                    self._fifo.popleft()
-                    head.answer, head.error, head.done = answer, error, True
-                    self._cond.notify_all()
+    def _release(self) -> None:
+        """Give up the reader role, waking a waiter to take it."""
+        with self._lock:
+            self._reading = False
+            if self._waiters:
+                self._cond.notify_all()
+
+    def _interrupted(self, slot: _Slot) -> None:
+        """A caller was cut off before its answer was whole: the channel is out of step."""
+        if not slot.done:
+            self._break(_Interrupted(slot.method))
 
     def close(self, wait: float = EXIT_WAIT) -> None:
         """Send nothing more, and close the channel: EOF, then up to *wait* s for its exit."""
-        with self._cond:
+        with self._lock:
             if self.broken:
                 return  # closed by _break, or being closed
             self.broken = True
@@ -177,14 +219,14 @@ class Pipeline:
         :meth:`~.channel.ExecChannel.failure` asks it for the exit status and
         the last lines of stderr.
         """
-        with self._cond:
+        with self._lock:
             if self.broken:
                 return
             self.broken = True
             failed = list(self._fifo)
             self._fifo.clear()
         errors = [self._error(s.method, cause, first=i == 0) for i, s in enumerate(failed)]
-        with self._cond:
+        with self._lock:
             for s, error in zip(failed, errors, strict=True):
                 s.error, s.done = error, True
             self._cond.notify_all()

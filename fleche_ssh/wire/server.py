@@ -7,7 +7,11 @@ order, so eight threads get nearly eight times the calls per second of
 one over a link with latency, from one remote process.  A call takes an
 idle channel, else opens one while fewer than ``channels`` are open, else
 joins the least loaded; a small call never queues behind a large one
-(:mod:`.lanes`).
+(:mod:`.lanes`).  The first server of a cache starts alone, and the calls
+of other threads are pipelined on it until it has answered once: servers
+starting together race to create the remote cache's storage (fleche's
+``sql`` backend checks for its tables, then creates them), and the loser
+exits with status 1.
 
 How that command is started is the *opener*'s business, given to
 :class:`RemoteServer` as httpx gives a client its transport: by default the
@@ -100,8 +104,16 @@ class RemoteServer:
         self._limit = cache.channels
         self._progress = Progress(cache.host, resolve_progress(cache.progress))
         self._pool = _Pool()
-        self._cond = threading.Condition()
+        # Taken directly on every call (``with self._lock``): a plain lock is a C
+        # call, Condition's own enter and exit are Python frames.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._generation = 0
+        #: Calls asleep in :meth:`_borrow`: only they need a notify.
+        self._waiting = 0
+        #: Whether a remote server of this cache has answered a request: from then on
+        #: its storage exists, and further servers may start together.
+        self._answered = False
         #: Why the connection of this cache's channels was lost, until a channel opens again.
         self._lost: str | None = None
         POOL.track(self)
@@ -120,25 +132,27 @@ class RemoteServer:
         transport of this process's own.
         """
         self._pool = _Pool()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._generation += 1
+        self._waiting = 0
         self._lost = None
 
     @property
     def idle_channels(self) -> int:
         """How many channels wait for a call."""
-        with self._cond:
+        with self._lock:
             return sum(lane.users == 0 and not lane.pipeline.broken for lane in self._pool.lanes)
 
     @property
     def open_channels(self) -> int:
         """How many channels are open, idle or in a call."""
-        with self._cond:
+        with self._lock:
             return self._pool.open
 
     def idle_processes(self) -> list[RemoteProcess]:
         """The remote processes of the idle channels: what ``check`` reports the flow control of."""
-        with self._cond:
+        with self._lock:
             return [lane.pipeline.channel.process for lane in self._pool.lanes
                     if lane.users == 0 and not lane.pipeline.broken]
 
@@ -171,7 +185,9 @@ class RemoteServer:
             lane, generation = self._borrow(large)
             try:
                 logger.debug("rpc → %s", method)
-                return lane.pipeline.call(method, frame)
+                answer = lane.pipeline.call(method, frame)
+                self._answered = True
+                return answer
             except Broken:
                 continue  # lost before this call sent anything: on another channel
             except ConnectionLost:
@@ -181,58 +197,78 @@ class RemoteServer:
                 self._give_back(lane, generation, large)
 
     def _borrow(self, large: bool) -> tuple[Lane, int]:
-        with self._cond:
-            while True:
-                pool = self._pool
-                self._drop_lost(pool)
-                chosen = choose(pool.lanes, may_open=pool.open < self._limit, large=large)
-                if isinstance(chosen, Lane):
-                    chosen.users += 1
-                    chosen.large += large
-                    return chosen, self._generation
-                if chosen == OPEN:
-                    break
-                self._cond.wait()
-            pool.opening += 1
-            generation = self._generation
+        dead: list[Lane] = []
+        try:
+            with self._lock:
+                while True:
+                    pool = self._pool
+                    dead += self._drop_lost(pool)
+                    # Until one server has answered, it is the only one: its storage then exists.
+                    may_open = pool.open < self._limit and (self._answered or not pool.open)
+                    chosen = choose(pool.lanes, may_open=may_open, large=large)
+                    if isinstance(chosen, Lane):
+                        chosen.users += 1
+                        chosen.large += large
+                        return chosen, self._generation
+                    if chosen == OPEN:
+                        break
+                    self._waiting += 1
+                    try:
+                        self._cond.wait()
+                    finally:
+                        self._waiting -= 1
+                pool.opening += 1
+                generation = self._generation
+        finally:
+            # Outside the lock: closing waits a moment for the stderr thread, and
+            # every other call would wait behind it.
+            for lane in dead:
+                lane.pipeline.close(0.0)
         try:
             lane = Lane(Pipeline(self._open(), host=self._host), users=1, large=int(large))
         except BaseException:
-            with self._cond:
+            with self._lock:
                 pool.opening -= 1
                 self._cond.notify_all()
             raise
-        with self._cond:
+        with self._lock:
             pool.opening -= 1
             pool.lanes.append(lane)
             self._cond.notify_all()
         return lane, generation
 
-    def _drop_lost(self, pool: _Pool) -> None:
+    def _drop_lost(self, pool: _Pool) -> list[Lane]:
         """Forget broken lanes, and idle ones whose connection went while they waited.
 
         A call then logs in again instead of failing on a channel known to
-        be dead.  Asks no I/O: :meth:`~.process.RemoteProcess.known_lost` is a flag.
+        be dead.  Asks no I/O: :meth:`~.process.RemoteProcess.known_lost` is a
+        flag.  Returns the idle dead lanes, for the caller to close once it
+        has let go of the lock.
         """
-        kept = []
+        kept: list[Lane] = []
+        dead: list[Lane] = []
         for lane in pool.lanes:
-            if lane.pipeline.broken:
+            pipeline = lane.pipeline
+            if pipeline.broken:
                 continue
-            if lane.users == 0 and lane.pipeline.channel.process.known_lost():
-                self._lost = _reason(lane.pipeline.channel)
-                lane.pipeline.close(0.0)
+            if lane.users == 0 and pipeline.channel.process.known_lost():
+                self._lost = _reason(pipeline.channel)
+                dead.append(lane)
                 continue
             kept.append(lane)
-        pool.lanes[:] = kept
+        if len(kept) < len(pool.lanes):
+            pool.lanes[:] = kept
+        return dead
 
     def _give_back(self, lane: Lane, generation: int, large: bool) -> None:
-        with self._cond:
+        with self._lock:
             lane.users -= 1
             lane.large -= large
             # A lane of an earlier generation (close() came while it was in use) is
             # closed by the last call on it.
             stale = generation != self._generation and lane.users == 0
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
         if stale:
             lane.pipeline.close()
 
@@ -272,7 +308,7 @@ class RemoteServer:
 
     def close(self, wait: float = EXIT_WAIT) -> None:
         """Close the idle channels, waiting up to *wait* s for each remote server to exit."""
-        with self._cond:
+        with self._lock:
             lanes, self._pool = self._pool.lanes, _Pool()
             idle = [lane for lane in lanes if lane.users == 0]
             self._generation += 1
