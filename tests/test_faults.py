@@ -275,6 +275,9 @@ def test_sshd_killed(make, own_sshd, client_home):
     assert len(sshd_pids) >= 2  # the listener and the connection's own processes
     for p in sshd_pids:
         os.kill(p, signal.SIGKILL)
+    # A killed process closes its sockets on the way out, before it is a zombie:
+    # until then a connect may still land in the dying listener's backlog.
+    assert wait_for(lambda: not any(running(p) for p in sshd_pids))
 
     # The next call connects again, and says both what was lost and what failed.
     refused = failure(ConnectionRefused, lambda: cache.contains("0" * 64))
