@@ -37,6 +37,10 @@ def counters(packetizer) -> tuple[int, int, int]:
     return packetizer.lean_sent, packetizer.lean_received, packetizer.caller_read
 
 
+def since(packetizer, before: tuple[int, int, int]) -> tuple[int, ...]:
+    return tuple(a - b for a, b in zip(counters(packetizer), before, strict=True))
+
+
 @pytest.mark.parametrize(("cipher", "is_lean"), CIPHERS)
 def test_values_both_ways_take_the_path_of_the_cipher(make, pool, cipher, is_lean):
     cache = make(ciphers=cipher)
@@ -50,7 +54,7 @@ def test_values_both_ways_take_the_path_of_the_cipher(make, pool, cipher, is_lea
         assert np.array_equal(cache.load_value(cache._rpc("save_value", value)), value)
     for _ in range(50):
         assert cache.contains("f" * 64) is False
-    sent, received, by_caller = (a - b for a, b in zip(counters(transport.packetizer), before))
+    sent, received, by_caller = since(transport.packetizer, before)
     if is_lean:
         # 5 MiB in 32 KiB packets each way, and every small call's request and answer.
         assert sent > 5 * MIB // 32768 and received > 5 * MIB // 32768
@@ -76,7 +80,7 @@ def test_key_exchanges_in_the_middle_of_transfers(make, pool, caplog, cipher, is
         transport.packetizer.REKEY_BYTES = PARAMIKO_REKEY_BYTES
     exchanges = sum(r.getMessage() == "Switch to new keys ..." for r in caplog.records)
     assert exchanges >= 4
-    sent, received, by_caller = (a - b for a, b in zip(counters(transport.packetizer), before))
+    sent, received, by_caller = since(transport.packetizer, before)
     assert (sent > 0 and received > 0 and by_caller > 0) is is_lean
     assert cache.contains("f" * 64) is False
     assert pooled_transport(pool, cache) is transport

@@ -69,7 +69,7 @@ def test_values_cross_key_exchanges_intact(make, pool, caplog):
             assert key_exchanges(caplog) - before >= 2
         # The data took the lean path (AES-GCM, the default), answers read by the caller.
         lean_after = (transport.packetizer.lean_sent, transport.packetizer.caller_read)
-        assert all(after > before for after, before in zip(lean_after, lean_before))
+        assert all(after > before for after, before in zip(lean_after, lean_before, strict=True))
         cache.reconnect()
         assert cache.contains("f" * 64) is False
     finally:
