@@ -171,8 +171,7 @@ class SharedPacketizer(LeanPacketizer):
                         return
                     self._reader = me = threading.current_thread()
                 try:
-                    if self._buffered() or _readable(self._Packetizer__socket, PARK):
-                        _signals_deferred(self._read_as_caller)
+                    _signals_deferred(self._read_as_caller)
                 finally:
                     with cond:
                         if self._reader is me:
@@ -204,18 +203,21 @@ class SharedPacketizer(LeanPacketizer):
                 and not transport._expected_packet and self.lean_in())
 
     def _read_as_caller(self) -> None:
-        """Read one packet holding the role; anything not channel data goes to the queue.
+        """Read a packet holding the role, and those behind it already buffered.
+
+        Anything not channel data goes to the queue, and ends the reading.
 
         A failure is queued too: raised in Paramiko's thread, it ends the
         transport there, which is how every reader learns of it.
         """
         try:
             got: Any = self._read_one(patient=False)
+            while got is True:  # the packets already buffered cost no system call: take them
+                self.caller_read += 1
+                got = self._read_one(patient=False) if self._buffered() else False
         except Exception as e:
             got = e
-        if got is True:
-            self.caller_read += 1
-        elif got is not False:
+        if got is not False:
             with self._cond:
                 self._queue.append(got)
                 self._cond.notify_all()
@@ -239,8 +241,10 @@ def _signals_deferred(read: Callable[[], None]) -> None:
     it would leave the sequence number and IV out of step with the server,
     and the connection unusable.  Python runs signal handlers in the main
     thread only, so only there is there anything to defer; the handler is
-    then called as soon as the packet is in place, which keeps Ctrl-C
-    prompt (a packet takes microseconds, a read at most :data:`PARK`).
+    then called as soon as the packet is in place.  The wait for bytes is
+    inside *read* too (a ``KeyboardInterrupt`` between a ``recv`` and
+    buffering what it returned would lose those bytes), which holds Ctrl-C
+    back by at most the socket's timeout, Paramiko's 0.1 s.
     """
     if threading.current_thread() is not threading.main_thread():
         read()
