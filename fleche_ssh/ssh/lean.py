@@ -154,6 +154,10 @@ class LeanPacketizer(Packetizer):
             if payload[0] == MSG_CHANNEL_DATA:
                 self.lean_sent += 1
             self._sent(4 + len(sealed))
+        self._after_send(payload[0])
+
+    def _after_send(self, kind: int) -> None:
+        """A message of type *kind* went out (for subclasses: it may want an answer)."""
 
     def _sent(self, size: int) -> None:
         """Count a packet towards the next rekey, as ``send_message`` does."""

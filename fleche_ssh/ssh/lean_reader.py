@@ -14,8 +14,10 @@ thread holds at a time:
   parked while callers are waiting, waking every 0.1 s for its idle-time
   duties (keepalives, starting a rekey), and reads the socket itself only
   when no caller does.  It is woken early only when it has work: a message
-  queued for it, or a sender waiting for a window adjustment
-  (:meth:`SharedPacketizer.wake`); between a caller's calls it stays parked.
+  queued for it, a message sent that may want an answer (a channel opening,
+  a request, EOF), a caller giving up the role, a rekey due, or a sender
+  waiting for a window adjustment (:meth:`SharedPacketizer.wake`); between
+  a caller's calls it stays parked.
 * Every packet a caller reads that is not channel data (a window
   adjustment, a request, EOF, close, a key exchange) is queued, in the order
   it came, for Paramiko's thread, and the caller stops reading: nobody
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 
 import paramiko
+from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from paramiko.packet import NeedRekeyException
 
 from .lean import LeanPacketizer, lean_internals
@@ -180,7 +183,19 @@ class SharedPacketizer(LeanPacketizer):
         finally:
             with cond:
                 self._callers -= 1
-                cond.notify_all()  # callers only: Paramiko's thread looks again by itself
+                cond.notify_all()
+                if not ready():  # left to Paramiko's thread: it must read now
+                    self._park.notify()
+
+    def _after_send(self, kind: int) -> None:
+        # Channel data and window adjustments want no answer; anything else (a
+        # channel opening, a request, EOF) may, and no caller may be there to read it.
+        if kind != MSG_CHANNEL_DATA and kind != MSG_CHANNEL_WINDOW_ADJUST:
+            self.wake()
+
+    def _trigger_rekey(self) -> None:
+        super()._trigger_rekey()
+        self.wake()  # a parked Paramiko thread starts the exchange now, not in 0.1 s
 
     def wake(self) -> None:
         """Have Paramiko's thread read now (something waits for a message no caller reads).
