@@ -34,7 +34,6 @@ import errno
 import functools
 import inspect
 import logging
-import os
 import socket
 import struct
 import weakref
@@ -64,6 +63,10 @@ _EXTENDED = struct.Struct(">BIII")
 _STDERR = 1
 _MASK32 = 0xFFFFFFFF
 _MASK64 = (1 << 64) - 1
+#: Padding under AEAD: encrypted and authenticated with the packet, its bytes
+#: carry no security (Paramiko pads CTR packets with zeros too), and
+#: ``os.urandom`` is a system call per packet.
+_ZEROS = bytes(32)
 
 #: Paramiko's private ``Packetizer`` attributes this module reads or sets.
 _PACKETIZER_INTERNALS = (
@@ -146,7 +149,7 @@ class LeanPacketizer(Packetizer):
             length = header[:4]
             iv = self._Packetizer__iv_out
             sealed = self._Packetizer__block_engine_out.encrypt(
-                iv, header[4:] + payload + os.urandom(padding), length)
+                iv, header[4:] + payload + _ZEROS[:padding], length)
             self._Packetizer__iv_out = _next_iv(iv)
             self._Packetizer__sequence_number_out = (
                 self._Packetizer__sequence_number_out + 1) & _MASK32
