@@ -15,8 +15,8 @@ Paramiko internals that takes are checked once (:func:`window_control`);
 without them a channel keeps Paramiko's own flow control at the fixed
 starting window.
 
-A caller waiting for data reads the transport's packets itself when the
-transport allows it (:meth:`~fleche_ssh.ssh.lean_reader.SharedPacketizer.serve`),
+A caller waiting for data on stdout reads the transport's packets itself
+when the transport allows it (:meth:`~fleche_ssh.ssh.lean_reader.SharedPacketizer.serve`),
 instead of waiting for Paramiko's thread to hand them over.
 """
 
@@ -145,8 +145,9 @@ class ParamikoProcess(RemoteProcess):
         return data
 
     def recv_stderr(self, size: int) -> bytes:
-        if self._serve is not None:
-            self._serve(self._channel.in_stderr_buffer.read_ready)
+        # No serve(): stderr is drained by a thread that waits all the time; as a
+        # reader it would keep Paramiko's thread parked and take the answers'
+        # packets from the thread waiting for them.
         data = self._channel.recv_stderr(size)
         if data and self.window is not None:
             self._consumed(len(data))
