@@ -138,19 +138,3 @@ def test_iv_counter_follows_rfc_5647():
     assert lean._next_iv(b"\x01\x02\x03\x04" + (5).to_bytes(8, "big")) == \
         b"\x01\x02\x03\x04" + (6).to_bytes(8, "big")
     assert lean._next_iv(b"abcd" + b"\xff" * 8) == b"abcd" + bytes(8)
-
-
-def test_ctrl_c_while_a_caller_holds_a_packet_waits_until_it_is_whole():
-    """SIGINT inside the read is acted on once the read returns, in the main thread."""
-    import signal
-
-    steps: list[str] = []
-
-    def read() -> None:
-        signal.raise_signal(signal.SIGINT)
-        steps.append("packet counted")
-
-    with pytest.raises(KeyboardInterrupt):
-        lean_reader._signals_deferred(read)
-    assert steps == ["packet counted"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -224,9 +224,14 @@ class LeanPacketizer(Packetizer):
         iv = self._Packetizer__iv_in
         with memoryview(rx) as view:
             plain = self._Packetizer__block_engine_in.decrypt(iv, view[4:total], view[:4])
-        del rx[:total]
-        self._Packetizer__iv_in = _next_iv(iv)
+        next_iv = _next_iv(iv)
         seqno = self._Packetizer__sequence_number_in
+        # The three statements taking the packet make no call: CPython raises a
+        # pending KeyboardInterrupt (Ctrl-C in a caller's thread) only at a call
+        # or a loop, so before them (the packet stays buffered, to be read again)
+        # or after them, never with the IV and the sequence number out of step.
+        del rx[:total]
+        self._Packetizer__iv_in = next_iv
         self._Packetizer__sequence_number_in = (seqno + 1) & _MASK32
         self._received(total)
         payload = plain[1:size - plain[0]]

@@ -33,10 +33,8 @@ before.
 
 from __future__ import annotations
 
-import _signal
 import collections
 import select
-import signal
 import socket
 import threading
 from collections.abc import Callable
@@ -51,10 +49,6 @@ from .lean import LeanPacketizer, lean_internals
 #: How long Paramiko's parked thread sleeps between its idle-time duties; also
 #: how long a caller waits for the role before looking again (Ctrl-C stays prompt).
 PARK = 0.1
-
-
-#: ``signal``'s own functions wrap these in enum conversions, a few µs per packet.
-_SIGINT = int(signal.SIGINT)
 
 
 class _Paramiko:
@@ -174,7 +168,7 @@ class SharedPacketizer(LeanPacketizer):
                         return
                     self._reader = me = threading.current_thread()
                 try:
-                    _signals_deferred(self._read_as_caller)
+                    self._read_as_caller()
                 finally:
                     with cond:
                         if self._reader is me:
@@ -237,45 +231,6 @@ class SharedPacketizer(LeanPacketizer):
                 self._queue.append(got)
                 self._cond.notify_all()
                 self._park.notify()
-
-
-class _Deferred:
-    """A SIGINT handler that notes the signal, to be acted on once a packet is whole."""
-
-    def __init__(self) -> None:
-        self.caught: tuple[int, Any] | None = None
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.caught = (signum, frame)
-
-
-def _signals_deferred(read: Callable[[], None]) -> None:
-    """Run *read* with Ctrl-C held back until it returns.
-
-    A ``KeyboardInterrupt`` raised between decrypting a packet and counting
-    it would leave the sequence number and IV out of step with the server,
-    and the connection unusable.  Python runs signal handlers in the main
-    thread only, so only there is there anything to defer; the handler is
-    then called as soon as the packet is in place.  The wait for bytes is
-    inside *read* too (a ``KeyboardInterrupt`` between a ``recv`` and
-    buffering what it returned would lose those bytes), which holds Ctrl-C
-    back by at most the socket's timeout, Paramiko's 0.1 s.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        read()
-        return
-    previous = _signal.getsignal(_SIGINT)
-    if not callable(previous):
-        read()
-        return
-    deferred = _Deferred()
-    _signal.signal(_SIGINT, deferred)
-    try:
-        read()
-    finally:
-        _signal.signal(_SIGINT, previous)
-        if deferred.caught is not None:
-            previous(*deferred.caught)
 
 
 def _readable(sock: socket.socket, timeout: float) -> bool:
