@@ -46,9 +46,9 @@ it has been idle without counting anything on the path data takes.
 
 Packets
 -------
-Each packet under AES-GCM takes the short path of :mod:`.lean`, read in the
-caller's thread when it waits for it (:mod:`.lean_reader`), when this
-Paramiko has the internals they use; otherwise Paramiko's own packetizer.
+Each packet under AES-GCM takes the short path of :mod:`.lean` (read in the
+waiting caller's thread when :data:`.lean_reader.CALLER_READS` is on) when
+this Paramiko has the internals they use; otherwise Paramiko's own packetizer.
 """
 
 from __future__ import annotations
