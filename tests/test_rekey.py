@@ -59,6 +59,7 @@ def test_values_cross_key_exchanges_intact(make, pool, caplog):
     transport = pooled_transport(pool, cache)
     caplog.set_level(logging.DEBUG, logger="paramiko.transport")
     transport.packetizer.REKEY_BYTES = 1 << 20  # several exchanges per value, both ways
+    lean_before = (transport.packetizer.lean_sent, transport.packetizer.lean_received)
     try:
         for fill in (1, 2):
             before = key_exchanges(caplog)
@@ -66,6 +67,9 @@ def test_values_cross_key_exchanges_intact(make, pool, caplog):
             assert np.array_equal(cache.load_value(cache._rpc("save_value", value)), value)
             # 3 MiB each way, a new exchange due after each MiB: several per value.
             assert key_exchanges(caplog) - before >= 2
+        # The data took the lean path (AES-GCM, the default), both ways.
+        lean_after = (transport.packetizer.lean_sent, transport.packetizer.lean_received)
+        assert all(after > before for after, before in zip(lean_after, lean_before, strict=True))
         cache.reconnect()
         assert cache.contains("f" * 64) is False
     finally:

@@ -43,6 +43,12 @@ Every channel leaves the transport through ``_unlink_channel``, whether the
 server closed it, we did (once the server confirms), or the transport died.
 Stamping the time there, once per channel, is how a session knows how long
 it has been idle without counting anything on the path data takes.
+
+Packets
+-------
+Each packet under AES-GCM takes the short path of :mod:`.lean` (read in the
+waiting caller's thread when :data:`.lean_reader.CALLER_READS` is on) when
+this Paramiko has the internals they use; otherwise Paramiko's own packetizer.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ from typing import Any
 
 import paramiko
 from paramiko.common import MSG_CHANNEL_REQUEST
+
+from .lean import LeanPacketizer
+from .lean_reader import packetizer_class
 
 #: Attribute of a ``paramiko.Channel`` holding the ``exit-signal`` its server sent.
 EXIT_SIGNAL = "_fleche_ssh_exit_signal"
@@ -76,7 +85,10 @@ class Transport(paramiko.Transport):
         self._held: list[Any] = []
         #: ``time.monotonic()`` when a channel of this transport last closed (0: none yet).
         self.channel_closed_at = 0.0
+        kwargs.setdefault("packetizer_class", packetizer_class())
         super().__init__(*args, **kwargs)
+        if isinstance(self.packetizer, LeanPacketizer):
+            self.packetizer.attach(self)
         # Paramiko dispatches channel messages through a class-level table looked up
         # on the instance: an instance copy changes only this transport.
         table: dict[int, Any] = dict(paramiko.Transport._channel_handler_table)

@@ -14,6 +14,10 @@ consumed bytes back itself, and keeps Paramiko from doing so.  The
 Paramiko internals that takes are checked once (:func:`window_control`);
 without them a channel keeps Paramiko's own flow control at the fixed
 starting window.
+
+A caller waiting for data on stdout reads the transport's packets itself
+when the transport allows it (:meth:`~fleche_ssh.ssh.lean_reader.SharedPacketizer.serve`),
+instead of waiting for Paramiko's thread to hand them over.
 """
 
 from __future__ import annotations
@@ -102,6 +106,12 @@ class ParamikoProcess(RemoteProcess):
         self.window = window
         #: The window the server gave us when the channel opened: what bounds uploads.
         self.server_window: int = channel.out_window_size
+        packetizer = channel.transport.packetizer
+        shared = getattr(packetizer, "shared", False)
+        #: Reads packets in this thread until the given buffer has data (None: Paramiko's thread).
+        self._serve = packetizer.serve if shared else None
+        #: Has Paramiko's thread read when no caller will (None: it always does).
+        self._wake = packetizer.wake if shared else None
 
     @classmethod
     def open(cls, session: Session, command: str, *, window_size: int = WINDOW_SIZE,
@@ -122,15 +132,22 @@ class ParamikoProcess(RemoteProcess):
     def send(self, data: memoryview) -> int:
         if self.window is not None:
             self.window.sent(time.monotonic())
+        if self._wake is not None and self._channel.out_window_size < len(data):
+            self._wake()  # the send waits for the server's window adjustment
         return self._channel.send(data)
 
     def recv(self, size: int) -> bytes:
+        if self._serve is not None:
+            self._serve(self._channel.in_buffer.read_ready)
         data = self._channel.recv(size)
         if data and self.window is not None:
             self._consumed(len(data))
         return data
 
     def recv_stderr(self, size: int) -> bytes:
+        # No serve(): stderr is drained by a thread that waits all the time; as a
+        # reader it would keep Paramiko's thread parked and take the answers'
+        # packets from the thread waiting for them.
         data = self._channel.recv_stderr(size)
         if data and self.window is not None:
             self._consumed(len(data))
@@ -173,6 +190,8 @@ class ParamikoProcess(RemoteProcess):
         """
         channel = self._channel
         deadline = time.monotonic() + wait
+        if self._wake is not None:
+            self._wake()
         while not channel.exit_status_ready() and time.monotonic() < deadline:
             time.sleep(_POLL)
         if channel.exit_status_ready():

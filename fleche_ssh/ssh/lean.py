@@ -1,0 +1,335 @@
+"""A lean per-packet path for AES-GCM, under Paramiko's own key exchange.
+
+Paramiko spends most of a small call's client CPU on each packet, not on
+the cipher: one ``AESGCM`` call costs about 1 µs, while
+``Packetizer.read_message`` and ``send_message`` take tens of µs each,
+building ``Message`` objects, joining bytes several times over and calling
+``recv`` twice per packet.  :class:`LeanPacketizer` keeps Paramiko's
+packetizer (key exchange, authentication, rekeying and keepalives still run
+through it and through ``Transport.run``) and replaces only the per-packet
+work once the negotiated cipher is an AEAD one:
+
+* sending: one ``AESGCM.encrypt`` over the packet, with the 4-byte length
+  as associated data and the IV's 64-bit counter incremented per packet
+  (RFC 5647 as OpenSSH uses it);
+* receiving: socket reads of up to :data:`RECV_SIZE` bytes into one buffer,
+  one ``AESGCM.decrypt`` per packet, and channel data handed to its channel
+  directly, with no ``Message`` and no trip through ``Transport.run``.
+  Every other message (window adjustments, requests, EOF, close, a key
+  exchange) is returned to ``Transport.run`` in the order it came, so
+  Paramiko's handlers see it exactly as they would have.
+
+The packetizer's counters (sequence numbers, bytes and packets towards the
+next rekey, the IVs) are Paramiko's own private attributes, read and
+written under their mangled names: both paths then share one state, and a
+packet that must take Paramiko's path (a cipher without AEAD, compression,
+packet dumps) can follow one that took this one.  Those internals are
+checked once (:func:`lean_internals`); a Paramiko without them keeps its
+own packetizer, with a debug log saying why.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import inspect
+import logging
+import socket
+import struct
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import paramiko
+from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA
+from paramiko.packet import NeedRekeyException, Packetizer
+from paramiko.ssh_exception import SSHException
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+logger = logging.getLogger("fleche_ssh.lean")
+
+#: The most one ``recv`` asks for: a few 32 KiB data packets at once.
+RECV_SIZE = 1 << 18
+#: Largest packet accepted, OpenSSH's own ``PACKET_MAX_SIZE``: a corrupt length
+#: fails the connection instead of waiting for gigabytes that never come.
+PACKET_MAX = 1 << 18
+#: Bytes of the AES-GCM tag after each packet.
+TAG = 16
+_LENGTH = struct.Struct(">I")
+_HEADER = struct.Struct(">IB")
+_DATA = struct.Struct(">BII")
+_EXTENDED = struct.Struct(">BIII")
+_STDERR = 1
+_MASK32 = 0xFFFFFFFF
+_MASK64 = (1 << 64) - 1
+#: Padding under AEAD: encrypted and authenticated with the packet, its bytes
+#: carry no security (Paramiko pads CTR packets with zeros too), and
+#: ``os.urandom`` is a system call per packet.
+_ZEROS = bytes(32)
+
+#: Paramiko's private ``Packetizer`` attributes this module reads or sets.
+_PACKETIZER_INTERNALS = (
+    "socket", "closed", "need_rekey", "remainder", "sent_bytes", "sent_packets",
+    "received_bytes", "received_packets", "received_bytes_overflow",
+    "received_packets_overflow", "block_size_out", "block_engine_out", "block_engine_in",
+    "compress_engine_out", "compress_engine_in", "sequence_number_out",
+    "sequence_number_in", "aead_out", "aead_in", "iv_out", "iv_in", "write_lock",
+    "dump_packets",
+)
+#: Public or protected methods of ``Packetizer`` called here.
+_PACKETIZER_METHODS = ("write_all", "_check_keepalive", "_trigger_rekey", "_log")
+#: Attributes of a ``Transport`` the dispatch of channel data reads.
+_TRANSPORT_INTERNALS = ("_channels", "_expected_packet", "active")
+
+
+def _mangled(name: str) -> str:
+    return f"_Packetizer__{name}"
+
+
+@functools.cache
+def lean_internals() -> bool:
+    """Whether this Paramiko has every internal the lean path uses (checked once)."""
+    probe = Packetizer(socket.socket())
+    try:
+        missing = [name for name in _PACKETIZER_INTERNALS if not hasattr(probe, _mangled(name))]
+        missing += [name for name in _PACKETIZER_METHODS
+                    if not callable(getattr(probe, name, None))]
+    finally:
+        probe._Packetizer__socket.close()
+    if "packetizer_class" not in inspect.signature(paramiko.Transport.__init__).parameters:
+        missing.append("Transport(packetizer_class=)")
+    missing += [f"Channel.{n}" for n in ("_feed", "in_stderr_buffer", "combine_stderr")
+                if not hasattr(paramiko.Channel(0), n)]
+    if missing:
+        logger.debug("paramiko %s lacks %s: packets take Paramiko's own path",
+                     paramiko.__version__, ", ".join(missing))
+    return not missing
+
+
+def _next_iv(iv: bytes) -> bytes:
+    """The IV of the next packet: its fixed 4 bytes, and the 8-byte counter plus one."""
+    counter = (int.from_bytes(iv[4:], "big") + 1) & _MASK64
+    return iv[:4] + counter.to_bytes(8, "big")
+
+
+class LeanPacketizer(Packetizer):
+    """Paramiko's packetizer with a short path for each packet under an AEAD cipher."""
+
+    # Paramiko's private state, shared with its own path (typed here for mypy).
+    _Packetizer__remainder: bytes
+    _Packetizer__iv_in: bytes
+    _Packetizer__iv_out: bytes
+    _Packetizer__sequence_number_in: int
+    _Packetizer__sequence_number_out: int
+
+    def __init__(self, sock: Any) -> None:
+        super().__init__(sock)
+        self._rx = bytearray()
+        self._transport: Callable[[], Any] = lambda: None
+        #: Packets of channel data that took the lean path, each way (tests read them).
+        self.lean_sent = 0
+        self.lean_received = 0
+
+    def attach(self, transport: Any) -> None:
+        """Hand channel data to *transport*'s channels (held weakly: no cycle)."""
+        self._transport = weakref.ref(transport)
+
+    # -- sending ---------------------------------------------------------------
+
+    def send_message(self, data: Any) -> None:
+        if not self._Packetizer__aead_out or self._slow(out=True):
+            super().send_message(data)
+            return
+        payload = data.asbytes()
+        with self._Packetizer__write_lock:
+            bsize = self._Packetizer__block_size_out
+            padding = 3 + bsize - ((len(payload) + 4) % bsize)
+            header = _HEADER.pack(len(payload) + padding + 1, padding)
+            length = header[:4]
+            iv = self._Packetizer__iv_out
+            sealed = self._Packetizer__block_engine_out.encrypt(
+                iv, header[4:] + payload + _ZEROS[:padding], length)
+            self._Packetizer__iv_out = _next_iv(iv)
+            self._Packetizer__sequence_number_out = (
+                self._Packetizer__sequence_number_out + 1) & _MASK32
+            self.write_all(length + sealed)
+            if payload[0] == MSG_CHANNEL_DATA:
+                self.lean_sent += 1
+            self._sent(4 + len(sealed))
+        self._after_send(payload[0])
+
+    def _after_send(self, kind: int) -> None:
+        """A message of type *kind* went out (for subclasses: it may want an answer)."""
+
+    def _sent(self, size: int) -> None:
+        """Count a packet towards the next rekey, as ``send_message`` does."""
+        self._Packetizer__sent_bytes += size
+        self._Packetizer__sent_packets += 1
+        if (self._Packetizer__sent_packets >= self.REKEY_PACKETS
+                or self._Packetizer__sent_bytes >= self.REKEY_BYTES) \
+                and not self._Packetizer__need_rekey:
+            self._log(logging.DEBUG, f"Rekeying (hit {self._Packetizer__sent_packets} packets, "
+                                     f"{self._Packetizer__sent_bytes} bytes sent)")
+            self._Packetizer__received_bytes_overflow = 0
+            self._Packetizer__received_packets_overflow = 0
+            self._trigger_rekey()
+
+    def _slow(self, *, out: bool) -> bool:
+        """Whether a packet must take Paramiko's path although the cipher is AEAD."""
+        compress = self._Packetizer__compress_engine_out if out else \
+            self._Packetizer__compress_engine_in
+        return compress is not None or self._Packetizer__dump_packets
+
+    # -- receiving -------------------------------------------------------------
+
+    def read_message(self) -> tuple[int, paramiko.Message]:
+        if not self.lean_in():
+            if self._rx:  # bytes read ahead go back to where Paramiko reads first
+                self._Packetizer__remainder += bytes(self._rx)
+                self._rx.clear()
+            return super().read_message()
+        while True:
+            got = self._read_one(patient=True)
+            if isinstance(got, tuple):
+                return got
+            if self._Packetizer__need_rekey:
+                raise NeedRekeyException()  # Transport.run starts the key exchange
+
+    def lean_in(self) -> bool:
+        """Whether the next packet received takes the lean path."""
+        if not self._Packetizer__aead_in or self._slow(out=False):
+            return False
+        if self._Packetizer__remainder:
+            self._rx[:0], self._Packetizer__remainder = self._Packetizer__remainder, b""
+        return True
+
+    def _read_one(self, *, patient: bool) -> tuple[int, paramiko.Message] | bool:
+        """Read one packet: True if it was channel data, now fed to its channel; else
+        the message for ``Transport.run``.
+
+        Impatient (a thread that holds the reader role only for a while), a
+        socket timeout before the packet is complete gives False: the bytes
+        read so far stay buffered for whoever reads next.
+        """
+        rx = self._rx
+        if not self._fill(4, first=True, patient=patient):
+            return False
+        size = _LENGTH.unpack_from(rx)[0]
+        if size > PACKET_MAX or size < 16:
+            raise SSHException(f"Invalid packet length {size} from the server")
+        total = 4 + size + TAG
+        if not self._fill(total, first=False, patient=patient):
+            return False
+        iv = self._Packetizer__iv_in
+        with memoryview(rx) as view:
+            plain = self._Packetizer__block_engine_in.decrypt(iv, view[4:total], view[:4])
+        next_iv = _next_iv(iv)
+        seqno = self._Packetizer__sequence_number_in
+        # The three statements taking the packet make no call: CPython raises a
+        # pending KeyboardInterrupt (Ctrl-C in a caller's thread) only at a call
+        # or a loop, so before them (the packet stays buffered, to be read again)
+        # or after them, never with the IV and the sequence number out of step.
+        del rx[:total]
+        self._Packetizer__iv_in = next_iv
+        self._Packetizer__sequence_number_in = (seqno + 1) & _MASK32
+        self._received(total)
+        payload = plain[1:size - plain[0]]
+        if self._dispatched(payload):
+            self.lean_received += 1
+            return True
+        message = paramiko.Message(payload[1:])
+        message.seqno = seqno
+        return payload[0], message
+
+    def _buffered(self) -> bool:
+        """Whether a whole packet is already buffered (no socket read needed)."""
+        rx = self._rx
+        return len(rx) >= 4 and len(rx) >= 4 + _LENGTH.unpack_from(rx)[0] + TAG
+
+    def _fill(self, need: int, *, first: bool, patient: bool) -> bool:
+        """Read until *need* bytes are buffered; False: an impatient read timed out.
+
+        The socket's timeout (Paramiko's 0.1 s) is when keepalives are due
+        and a closed transport is noticed, as in ``read_all``.  *first*: no
+        byte of the packet has arrived yet, so a rekey asked for may start.
+        """
+        rx = self._rx
+        sock = self._Packetizer__socket
+        while len(rx) < need:
+            try:
+                chunk = sock.recv(max(RECV_SIZE, need - len(rx)))
+            except TimeoutError:
+                chunk = None
+            except OSError as e:
+                if e.errno != errno.EAGAIN and not self._Packetizer__closed:
+                    raise
+                if self._Packetizer__closed:
+                    raise EOFError() from e
+                chunk = None
+            if chunk is None:
+                if self._Packetizer__closed:
+                    raise EOFError()
+                if not patient:
+                    return False
+                if first and not rx and self._Packetizer__need_rekey:
+                    raise NeedRekeyException()
+                self._check_keepalive()
+                continue
+            if not chunk:
+                raise EOFError()
+            rx += chunk
+        return True
+
+    def _received(self, size: int) -> None:
+        """Count a packet towards the next rekey, as ``read_message`` does."""
+        self._Packetizer__received_bytes += size
+        self._Packetizer__received_packets += 1
+        if self._Packetizer__need_rekey:
+            self._Packetizer__received_bytes_overflow += size
+            self._Packetizer__received_packets_overflow += 1
+            if (self._Packetizer__received_packets_overflow >= self.REKEY_PACKETS_OVERFLOW_MAX
+                    or self._Packetizer__received_bytes_overflow
+                    >= self.REKEY_BYTES_OVERFLOW_MAX):
+                raise SSHException("Remote transport is ignoring rekey requests")
+        elif (self._Packetizer__received_packets >= self.REKEY_PACKETS
+              or self._Packetizer__received_bytes >= self.REKEY_BYTES):
+            self._log(logging.DEBUG,
+                      f"Rekeying (hit {self._Packetizer__received_packets} packets, "
+                      f"{self._Packetizer__received_bytes} bytes received)")
+            self._Packetizer__received_bytes_overflow = 0
+            self._Packetizer__received_packets_overflow = 0
+            self._trigger_rekey()
+
+    def _dispatched(self, payload: bytes) -> bool:
+        """Feed channel data to its channel; False: ``Transport.run`` must handle *payload*.
+
+        Only data for an open channel outside a key exchange is handled
+        here, which is all ``Transport.run`` would have done with it.
+        """
+        kind = payload[0]
+        if kind != MSG_CHANNEL_DATA and kind != MSG_CHANNEL_EXTENDED_DATA:
+            return False
+        transport = self._transport()
+        if transport is None or transport._expected_packet or not transport.active:
+            return False
+        if kind == MSG_CHANNEL_DATA:
+            _, chanid, size = _DATA.unpack_from(payload)
+            start = _DATA.size
+        else:
+            _, chanid, code, size = _EXTENDED.unpack_from(payload)
+            start = _EXTENDED.size
+        channel = transport._channels.get(chanid)
+        if channel is None or len(payload) < start + size:
+            return False
+        data = payload[start:start + size]
+        if kind == MSG_CHANNEL_DATA:
+            channel._feed(data)
+        elif code == _STDERR and not channel.combine_stderr:
+            channel.in_stderr_buffer.feed(data)
+        else:
+            return False
+        return True
+
+
+__all__ = ["LeanPacketizer", "lean_internals"]
