@@ -32,7 +32,6 @@ TESTS = Path(__file__).resolve().parent.parent / "tests"
 sys.path.insert(0, str(TESTS))
 
 from support.keys import hash_known_host, known_hosts_entry, make_client_key  # noqa: E402
-from support.relay import DelayRelay  # noqa: E402
 from support.remote import write_remote_workdir  # noqa: E402
 from support.sshd import Sshd, start_sshd  # noqa: E402
 from support.tools import missing_sshd_tools  # noqa: E402
