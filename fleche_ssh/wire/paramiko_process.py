@@ -7,7 +7,8 @@ server's CPU, which only matters for a channel carrying large answers.
 
 The receive window starts at :data:`WINDOW_SIZE`, or at the window an
 earlier channel of the same session grew to (the same connection, so the
-same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`), and grows
+same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`; shared
+among the channels open at once), and grows
 to what the link needs (:mod:`.window` decides; the figures are in
 ``docs/performance.rst``).
 Paramiko has no public way to grow a window, so this module takes over its
@@ -93,6 +94,19 @@ def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow,
     channel.in_window_threshold = _NEVER
 
 
+def _starting_window(session: Session, window_size: int, cap: int) -> int:
+    """*window_size*, or the window a channel of *session* grew to, within *cap*.
+
+    What one channel grew to is what one transfer needs on the link.
+    Channels open at the same time share the link, and each window is a
+    promise to buffer that much: a new channel inherits at most *cap*
+    divided among the channels then open (itself included), so that what
+    a login's new channels promise together stays near one channel's bound.
+    """
+    open_now, _ = session.usage()
+    return min(cap, max(window_size, min(session.grown_window, cap // (open_now + 1))))
+
+
 class ParamikoProcess(RemoteProcess):
     """A command running on a ``paramiko.Channel``, with Paramiko's quirks handled."""
 
@@ -120,7 +134,7 @@ class ParamikoProcess(RemoteProcess):
         """
         window = None
         if window_control():
-            window_size = min(window_cap, max(window_size, session.grown_window))
+            window_size = _starting_window(session, window_size, window_cap)
             window = ReceiveWindow(window_size, window_cap)
         channel = session.open_exec(
             command, window_size=window_size, max_packet_size=MAX_PACKET_SIZE,
