@@ -7,10 +7,9 @@ server's CPU, which only matters for a channel carrying large answers.
 
 The receive window starts at :data:`WINDOW_SIZE`, or at the window an
 earlier channel of the same session grew to (the same connection, so the
-same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`; shared
-among the channels open at once), and grows
-to what the link needs (:mod:`.window` decides; the figures are in
-``docs/performance.rst``).
+same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`, shared
+among the channels open at once), and grows to what the link needs
+(:mod:`.window` decides; the figures are in ``docs/performance.rst``).
 Paramiko has no public way to grow a window, so this module takes over its
 window adjustments on the channels it opens: it notes the requests leaving
 and the bytes arriving (a ``BufferedPipe`` that counts each packet), hands
@@ -126,11 +125,11 @@ class ParamikoProcess(RemoteProcess):
         """Start *command* on a new channel of *session*.
 
         The window starts at *window_size*, or at the window a channel of
-        *session* grew to when that is larger, and grows up to *window_cap*,
-        which bounds both; they are parameters for ``benchmarks/window.py``
-        and the tests, which measure what fixed windows cost and gain.
-        Paramiko's own fixed window (no :func:`window_control`) stays at
-        *window_size*.
+        *session* grew to when that is larger (:func:`_starting_window`), and
+        grows up to *window_cap*, which bounds both; they are parameters for
+        ``benchmarks/window.py`` and the tests, which measure what fixed
+        windows cost and gain.  Paramiko's own fixed window (no
+        :func:`window_control`) stays at *window_size*.
         """
         window = None
         if window_control():
