@@ -172,3 +172,33 @@ def test_on_loopback_the_window_stays_at_its_starting_size(make):
     window = _process(cache).window
     assert window is not None and window.round_trip is not None
     assert window.size == FLOOR, f"the window grew on loopback: {window}"
+
+
+@pytest.mark.timeout(120)
+def test_a_new_channel_of_the_session_opens_at_the_window_the_link_grew_to(make, relayed, pool):
+    first = make(ssh_options=relayed)
+    value = os.urandom(64 * MIB)
+    assert first.load_value(first._rpc("save_value", value)) == value
+    grown = _process(first).window
+    assert grown is not None and grown.size > FLOOR, f"the window did not grow: {grown}"
+    session = pool.get(first.target())
+    assert session is not None and session.grown_window == grown.size
+    # A second cache on the same login: its channel is opened with the grown window
+    # (beside the first cache's channel, at most half the cap).
+    second = make(ssh_options=relayed)
+    second.info()
+    process = _process(second)
+    assert process._channel.get_transport() is session.transport
+    assert process._channel.in_window_size == min(grown.size, CAP // 2) > FLOOR
+    assert process.window is not None and process.window.floor == min(grown.size, CAP // 2)
+    # With two channels open, a third shares the cap with them: at most a third of it.
+    third = make(ssh_options=relayed)
+    third.info()
+    assert _process(third)._channel.in_window_size == min(grown.size, CAP // 3)
+    # Another destination (loopback, without the relay) is another link: the default.
+    direct = make()
+    direct.info()
+    fresh = _process(direct)
+    assert fresh._channel.get_transport() is not session.transport
+    assert fresh._channel.in_window_size == WINDOW_SIZE
+    assert pool.get(direct.target()).grown_window == 0

@@ -7,6 +7,13 @@ itself so that the pool can say which logins are in use and for how long
 they have been idle, without anything on the path a frame takes: a
 channel is noted once when it opens, and the transport stamps the time
 whenever one closes (:mod:`fleche_ssh.ssh.transport`).
+
+It also remembers the largest receive window a channel of it grew to
+(:meth:`Session.window_grew`): every channel of one session crosses the
+same TCP connection, so the next one can open at the window the link was
+found to need instead of finding it again.  That stays with the session
+and ends with it: a new login may take another path (a laptop that moved
+from a VPN to the office LAN), where a large window only costs.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ class Session:
     _channels: weakref.WeakSet[paramiko.Channel] = field(
         default_factory=weakref.WeakSet, init=False, repr=False)
     _opened_at: float = field(default_factory=time.monotonic, init=False, repr=False)
+    #: The largest receive window a channel of this session grew to; 0: none grew.
+    grown_window: int = field(default=0, init=False)
 
     def alive(self) -> bool:
         return self.transport.is_active() and self.transport.is_authenticated()
@@ -112,6 +121,11 @@ class Session:
         with self.lock:
             self._channels.add(channel)
             self._opened_at = time.monotonic()
+
+    def window_grew(self, size: int) -> None:
+        """A channel of this session grew its receive window to *size* bytes."""
+        with self.lock:
+            self.grown_window = max(self.grown_window, size)
 
     def usage(self) -> tuple[int, float]:
         """``(channels open, seconds idle)``.

@@ -5,8 +5,11 @@ packet size asked for when the channel opens are chosen here, not by the
 session that opens it, since they trade download speed against the
 server's CPU, which only matters for a channel carrying large answers.
 
-The receive window starts at :data:`WINDOW_SIZE` and grows to what the link
-needs (:mod:`.window` decides; the figures are in ``docs/performance.rst``).
+The receive window starts at :data:`WINDOW_SIZE`, or at the window an
+earlier channel of the same session grew to (the same connection, so the
+same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`, shared
+among the channels open at once), and grows to what the link needs
+(:mod:`.window` decides; the figures are in ``docs/performance.rst``).
 Paramiko has no public way to grow a window, so this module takes over its
 window adjustments on the channels it opens: it notes the requests leaving
 and the bytes arriving (a ``BufferedPipe`` that counts each packet), hands
@@ -94,6 +97,19 @@ def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow,
     channel.in_window_threshold = _NEVER
 
 
+def _starting_window(session: Session, window_size: int, cap: int) -> int:
+    """*window_size*, or the window a channel of *session* grew to, within *cap*.
+
+    What one channel grew to is what one transfer needs on the link.
+    Channels open at the same time share the link, and each window is a
+    promise to buffer that much: a new channel inherits at most *cap*
+    divided among the channels then open (itself included), so that what
+    a login's new channels promise together stays near one channel's bound.
+    """
+    open_now, _ = session.usage()
+    return min(cap, max(window_size, min(session.grown_window, cap // (open_now + 1))))
+
+
 class ParamikoProcess(RemoteProcess):
     """A command running on a ``paramiko.Channel``, with Paramiko's quirks handled."""
 
@@ -118,11 +134,17 @@ class ParamikoProcess(RemoteProcess):
              window_cap: int = CAP) -> ParamikoProcess:
         """Start *command* on a new channel of *session*.
 
-        The window starts at *window_size* and grows up to *window_cap*;
-        both are there for ``benchmarks/window.py`` and the tests, which
-        measure what fixed windows cost and gain.
+        The window starts at *window_size*, or at the window a channel of
+        *session* grew to when that is larger (:func:`_starting_window`), and
+        grows up to *window_cap*, which bounds both; they are parameters for
+        ``benchmarks/window.py`` and the tests, which measure what fixed
+        windows cost and gain.  Paramiko's own fixed window (no
+        :func:`window_control`) stays at *window_size*.
         """
-        window = ReceiveWindow(window_size, window_cap) if window_control() else None
+        window = None
+        if window_control():
+            window_size = _starting_window(session, window_size, window_cap)
+            window = ReceiveWindow(window_size, window_cap)
         channel = session.open_exec(
             command, window_size=window_size, max_packet_size=MAX_PACKET_SIZE,
             prepare=None if window is None else functools.partial(
@@ -165,6 +187,7 @@ class ParamikoProcess(RemoteProcess):
                          channel.chanid, channel.in_window_size, self.window.size,
                          1000 * (self.window.round_trip or 0.0))
             channel.in_window_size = self.window.size
+            self._session.window_grew(self.window.size)
         message = paramiko.Message()
         message.add_byte(cMSG_CHANNEL_WINDOW_ADJUST)
         message.add_int(channel.remote_chanid)
