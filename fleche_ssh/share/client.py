@@ -108,8 +108,25 @@ class SharedProcess(SocketProcess):
         return self._told("signal", str)
 
     def connection_alive(self) -> bool:
-        """Whether the login under the channel still works, as far as the holder said."""
+        """Whether the login under the channel still works, as far as the holder said.
+
+        The holder sends how the command ended as soon as its channel
+        closes, saying whether its own connection still works; a holder that
+        went away (killed, or exited because its login died) counts as a
+        lost connection too.  So a loss on the holder's side is a
+        :class:`~fleche_ssh.errors.ConnectionLost` here, as a loss of our
+        own login would be, and a read lost with it is sent again.
+        """
         return not self._ended.is_set() or self._exit.get("alive") is True
+
+    def known_lost(self) -> bool:
+        """Whether the holder already said this channel's login is gone: a flag, no I/O.
+
+        The channel's stderr thread reads the holder's word as it comes, so
+        an idle channel whose login died is dropped before the next call,
+        which then goes to a live login instead of failing on a dead one.
+        """
+        return self._ended.is_set() and not self.connection_alive()
 
     def lost_reason(self) -> str | None:
         return self._told("lost", str) or None
