@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -357,3 +358,28 @@ def test_a_save_through_the_holder_across_a_drop_is_never_retried(
     with pytest.raises(KeyError):
         cache.load_value(digest(value))
     assert not [n for n in remote_files(remote_dir) - before if n.endswith(".tmp")]
+
+
+# -- which source a channel came through: check and the log -------------------------------
+
+
+def test_check_and_the_log_name_the_background_holder(client_home, remote_dir, remote_python,
+                                                      runtime, capsys, caplog):
+    from fleche_ssh.cli import main as cli
+
+    with caplog.at_level(logging.INFO, logger="fleche_ssh"):
+        assert cli(["check", "testhost", "-o", "ControlPersist=30s", "--prompt", "none",
+                    "--python", remote_python, "--workdir", str(remote_dir)]) == 0
+    out = capsys.readouterr().out
+    (name,) = persist.names()
+    socket_path = runtime / f"{name}.sock"
+    source = f"the background holder at {socket_path} (control_persist)"
+    assert re.search(rf"^ +channel through +{re.escape(source)}$", out, re.M), out
+    skipped = re.findall(r"^ +skipped +control_persist: the background fleche-ssh process "
+                         r"logs in$", out, re.M)
+    assert len(skipped) == 2, out  # neither TCP nor a login of check's own
+    opened = [r.getMessage() for r in caplog.records
+              if r.getMessage().startswith("starting remote cache on")]
+    assert opened and all(m.startswith(f"starting remote cache on root@127.0.0.1:"
+                                       f"{client_home.sshd.port} through {source}: ")
+                          for m in opened), opened

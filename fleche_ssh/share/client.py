@@ -75,6 +75,8 @@ class SharedProcess(SocketProcess):
                  peer: str) -> None:
         super().__init__(data, data, control, command=command)
         self._peer = peer
+        #: Where the holder listens: its socket's path, or ``127.0.0.1:PORT``.
+        self.address = _address(control)
         self._ended = threading.Event()
         #: The holder's ``exit`` message, or what stands for it when the holder went away.
         self._exit: dict[str, Any] = {}
@@ -130,6 +132,16 @@ class SharedProcess(SocketProcess):
 
     def lost_reason(self) -> str | None:
         return self._told("lost", str) or None
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "an unnamed socket"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) or "an unnamed socket"
 
 
 def open_shared(address: str, secret: bytes, target: Target, command: str, login: Login,
