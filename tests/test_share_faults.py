@@ -38,7 +38,7 @@ from support.relay import DelayRelay
 from support.sshd import Sshd, _wait_for_banner, start_sshd
 from support.tools import SSHD
 
-from fleche_ssh.errors import ConnectionLost, RemoteConnectionError
+from fleche_ssh.errors import ConnectionLost, LoginLost, RemoteConnectionError
 from fleche_ssh.share import local, persist
 from fleche_ssh.share.client import SharedProcess
 from fleche_ssh.share.place import OVERRIDE
@@ -358,6 +358,35 @@ def test_a_save_through_the_holder_across_a_drop_is_never_retried(
     with pytest.raises(KeyError):
         cache.load_value(digest(value))
     assert not [n for n in remote_files(remote_dir) - before if n.endswith(".tmp")]
+
+
+def test_a_cache_that_cannot_ask_is_told_the_holders_login_was_lost(make, sshd_totp, relayed,
+                                                                     runtime):
+    relay = relayed(sshd_totp.server)
+    asked: list[str] = []
+
+    def answer(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        asked.extend(text for text, _ in prompts)
+        return [sshd_totp.code() for _ in prompts]
+
+    keys = {"host": "totphost", "port": relay.port, "control_persist": "1m",
+            "server_alive_interval": QUIET}
+    notebook = make(prompt=answer, **keys)
+    batch = make(prompt="none", **keys)
+    notebook.info()
+    assert batch.contains("0" * 64) is False  # on the holder's login: nothing asked
+    assert len(asked) == 1
+
+    relay.drop()
+    relay.restore()
+    started = time.monotonic()
+    with pytest.raises(LoginLost) as lost:
+        batch.load_value("0" * 64)
+    assert time.monotonic() - started < HANG
+    message = str(lost.value)
+    assert message.startswith("The login to totphost was lost (")
+    assert "One-time password" in message  # the question nobody could answer here
+    assert len(asked) == 1  # nobody was asked on the batch cache's behalf
 
 
 # -- which source a channel came through: check and the log -------------------------------
