@@ -87,7 +87,7 @@ def _source(cache: ParamikoCache, target: Target, command: str) -> tuple[RemoteP
     master = live_master(target)
     if master is not None:
         return (MasterProcess(master, command),
-                f"the live OpenSSH master at {master.path} (pid {master.pid})")
+                f"the OpenSSH master (pid {master.pid}) at {master.path}")
     shared = _shared(cache, target, command)
     if shared is not None:
         return shared
