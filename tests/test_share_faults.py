@@ -212,9 +212,9 @@ def test_a_holder_killed_mid_save_gives_a_typed_error_and_stores_nothing(
     with caplog.at_level(logging.INFO, logger="fleche_ssh"):
         worker, outcome = in_background(lambda: cache._rpc("save_value", value))
         assert wait_for(lambda: io_counter(server, "rchar") - baseline >= 1 << 20, HANG)
+        assert worker.is_alive()  # killed in the middle, not after
         os.kill(holder, signal.SIGKILL)
         started = time.monotonic()
-        assert worker.is_alive()  # killed in the middle, not after
         outcome = joined(worker, outcome)
     assert time.monotonic() - started < HANG
     assert "value" not in outcome
@@ -243,8 +243,8 @@ def test_a_holder_killed_mid_load_is_retried_once_through_a_new_holder(
     with caplog.at_level(logging.INFO, logger="fleche_ssh"):
         worker, outcome = in_background(lambda: cache.load_value(key))
         assert wait_for(lambda: io_counter(server, "wchar") - baseline >= 1 << 20, HANG)
-        os.kill(holder, signal.SIGKILL)
         assert worker.is_alive()
+        os.kill(holder, signal.SIGKILL)
         outcome = joined(worker, outcome)
     assert outcome.get("value") == value, outcome.get("error")
     assert [r.getMessage() for r in caplog.records if RETRY in r.getMessage()] == [
@@ -268,8 +268,8 @@ def test_sshd_killed_under_the_holder_ends_the_call_and_the_holder_then_logs_in_
     with caplog.at_level(logging.INFO, logger="fleche_ssh"):
         worker, outcome = in_background(lambda: cache._rpc("save_value", value))
         assert wait_for(lambda: io_counter(server, "rchar") - baseline >= 1 << 20, HANG)
-        kill_sshd(own_sshd[0])
         assert worker.is_alive()
+        kill_sshd(own_sshd[0])
         outcome = joined(worker, outcome)
     error = outcome.get("error")
     assert isinstance(error, ConnectionLost), repr(outcome)

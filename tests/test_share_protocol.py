@@ -107,6 +107,18 @@ def test_a_holder_knowing_other_options_is_told_apart_too(make):
         open_shared("other", SECRET, target, "true", cache.login(target), other_options)
 
 
+def test_a_listener_closing_before_its_hello_counts_as_none_listening(make):
+    """A killed holder's socket accepts for a moment after its process stopped serving it."""
+    def dying(address: str, timeout: float) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        theirs.close()
+        return mine
+
+    cache = make()
+    target = cache.target()
+    assert open_shared("dying", SECRET, target, "true", cache.login(target), dying) is None
+
+
 def test_the_questions_of_a_login_reach_the_client_and_only_it(client_home, remote_dir,
                                                                remote_python, pool):
     asked = []

@@ -42,7 +42,7 @@ from ..ssh import hostkeys
 from ..ssh.session import Login
 from ..wire.sockets import SocketProcess
 from . import protocol
-from .protocol import EXCHANGE_TIMEOUT, OwnerGone, ShareError, VersionMismatch
+from .protocol import EXCHANGE_TIMEOUT, Closed, OwnerGone, ShareError, VersionMismatch
 
 if TYPE_CHECKING:
     from ..cache import ParamikoCache
@@ -195,14 +195,30 @@ def _request(kind: str, target: Target, command: str, login: Login) -> dict[str,
 
 def _greet(connect: Connect, address: str, secret: bytes, peer: str,
            request: dict[str, Any]) -> socket.socket | None:
-    """A connection to the holder, past its hello, with *request* sent and proven."""
+    """A connection to the holder, past its hello, with *request* sent and proven.
+
+    None when nothing listens at *address*, and also when the connection
+    is closed before the hello: a killed or exiting holder's socket accepts
+    for a moment after its process stopped serving it.
+    """
     sock = connect(address, EXCHANGE_TIMEOUT)
     if sock is None:
         return None
     try:
-        nonce = protocol.check_hello(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), peer)
+        hello = protocol.receive(sock, EXCHANGE_TIMEOUT, peer)
+    except Closed:
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        nonce = protocol.check_hello(hello, peer)
         protocol.send(sock, {**request, "version": protocol.VERSION,
                              "proof": protocol.proof(secret, nonce)})
+    except OSError as e:
+        sock.close()
+        raise ShareError(f"the connection to {peer} failed: {e}") from None
     except BaseException:
         sock.close()
         raise
