@@ -172,6 +172,7 @@ def test_check_host_prints_every_step(client_home, remote_dir, remote_python):
                 "stricthostkeychecking +yes", rf"connected to +127\.0\.0\.1 port {port}",
                 rf"verified by +known_hosts {re.escape(str(client_home.known_hosts))}:\d+",
                 "methods offered +publickey", r"methods used +publickey \(",
+                r"channel through +this process's own login \(pid \d+\)$",
                 f"python +{re.escape(remote_python)}", f"fleche +{re.escape(fleche.__version__)}",
                 f"cwd +{re.escape(str(remote_dir))}", r"median of \d+ contains\(\) +\S+ m?s",
                 r"upload 8 MiB +[\d.]+ MB/s", r"download 8 MiB +[\d.]+ MB/s",

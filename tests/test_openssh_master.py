@@ -371,6 +371,8 @@ def test_check_says_it_goes_through_the_master_and_asks_nothing(master, remote_d
     assert result.returncode == 0, out + result.stderr
     assert re.search(rf"^ +through +OpenSSH master pid {master.pid} \(ssh -O check\)", out, re.M)
     assert re.search(rf"^ +control socket +{re.escape(master.socket)}$", out, re.M)
+    assert re.search(rf"^ +channel through +the OpenSSH master \(pid {master.pid}\) at "
+                     rf"{re.escape(master.socket)}$", out, re.M), out
     assert re.search(r"^ +skipped +the OpenSSH master .* is connected", out, re.M), out
     assert re.search(r"^ +median of \d+ contains\(\)", out, re.M)
     assert master.asks() == 1

@@ -13,9 +13,13 @@ import os
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from fleche.call import Call
+from support.caches import wait_for
+from support.keys import hash_known_host, known_hosts_entry
+from support.relay import DelayRelay
 
 from fleche_ssh import ParamikoCache
 from fleche_ssh.errors import ConnectionRefused, PromptUnavailable, UnknownHostKey
@@ -107,6 +111,18 @@ def test_a_holder_knowing_other_options_is_told_apart_too(make):
         open_shared("other", SECRET, target, "true", cache.login(target), other_options)
 
 
+def test_a_listener_closing_before_its_hello_counts_as_none_listening(make):
+    """A killed holder's socket accepts for a moment after its process stopped serving it."""
+    def dying(address: str, timeout: float) -> socket.socket:
+        mine, theirs = socket.socketpair()
+        theirs.close()
+        return mine
+
+    cache = make()
+    target = cache.target()
+    assert open_shared("dying", SECRET, target, "true", cache.login(target), dying) is None
+
+
 def test_the_questions_of_a_login_reach_the_client_and_only_it(client_home, remote_dir,
                                                                remote_python, pool):
     asked = []
@@ -186,14 +202,44 @@ def _holder_gone(make, pool) -> ParamikoCache:
     return cache
 
 
-def test_a_holder_gone_mid_save_is_a_typed_error_within_a_bound(make, pool):
-    cache = _holder_gone(make, pool)
-    call = Call(name="share.gone", arguments={}, result=7)
-    started = time.monotonic()
-    with pytest.raises(protocol.RemoteConnectionError):
-        cache.save(call)  # a write is never sent twice
-    assert time.monotonic() - started < 10
-    assert cache.contains(call.to_lookup_key()) is False  # nothing was stored
+def test_a_holder_gone_mid_save_is_a_typed_error_within_a_bound(make, pool, client_home, sshd):
+    # A rate-capped link under the holder's login keeps the save under way for seconds.
+    relay = DelayRelay(sshd.port, rate=8e6).start()
+    try:
+        entry = hash_known_host(known_hosts_entry(sshd.host, relay.port))
+        with client_home.known_hosts.open("a") as f:
+            f.writelines(f"{entry} {pub}\n" for pub in sshd.host_public_keys.values())
+        connect = Pairs(forwarding(pool))
+        cache = through(make(port=relay.port), connect)
+        server = cache.info()["pid"]
+        call = Call(name="share.gone", arguments={}, result=os.urandom(32 << 20))
+        failed: list[BaseException] = []
+
+        def save() -> None:
+            try:
+                cache.save(call)
+            except protocol.RemoteConnectionError as e:
+                failed.append(e)
+
+        baseline = _read_by(server)
+        worker = threading.Thread(target=save, daemon=True)
+        worker.start()
+        assert wait_for(lambda: _read_by(server) - baseline >= 1 << 20, 30)  # under way
+        assert worker.is_alive()
+        for end in connect.ends:  # the holder's side of every local connection dies
+            end.shutdown(socket.SHUT_RDWR)
+        started = time.monotonic()
+        worker.join(10)
+        assert not worker.is_alive() and time.monotonic() - started < 10
+        assert len(failed) == 1  # a write is never sent twice
+        assert cache.contains(call.to_lookup_key()) is False  # nothing was stored
+    finally:
+        relay.stop()
+
+
+def _read_by(pid: int) -> int:
+    lines = Path(f"/proc/{pid}/io").read_text().splitlines()
+    return next(int(v) for k, v in (ln.split(": ") for ln in lines) if k == "rchar")
 
 
 def test_a_read_the_holder_dies_under_is_answered_on_a_new_channel(make, pool):

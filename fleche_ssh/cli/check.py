@@ -96,13 +96,28 @@ def _master(state: CheckState) -> Rows:
 
 
 def _unless_master(step: Step) -> Step:
-    """*step*, skipped when a live master holds the connection (it connected and logged in)."""
+    """*step*, skipped when another process holds the connection (it connected and logged in).
+
+    That is a live OpenSSH master, or with ``control_persist`` the
+    background holder: logging in here as well would ask a one-time code
+    that the channel, going through the holder, never uses.
+    """
     def run(state: CheckState) -> Rows:
         if state.master is not None:
             return [("skipped", f"the OpenSSH master (pid {state.master.pid}) is connected")]
+        target = state.target
+        if target.control_persist is not None and target.control_master != "no":
+            return [("skipped", "control_persist: the background fleche-ssh process logs in")]
         return step.run(state)
 
     return Step(step.title, run, step.hint)
+
+
+def _server(state: CheckState) -> Rows:
+    """The remote server's own facts, and which login its channel came through."""
+    rows = ask_server(list(INFO_LABELS))(state)
+    sources = {process.source for process in state.cache._conn.idle_processes()}
+    return [("channel through", "; ".join(sorted(sources))), *rows] if sources else rows
 
 
 def _tcp(state: CheckState) -> Rows:
@@ -185,7 +200,7 @@ CHECK_STEPS: tuple[Step, ...] = (
          "none."),
     _unless_master(Step("TCP connect", _tcp)),
     _unless_master(Step("SSH handshake, host key and login", connect)),
-    Step("start the remote fleche server", ask_server(list(INFO_LABELS)), SERVER_HINT),
+    Step("start the remote fleche server", _server, SERVER_HINT),
     Step("round trip", _round_trip, "the remote cache failed; see its error above."),
     Step("throughput", _throughput, "the remote cache failed; see its error above."),
 )

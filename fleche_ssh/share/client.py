@@ -42,7 +42,7 @@ from ..ssh import hostkeys
 from ..ssh.session import Login
 from ..wire.sockets import SocketProcess
 from . import protocol
-from .protocol import EXCHANGE_TIMEOUT, OwnerGone, ShareError, VersionMismatch
+from .protocol import EXCHANGE_TIMEOUT, Closed, OwnerGone, ShareError, VersionMismatch
 
 if TYPE_CHECKING:
     from ..cache import ParamikoCache
@@ -75,6 +75,8 @@ class SharedProcess(SocketProcess):
                  peer: str) -> None:
         super().__init__(data, data, control, command=command)
         self._peer = peer
+        #: Where the holder listens: its socket's path, or ``127.0.0.1:PORT``.
+        self.address = _address(control)
         self._ended = threading.Event()
         #: The holder's ``exit`` message, or what stands for it when the holder went away.
         self._exit: dict[str, Any] = {}
@@ -108,11 +110,38 @@ class SharedProcess(SocketProcess):
         return self._told("signal", str)
 
     def connection_alive(self) -> bool:
-        """Whether the login under the channel still works, as far as the holder said."""
+        """Whether the login under the channel still works, as far as the holder said.
+
+        The holder sends how the command ended as soon as its channel
+        closes, saying whether its own connection still works; a holder that
+        went away (killed, or exited because its login died) counts as a
+        lost connection too.  So a loss on the holder's side is a
+        :class:`~fleche_ssh.errors.ConnectionLost` here, as a loss of our
+        own login would be, and a read lost with it is sent again.
+        """
         return not self._ended.is_set() or self._exit.get("alive") is True
+
+    def known_lost(self) -> bool:
+        """Whether the holder already said this channel's login is gone: a flag, no I/O.
+
+        The channel's stderr thread reads the holder's word as it comes, so
+        an idle channel whose login died is dropped before the next call,
+        which then goes to a live login instead of failing on a dead one.
+        """
+        return self._ended.is_set() and not self.connection_alive()
 
     def lost_reason(self) -> str | None:
         return self._told("lost", str) or None
+
+
+def _address(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "an unnamed socket"
+    if isinstance(peer, tuple):
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer) or "an unnamed socket"
 
 
 def open_shared(address: str, secret: bytes, target: Target, command: str, login: Login,
@@ -166,14 +195,30 @@ def _request(kind: str, target: Target, command: str, login: Login) -> dict[str,
 
 def _greet(connect: Connect, address: str, secret: bytes, peer: str,
            request: dict[str, Any]) -> socket.socket | None:
-    """A connection to the holder, past its hello, with *request* sent and proven."""
+    """A connection to the holder, past its hello, with *request* sent and proven.
+
+    None when nothing listens at *address*, and also when the connection
+    is closed before the hello: a killed or exiting holder's socket accepts
+    for a moment after its process stopped serving it.
+    """
     sock = connect(address, EXCHANGE_TIMEOUT)
     if sock is None:
         return None
     try:
-        nonce = protocol.check_hello(protocol.receive(sock, EXCHANGE_TIMEOUT, peer), peer)
+        hello = protocol.receive(sock, EXCHANGE_TIMEOUT, peer)
+    except Closed:
+        sock.close()
+        return None
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        nonce = protocol.check_hello(hello, peer)
         protocol.send(sock, {**request, "version": protocol.VERSION,
                              "proof": protocol.proof(secret, nonce)})
+    except OSError as e:
+        sock.close()
+        raise ShareError(f"the connection to {peer} failed: {e}") from None
     except BaseException:
         sock.close()
         raise

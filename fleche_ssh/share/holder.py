@@ -108,6 +108,8 @@ class Holder:
         self._closed = threading.Event()
         #: Control connections being served, and when the last one ended.
         self._busy = 0
+        #: Local connections accepted and not yet ended, whatever they ask.
+        self._connections = 0
         self._idle_since = time.monotonic()
         #: How long it stays unused before it exits (:meth:`run_until_idle`), if it does.
         self._keep: float | None = None
@@ -135,13 +137,19 @@ class Holder:
                              name="fleche-ssh-share-client", daemon=True).start()
 
     def _checked(self, listener: Listener, sock: socket.socket) -> None:
+        with self._lock:
+            self._connections += 1
         try:
             listener.authenticate(sock, EXCHANGE_TIMEOUT)
         except (RemoteConnectionError, OSError) as e:
             logger.warning("refused a local connection to %s: %s", listener.address, e)
             sock.close()
             return
-        self.handle(sock)
+        else:
+            self.handle(sock)
+        finally:
+            with self._lock:
+                self._connections -= 1
 
     def close(self) -> None:
         """Stop accepting; channels already spliced run on until their clients close them."""
@@ -152,16 +160,21 @@ class Holder:
 
         The idle time counts from the end of the last control connection,
         so from the last channel closing (a channel's control connection
-        lives as long as the channel): ControlPersist's rule.  Returns why
-        it stopped.
+        lives as long as the channel): ControlPersist's rule.  A dead login
+        ends the holder once no local connection is being served: the
+        channels on that login end by themselves (their clients are told
+        the connection was lost), while a client that came after the loss
+        (a read sent again) is logging in anew through this holder and must
+        not have its new login closed under it.  Returns why it stopped.
         """
         self._keep = idle
         while not self._closed.wait(poll):
             sessions = self._pool.sessions()
-            if sessions and not any(session.alive() for session in sessions):
-                return "its login's connection was lost"
             with self._lock:
+                serving = self._connections > 0
                 quiet = self._busy == 0 and time.monotonic() - self._idle_since >= idle
+            if sessions and not serving and not any(session.alive() for session in sessions):
+                return "its login's connection was lost"
             if quiet:
                 return f"unused for {idle:g} s"
         return "asked to log out"

@@ -73,6 +73,15 @@ class ShareError(RemoteConnectionError):
     """The process sharing a login broke the protocol, or went away mid-request."""
 
 
+class Closed(ShareError):
+    """The other end closed or reset the connection: its process ended, or was ending.
+
+    Told apart from other failures because a listener's socket outlives its
+    killed or exiting process by a moment: a connection it accepted then
+    is closed unanswered, which means that nothing listens there any more.
+    """
+
+
 class VersionMismatch(ShareError):
     """The holder speaks another version of this protocol (another fleche-ssh, another venv)."""
 
@@ -117,7 +126,8 @@ def receive(sock: socket.socket, timeout: float | None, peer: str) -> Message:
     except (ValueError, UnicodeDecodeError) as e:
         raise ShareError(f"{peer} sent a message that is not JSON ({e})") from None
     except OSError as e:
-        raise ShareError(f"the connection to {peer} failed: {e}") from None
+        kind = Closed if isinstance(e, ConnectionError) else ShareError
+        raise kind(f"the connection to {peer} failed: {e}") from None
     if not isinstance(message, dict) or not isinstance(message.get("t"), str):
         raise ShareError(f"{peer} sent a message without a kind")
     return message
@@ -128,7 +138,7 @@ def _exactly(sock: socket.socket, size: int, peer: str) -> bytes:
     while len(data) < size:
         chunk = sock.recv(size - len(data))
         if not chunk:
-            raise ShareError(f"{peer} closed the connection")
+            raise Closed(f"{peer} closed the connection")
         data += chunk
     return bytes(data)
 

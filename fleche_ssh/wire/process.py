@@ -38,6 +38,8 @@ class RemoteProcess(abc.ABC):
     command: str = ""
     #: Told of every byte :meth:`send_all` and :meth:`recv_exactly` move (progress).
     counter: Counter | None = None
+    #: Which login carries it, in the words of :mod:`.sources` (shown by ``check``).
+    source: str = "a login of its own"
 
     # -- what an implementation provides -----------------------------------
 

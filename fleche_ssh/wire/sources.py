@@ -24,6 +24,7 @@ setting.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -74,24 +75,22 @@ def _shared(cache: ParamikoCache, target: Target,
                 raise
             process = None
         if process is not None:
-            return process, f"the login of process {offer.owner_pid}"
+            return process, (f"the login shared by its owner process (pid {offer.owner_pid}) "
+                             f"at {process.address}")
     kept = persistent_process(cache, target, command, local.connect)
-    return None if kept is None else (kept, "the login kept in the background")
+    return None if kept is None else (
+        kept, f"the background holder at {kept.address} (control_persist)")
 
 
-def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
-    """Start *command* for *cache*, through the first source of the lookup order that has one."""
-    target = cache.target()
+def _source(cache: ParamikoCache, target: Target, command: str) -> tuple[RemoteProcess, str]:
+    """*command* started through the first source of the lookup order that has one, and which."""
     master = live_master(target)
     if master is not None:
-        logger.info("starting remote cache on %s through the OpenSSH master (pid %d, %s): %s",
-                    target.label, master.pid, master.path, command)
-        return MasterProcess(master, command)
+        return (MasterProcess(master, command),
+                f"the OpenSSH master (pid {master.pid}) at {master.path}")
     shared = _shared(cache, target, command)
     if shared is not None:
-        logger.info("starting remote cache on %s through %s: %s", target.label, shared[1],
-                    command)
-        return shared[0]
+        return shared
     try:
         session = POOL.session(target, cache.login(target))
     except RemoteConnectionError as e:
@@ -100,5 +99,18 @@ def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
                        f"{' or '.join(target.control_paths)}; start one with `ssh -M` (or "
                        f"`ssh {target.alias}` with ControlMaster auto) to reuse its login.")
         raise
-    logger.info("starting remote cache on %s: %s", target.label, command)
-    return ParamikoProcess.open(session, command)
+    return ParamikoProcess.open(session, command), f"this process's own login (pid {os.getpid()})"
+
+
+def open_process(cache: ParamikoCache, command: str) -> RemoteProcess:
+    """Start *command* for *cache*, through the first source of the lookup order that has one.
+
+    The process remembers which source it came from (``fleche-ssh check``
+    shows it), and the log says it as each channel opens: the first thing
+    to know when a login is asked for again, or not asked for.
+    """
+    target = cache.target()
+    process, source = _source(cache, target, command)
+    process.source = source
+    logger.info("starting remote cache on %s through %s: %s", target.label, source, command)
+    return process
