@@ -251,3 +251,31 @@ def make(client_home, remote_dir, remote_python, pool):
     """
     with CacheFactory(client_home, remote_dir, remote_python) as build:
         yield build
+
+
+@pytest.fixture
+def relayed(client_home):
+    """``relayed(server, rate=None)``: a :class:`~support.relay.DelayRelay` in front of *server*.
+
+    The relay stands for the network: a test drops and restores it.  Its port
+    is added to known_hosts with the server's keys.  *server* is an ``Sshd``
+    or the TOTP fixture that wraps one; *rate* caps the bytes per second.
+    """
+    from support.keys import hash_known_host, known_hosts_entry
+    from support.relay import DelayRelay
+
+    relays: list[DelayRelay] = []
+
+    def start(server: object, rate: float | None = None) -> DelayRelay:
+        server = getattr(server, "server", server)
+        relay = DelayRelay(server.port, rate=rate).start()
+        relays.append(relay)
+        entry = known_hosts_entry(server.host, relay.port)
+        with client_home.known_hosts.open("a") as f:
+            f.writelines(f"{hash_known_host(entry)} {pub}\n"
+                         for pub in server.host_public_keys.values())
+        return relay
+
+    yield start
+    for relay in relays:
+        relay.stop()

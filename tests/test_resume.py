@@ -24,15 +24,13 @@ import os
 import threading
 import time
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fleche.call import Call
 from fleche.digest import digest
 from support.caches import wait_for
-from support.keys import hash_known_host, known_hosts_entry
-from support.relay import DelayRelay
 from support.totp import TOTP_STEP
 
 from fleche_ssh.errors import ConnectionLost, ConnectionRefused, LoginLost, PromptUnavailable
@@ -62,26 +60,6 @@ class Codes:
 
 def never(title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
     raise AssertionError(f"asked {prompts!r}, on a host that needs no answer")
-
-
-@pytest.fixture
-def relayed(client_home) -> Iterator[Callable[[object], DelayRelay]]:
-    """``relayed(sshd)``: a relay in front of that server, its port in known_hosts."""
-    relays: list[DelayRelay] = []
-
-    def start(server: object) -> DelayRelay:
-        server = getattr(server, "server", server)  # the TOTP fixture wraps its Sshd
-        relay = DelayRelay(server.port).start()
-        relays.append(relay)
-        entry = known_hosts_entry(server.host, relay.port)
-        with client_home.known_hosts.open("a") as f:
-            f.writelines(f"{hash_known_host(entry)} {pub}\n"
-                         for pub in server.host_public_keys.values())
-        return relay
-
-    yield start
-    for relay in relays:
-        relay.stop()
 
 
 def logins(server) -> int:

@@ -33,8 +33,6 @@ from pathlib import Path
 import pytest
 from fleche.digest import digest
 from support.caches import wait_for
-from support.keys import hash_known_host, known_hosts_entry
-from support.relay import DelayRelay
 from support.sshd import Sshd, _wait_for_banner, start_sshd
 from support.tools import SSHD
 
@@ -74,25 +72,6 @@ def runtime(monkeypatch) -> Iterator[Path]:
         persist.request(name, "logout", local.connect)
     wait_for(lambda: not list(where.glob("*.sock")), 10)
     shutil.rmtree(where, ignore_errors=True)
-
-
-@pytest.fixture
-def relayed(client_home) -> Iterator[Callable[..., DelayRelay]]:
-    """``relayed(sshd, rate=...)``: a relay in front of that server, its port in known_hosts."""
-    relays: list[DelayRelay] = []
-
-    def start(server: Sshd, rate: float | None = None) -> DelayRelay:
-        relay = DelayRelay(server.port, rate=rate).start()
-        relays.append(relay)
-        entry = known_hosts_entry(server.host, relay.port)
-        with client_home.known_hosts.open("a") as f:
-            f.writelines(f"{hash_known_host(entry)} {pub}\n"
-                         for pub in server.host_public_keys.values())
-        return relay
-
-    yield start
-    for relay in relays:
-        relay.stop()
 
 
 @pytest.fixture
