@@ -148,6 +148,14 @@ def test_proxy_jump_expands_the_destination_tokens(home):
     assert hop.label == "alice@gw-db:2999"
 
 
+def test_proxy_jump_percent_r_without_a_user_is_the_local_user(home):
+    # ssh fills in the remote user from the password database before it expands
+    # ProxyJump, so %r is never empty; the hop's own login defaults the same way.
+    _config(home, "Host db\n    ProxyJump jump-for-%r\n")
+    (hop,) = resolve("db").chain()
+    assert hop.label == "ada@jump-for-ada:22"
+
+
 @pytest.mark.parametrize(("text", "host", "line", "words"), [
     ("Host work\n    User alice\n    HostName %p.lab.example.org\n", "work", 3, ["%p"]),
     ("Host *\n    ControlPath /tmp/cm-%x\n", "db", 2, ["ControlPath", "%x"]),
