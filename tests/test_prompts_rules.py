@@ -97,6 +97,35 @@ def test_other_pythons_are_not_the_kernel(monkeypatch, place):
     assert prompts.in_kernel() is False
 
 
+def test_a_process_pool_worker_is_a_worker(monkeypatch):
+    """Nobody watches a pool worker's terminal: it neither asks nor draws a bar."""
+    monkeypatch.setattr(multiprocessing, "parent_process", lambda: object())
+    assert prompts.in_worker() is True
+
+
+@pytest.mark.parametrize("dask", ["not imported", "imported"])
+def test_the_main_process_is_not_a_worker(monkeypatch, dask):
+    """Importing distributed (a Client in a notebook) does not make this process a worker."""
+    if dask == "imported":
+        import distributed
+
+        monkeypatch.setitem(sys.modules, "distributed", distributed)
+    else:
+        monkeypatch.delitem(sys.modules, "distributed", raising=False)
+    assert prompts.in_worker() is False
+
+
+def test_a_task_on_a_dask_worker_runs_in_a_worker():
+    """A real Dask worker, its threads in this process: its tasks see themselves in a worker."""
+    import distributed
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster, timeout=60) as client:
+        assert client.submit(prompts.in_worker, pure=False).result(timeout=60) is True
+    assert prompts.in_worker() is False
+
+
 def test_auto_asks_in_a_terminal_echoing_only_what_may_be_shown(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", Tty())
     asked = scripted_user(monkeypatch, {"Username: ": "ada", "Password: ": "s3cret"})
