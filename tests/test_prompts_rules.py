@@ -286,6 +286,25 @@ def test_the_work_s_result_and_its_error_reach_the_caller():
         prompts.answer_while(fails, prompter, timeout=10)
 
 
+@pytest.mark.timeout(30)
+def test_the_result_reaches_the_caller_when_the_work_ends_not_at_the_deadline():
+    prompter = prompts.Prompter(prompts.none)
+    assert prompts.answer_while(lambda ask: "done", prompter, timeout=600) == "done"
+
+
+def test_a_question_asked_after_a_pause_is_still_answered():
+    """A second round (a one-time code after the password) may come a while after the first."""
+    def work(ask):
+        first = ask("", "", [("Password: ", False)])
+        time.sleep(0.3)
+        return first + ask("", "", [("Verification code: ", False)])
+
+    def handler(title, instructions, questions):
+        return {"Password: ": ["pw"], "Verification code: ": ["123456"]}[questions[0][0]]
+
+    assert prompts.answer_while(work, prompts.Prompter(handler), timeout=10) == ["pw", "123456"]
+
+
 def test_the_handler_s_own_error_wins_over_the_failed_round():
     """The work fails because the round was answered empty; the user is told why it was."""
     sent = []
