@@ -118,6 +118,7 @@ def test_a_malformed_file_is_refused_with_file_and_line(home, text, message):
         resolve("h")
 
 
+@pytest.mark.timeout(10)  # the failure this guards against is a hang
 def test_a_named_pipe_is_refused_without_waiting_for_a_writer(home):
     config = home / ".ssh" / "config"
     os.mkfifo(config)
