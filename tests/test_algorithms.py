@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleche_ssh.config.algorithms import PREFERRED_CIPHERS, SUPPORTED, assemble
+from fleche_ssh.config.algorithms import PREFERRED_CIPHERS, SUPPORTED, assemble, prefer
 from fleche_ssh.config.target import resolve
 from fleche_ssh.errors import ConfigError
 
@@ -66,6 +66,7 @@ SPECS = [
     ("Ciphers", "-aes128-ctr,chacha20-poly1305@openssh.com"),
     ("Ciphers", "^aes256-gcm@openssh.com,aes128-cbc"),
     ("Ciphers", "-*cbc,!aes256-cbc"),
+    ("Ciphers", "-aes*,!aes128-ctr"),  # a negated pattern keeps a name the others drop
     ("MACs", "hmac-sha2-512,hmac-sha1"),
     ("MACs", "+hmac-md5"),
     ("MACs", "-*etm@openssh.com"),
@@ -120,6 +121,12 @@ _FIELDS = {"Ciphers": "ciphers", "MACs": "macs", "KexAlgorithms": "kex_algorithm
            "HostKeyAlgorithms": "host_key_algorithms",
            "PubkeyAcceptedAlgorithms": "pubkey_accepted_algorithms",
            "CASignatureAlgorithms": "ca_signature_algorithms"}
+
+
+def test_prefer_moves_the_names_given_to_the_front_in_their_order():
+    """How fleche-ssh's cipher default puts GCM first, for any list."""
+    assert prefer(("a", "b", "c", "d"), ("d", "x", "b")) == ("d", "b", "a", "c")
+    assert prefer(("a", "b"), ()) == ("a", "b")
 
 
 def test_the_defaults_are_what_a_paramiko_transport_offers_gcm_first():
