@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_canonical import resolver
 
 from fleche_ssh.config import target
 from fleche_ssh.config.target import resolve
@@ -154,6 +155,16 @@ def test_proxy_jump_percent_r_without_a_user_is_the_local_user(home):
     _config(home, "Host db\n    ProxyJump jump-for-%r\n")
     (hop,) = resolve("db").chain()
     assert hop.label == "ada@jump-for-ada:22"
+
+
+def test_a_jump_host_is_canonicalized_with_the_lookup_given(home):
+    """The hops use the caller's getaddrinfo too, so every name is looked up the same way."""
+    _config(home, "Host db\n    ProxyJump gw\n"
+                  "Host gw\n    CanonicalizeHostname yes\n    CanonicalDomains lab.example\n")
+    lookup = resolver({"gw.lab.example": "gw.lab.example"})
+    (hop,) = resolve("db", getaddrinfo=lookup).chain()
+    assert hop.hostname == "gw.lab.example"
+    assert lookup.asked == ["gw.lab.example."]
 
 
 @pytest.mark.parametrize(("text", "host", "line", "words"), [
