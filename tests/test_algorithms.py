@@ -200,6 +200,48 @@ def test_sha1_added_to_the_default_is_logged_and_left_out(caplog):
     assert "ssh-rsa" in line and 'type = "ssh"' in line
 
 
+def test_nothing_left_without_sha1_names_says_nothing_about_sha1(tmp_path):
+    config = tmp_path / "config"
+    config.write_text("Host h\n    Ciphers chacha20-poly1305@openssh.com\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve("h", config_file=config)
+    assert str(raised.value) == (
+        f"{config}:2: Ciphers chacha20-poly1305@openssh.com: no algorithm Paramiko supports "
+        f"is left. Paramiko supports: {', '.join(SUPPORTED['Ciphers'])}.")
+
+
+def test_only_sha1_asked_for_names_each_missing_algorithm():
+    spec = "diffie-hellman-group14-sha1,diffie-hellman-group1-sha1"
+    with pytest.raises(ConfigError) as raised:
+        resolve("h", config_file="none", ssh_options=["-o", f"KexAlgorithms={spec}"])
+    assert str(raised.value) == (
+        f"ssh_options: KexAlgorithms {spec}: no algorithm Paramiko supports is left. "
+        "Paramiko 5 has no SHA-1 algorithms (diffie-hellman-group1-sha1, "
+        'diffie-hellman-group14-sha1); use the stock type = "ssh" cache for this host. '
+        f"Paramiko supports: {', '.join(SUPPORTED['KexAlgorithms'])}.")
+
+
+def test_sha1_left_out_is_logged_naming_each_one(caplog):
+    with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
+        resolve("h", config_file="none", ssh_options=["-o", "HostKeyAlgorithms=+ssh-rsa,ssh-dss"])
+    assert [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"] == [
+        "ssh_options: HostKeyAlgorithms: Paramiko 5 has no SHA-1 algorithms, so ssh-dss, "
+        'ssh-rsa is left out; a server that accepts nothing else needs the stock type = "ssh" '
+        "cache"]
+
+
+@pytest.mark.parametrize("spec", [
+    "-ecdsa-sha2-nistp256,ssh-rsa", "ssh-ed25519", "^ssh-ed25519",
+    "+Xssh-rsa",  # only the sign is taken off: a name that ends in ssh-rsa is not ssh-rsa
+])
+def test_a_list_that_asks_for_no_sha1_algorithm_logs_nothing(caplog, spec):
+    """Removing an SHA-1 name with '-' asks for nothing: there is nothing to warn about."""
+    with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
+        target = resolve("h", config_file="none", ssh_options=["-o", f"HostKeyAlgorithms={spec}"])
+    assert target.host_key_algorithms is not None
+    assert [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"] == []
+
+
 def test_a_negated_name_outside_a_minus_list_is_refused():
     with pytest.raises(ConfigError, match="HostKeyAlgorithms: '!ssh-ed25519': a negated name"):
         resolve("h", config_file="none", ssh_options=["-o", "HostKeyAlgorithms=ssh-*,!ssh-ed25519"])
