@@ -172,7 +172,9 @@ def test_a_jump_host_is_canonicalized_with_the_lookup_given(home):
     ("Host *\n    ControlPath /tmp/cm-%x\n", "db", 2, ["ControlPath", "%x"]),
     ("Host *\n    IdentityFile ~/.ssh/id_%x\n", "db", 2, ["IdentityFile"]),
     ("Host db\n    ProxyJump gw-%d\n", "db", 2, ["ProxyJump"]),
-], ids=["hostname", "control-path", "identity-file", "proxy-jump"])
+    ("Host *\n    Port 2200\nMatch exec \"test -n %x\"\n    User bob\n", "db", 3,
+     ["Match exec", "%x"]),
+], ids=["hostname", "control-path", "identity-file", "proxy-jump", "match-exec"])
 def test_an_unknown_token_names_the_file_and_line(home, text, host, line, words):
     path = _config(home, text)
     with pytest.raises(ConfigError) as refused:
