@@ -189,9 +189,11 @@ def answer_while(work: Callable[[Handler], T], prompter: Prompter, timeout: floa
     ``handler`` is what to give Paramiko: it posts the question to this
     thread and waits for the answer.  Rounds with no prompts are answered
     at once with an empty list, as the protocol requires.  Everything is
-    bounded by *timeout* seconds.
+    bounded by *timeout* seconds.  The work's end is posted to the same
+    queue (as None), so the result reaches the caller the moment it is
+    ready, not at the next turn of a polling loop.
     """
-    questions: queue.Queue[_Question] = queue.Queue()
+    questions: queue.Queue[_Question | None] = queue.Queue()
     outcome: dict[str, Any] = {}
 
     def handler(title: str, instructions: str, prompts: Prompts) -> list[str]:
@@ -215,15 +217,19 @@ def answer_while(work: Callable[[Handler], T], prompter: Prompter, timeout: floa
             outcome["value"] = work(handler)
         except BaseException as e:
             outcome["error"] = e
+        finally:
+            questions.put(None)
 
     worker = threading.Thread(target=run, name="fleche-ssh-auth", daemon=True)
     worker.start()
     deadline = time.monotonic() + timeout
-    while worker.is_alive() and time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
         try:
-            question = questions.get(timeout=0.05)
+            question = questions.get(timeout=left)
         except queue.Empty:
-            continue
+            break
+        if question is None:
+            break
         try:
             question.answer = prompter.ask(*question.args)
         except BaseException as e:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fleche_ssh.config.algorithms import PREFERRED_CIPHERS, SUPPORTED, assemble
+from fleche_ssh.config.algorithms import PREFERRED_CIPHERS, SUPPORTED, assemble, prefer
 from fleche_ssh.config.target import resolve
 from fleche_ssh.errors import ConfigError
 
@@ -66,6 +66,7 @@ SPECS = [
     ("Ciphers", "-aes128-ctr,chacha20-poly1305@openssh.com"),
     ("Ciphers", "^aes256-gcm@openssh.com,aes128-cbc"),
     ("Ciphers", "-*cbc,!aes256-cbc"),
+    ("Ciphers", "-aes*,!aes128-ctr"),  # a negated pattern keeps a name the others drop
     ("MACs", "hmac-sha2-512,hmac-sha1"),
     ("MACs", "+hmac-md5"),
     ("MACs", "-*etm@openssh.com"),
@@ -120,6 +121,12 @@ _FIELDS = {"Ciphers": "ciphers", "MACs": "macs", "KexAlgorithms": "kex_algorithm
            "HostKeyAlgorithms": "host_key_algorithms",
            "PubkeyAcceptedAlgorithms": "pubkey_accepted_algorithms",
            "CASignatureAlgorithms": "ca_signature_algorithms"}
+
+
+def test_prefer_moves_the_names_given_to_the_front_in_their_order():
+    """How fleche-ssh's cipher default puts GCM first, for any list."""
+    assert prefer(("a", "b", "c", "d"), ("d", "x", "b")) == ("d", "b", "a", "c")
+    assert prefer(("a", "b"), ()) == ("a", "b")
 
 
 def test_the_defaults_are_what_a_paramiko_transport_offers_gcm_first():
@@ -191,6 +198,48 @@ def test_sha1_added_to_the_default_is_logged_and_left_out(caplog):
     [line] = [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"]
     assert "ssh_options: HostKeyAlgorithms: Paramiko 5 has no SHA-1" in line
     assert "ssh-rsa" in line and 'type = "ssh"' in line
+
+
+def test_nothing_left_without_sha1_names_says_nothing_about_sha1(tmp_path):
+    config = tmp_path / "config"
+    config.write_text("Host h\n    Ciphers chacha20-poly1305@openssh.com\n")
+    with pytest.raises(ConfigError) as raised:
+        resolve("h", config_file=config)
+    assert str(raised.value) == (
+        f"{config}:2: Ciphers chacha20-poly1305@openssh.com: no algorithm Paramiko supports "
+        f"is left. Paramiko supports: {', '.join(SUPPORTED['Ciphers'])}.")
+
+
+def test_only_sha1_asked_for_names_each_missing_algorithm():
+    spec = "diffie-hellman-group14-sha1,diffie-hellman-group1-sha1"
+    with pytest.raises(ConfigError) as raised:
+        resolve("h", config_file="none", ssh_options=["-o", f"KexAlgorithms={spec}"])
+    assert str(raised.value) == (
+        f"ssh_options: KexAlgorithms {spec}: no algorithm Paramiko supports is left. "
+        "Paramiko 5 has no SHA-1 algorithms (diffie-hellman-group1-sha1, "
+        'diffie-hellman-group14-sha1); use the stock type = "ssh" cache for this host. '
+        f"Paramiko supports: {', '.join(SUPPORTED['KexAlgorithms'])}.")
+
+
+def test_sha1_left_out_is_logged_naming_each_one(caplog):
+    with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
+        resolve("h", config_file="none", ssh_options=["-o", "HostKeyAlgorithms=+ssh-rsa,ssh-dss"])
+    assert [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"] == [
+        "ssh_options: HostKeyAlgorithms: Paramiko 5 has no SHA-1 algorithms, so ssh-dss, "
+        'ssh-rsa is left out; a server that accepts nothing else needs the stock type = "ssh" '
+        "cache"]
+
+
+@pytest.mark.parametrize("spec", [
+    "-ecdsa-sha2-nistp256,ssh-rsa", "ssh-ed25519", "^ssh-ed25519",
+    "+Xssh-rsa",  # only the sign is taken off: a name that ends in ssh-rsa is not ssh-rsa
+])
+def test_a_list_that_asks_for_no_sha1_algorithm_logs_nothing(caplog, spec):
+    """Removing an SHA-1 name with '-' asks for nothing: there is nothing to warn about."""
+    with caplog.at_level(logging.INFO, logger="fleche_ssh.options"):
+        target = resolve("h", config_file="none", ssh_options=["-o", f"HostKeyAlgorithms={spec}"])
+    assert target.host_key_algorithms is not None
+    assert [r.getMessage() for r in caplog.records if r.name == "fleche_ssh.options"] == []
 
 
 def test_a_negated_name_outside_a_minus_list_is_refused():

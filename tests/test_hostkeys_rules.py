@@ -110,6 +110,7 @@ def test_the_revoked_message_says_whom_to_ask(tmp_path, keys):
 # --- files that are not what they seem are skipped without a hang --------------------
 
 
+@pytest.mark.timeout(10)  # the failure this guards against is a hang
 def test_a_fifo_as_known_hosts_is_skipped_with_a_warning(tmp_path, keys, caplog):
     target = make_target(tmp_path)
     fifo = Path(target.known_hosts_files[0])

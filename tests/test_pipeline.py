@@ -413,3 +413,16 @@ def test_a_call_is_large_by_its_frame_or_by_its_answer():
     assert not lanes.is_large("load", encode_frame(("load", ("0" * 64,), {})))
     assert not lanes.is_large("save_value", encode_frame(("save_value", (bytes(MIB - 64),), {})))
     assert lanes.is_large("save_value", encode_frame(("save_value", (bytes(MIB + 1),), {})))
+
+
+def _frame_of_exactly(size: int) -> tuple[bytes, bytes]:
+    """A save_value request whose pickled body is *size* bytes (pickle's overhead is fixed)."""
+    overhead = len(encode_frame(("save_value", (bytes(size),), {}))[1]) - size
+    frame = encode_frame(("save_value", (bytes(size - overhead),), {}))
+    assert len(frame[1]) == size
+    return frame
+
+
+def test_a_request_of_exactly_the_large_size_is_still_small():
+    assert not lanes.is_large("save_value", _frame_of_exactly(lanes.LARGE_FRAME))
+    assert lanes.is_large("save_value", _frame_of_exactly(lanes.LARGE_FRAME + 1))

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
+from test_canonical import resolver
 
 from fleche_ssh.config import target
 from fleche_ssh.config.target import resolve
@@ -89,28 +90,6 @@ def test_hostname_expands_percent_h_to_the_name_given(home):
     assert resolve("work").hostname == "work.lab.example.org"
 
 
-def test_an_unknown_token_in_hostname_names_the_file_and_line(home):
-    path = _config(home, "Host work\n    User alice\n    HostName %p.lab.example.org\n")
-    with pytest.raises(ConfigError) as refused:
-        resolve("work")
-    assert f"{path}:3" in str(refused.value) and "%p" in str(refused.value)
-
-
-def test_an_unknown_token_in_control_path_names_the_keyword_and_line(home):
-    path = _config(home, "Host *\n    ControlPath /tmp/cm-%x\n")
-    with pytest.raises(ConfigError) as refused:
-        resolve("db")
-    message = str(refused.value)
-    assert f"{path}:2" in message and "ControlPath" in message and "%x" in message
-
-
-def test_a_bad_identity_file_token_names_where_it_was_set(home):
-    path = _config(home, "Host *\n    IdentityFile ~/.ssh/id_%x\n")
-    with pytest.raises(ConfigError) as refused:
-        resolve("db")
-    assert f"{path}:2" in str(refused.value) and "IdentityFile" in str(refused.value)
-
-
 def test_a_missing_config_file_names_the_key_or_the_option_that_gave_it(home, tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError) as by_key:
@@ -170,11 +149,40 @@ def test_proxy_jump_expands_the_destination_tokens(home):
     assert hop.label == "alice@gw-db:2999"
 
 
-def test_an_unknown_token_in_proxy_jump_names_its_line(home):
-    path = _config(home, "Host db\n    ProxyJump gw-%d\n")
+def test_proxy_jump_percent_r_without_a_user_is_the_local_user(home):
+    # ssh fills in the remote user from the password database before it expands
+    # ProxyJump, so %r is never empty; the hop's own login defaults the same way.
+    _config(home, "Host db\n    ProxyJump jump-for-%r\n")
+    (hop,) = resolve("db").chain()
+    assert hop.label == "ada@jump-for-ada:22"
+
+
+def test_a_jump_host_is_canonicalized_with_the_lookup_given(home):
+    """The hops use the caller's getaddrinfo too, so every name is looked up the same way."""
+    _config(home, "Host db\n    ProxyJump gw\n"
+                  "Host gw\n    CanonicalizeHostname yes\n    CanonicalDomains lab.example\n")
+    lookup = resolver({"gw.lab.example": "gw.lab.example"})
+    (hop,) = resolve("db", getaddrinfo=lookup).chain()
+    assert hop.hostname == "gw.lab.example"
+    assert lookup.asked == ["gw.lab.example."]
+
+
+@pytest.mark.parametrize(("text", "host", "line", "words"), [
+    ("Host work\n    User alice\n    HostName %p.lab.example.org\n", "work", 3, ["%p"]),
+    ("Host *\n    ControlPath /tmp/cm-%x\n", "db", 2, ["ControlPath", "%x"]),
+    ("Host *\n    IdentityFile ~/.ssh/id_%x\n", "db", 2, ["IdentityFile"]),
+    ("Host db\n    ProxyJump gw-%d\n", "db", 2, ["ProxyJump"]),
+    ("Host *\n    Port 2200\nMatch exec \"test -n %x\"\n    User bob\n", "db", 3,
+     ["Match exec", "%x"]),
+], ids=["hostname", "control-path", "identity-file", "proxy-jump", "match-exec"])
+def test_an_unknown_token_names_the_file_and_line(home, text, host, line, words):
+    path = _config(home, text)
     with pytest.raises(ConfigError) as refused:
-        resolve("db")
-    assert f"{path}:2" in str(refused.value) and "ProxyJump" in str(refused.value)
+        resolve(host)
+    message = str(refused.value)
+    assert f"{path}:{line}" in message
+    for word in words:
+        assert word in message
 
 
 def test_a_proxy_command_wins_over_proxy_jump_and_none_stops_it(home):

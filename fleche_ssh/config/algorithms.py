@@ -156,26 +156,37 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 
 
 def algorithms(keyword: str) -> Callable[[str, Context], Algorithms]:
-    """The finish function of *keyword*'s row: its text assembled on fleche-ssh's defaults."""
+    """The finish function of *keyword*'s row: its text assembled on fleche-ssh's defaults.
+
+    The work is in :func:`finish_algorithms`, a module-level function bound to the keyword,
+    not a closure made here: the rows call this once, at import, and what runs for each
+    config line is then a function that mutation testing can change and tests can reach.
+    """
+    return functools.partial(finish_algorithms, keyword)
+
+
+def finish_algorithms(keyword: str, value: str, context: Context) -> Algorithms:
+    """*value*, the text of *keyword*, assembled on fleche-ssh's defaults for it.
+
+    Raises:
+        ConfigError: a ``!`` outside a ``-`` list, or nothing Paramiko supports left;
+            naming where the line is and, for SHA-1 names, why they are missing.
+    """
     supported = SUPPORTED[keyword]
-
-    def finish(value: str, context: Context) -> Algorithms:
-        try:
-            names = assemble(value, supported, supported)
-        except ValueError as e:
-            raise ConfigError(f"{context.where}: {keyword}: {e}") from None
-        asked = set() if value.startswith("-") else set(_names(value.lstrip("+^")))
-        sha1 = sorted((asked & SHA1_ALGORITHMS) - set(supported))
-        if not names:
-            old = (f" Paramiko 5 has no SHA-1 algorithms ({', '.join(sha1)}); use the stock "
-                   f'type = "ssh" cache for this host.' if sha1 else "")
-            raise ConfigError(
-                f"{context.where}: {keyword} {value}: no algorithm Paramiko supports is "
-                f"left.{old} Paramiko supports: {', '.join(supported)}.")
-        if sha1:
-            logger.info("%s: %s: Paramiko 5 has no SHA-1 algorithms, so %s is left out; a "
-                        'server that accepts nothing else needs the stock type = "ssh" cache',
-                        context.where, keyword, ", ".join(sha1))
-        return Algorithms(names, value)
-
-    return finish
+    try:
+        names = assemble(value, supported, supported)
+    except ValueError as e:
+        raise ConfigError(f"{context.where}: {keyword}: {e}") from None
+    asked = set() if value.startswith("-") else set(_names(value.lstrip("+^")))
+    sha1 = sorted((asked & SHA1_ALGORITHMS) - set(supported))
+    if not names:
+        old = (f" Paramiko 5 has no SHA-1 algorithms ({', '.join(sha1)}); use the stock "
+               f'type = "ssh" cache for this host.' if sha1 else "")
+        raise ConfigError(
+            f"{context.where}: {keyword} {value}: no algorithm Paramiko supports is "
+            f"left.{old} Paramiko supports: {', '.join(supported)}.")
+    if sha1:
+        logger.info("%s: %s: Paramiko 5 has no SHA-1 algorithms, so %s is left out; a "
+                    'server that accepts nothing else needs the stock type = "ssh" cache',
+                    context.where, keyword, ", ".join(sha1))
+    return Algorithms(names, value)
