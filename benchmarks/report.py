@@ -44,6 +44,11 @@ class Row:
     passed: bool | None = None
 
 
+#: Client CPU a small call may cost fleche-ssh, in µs: Python's share of the work
+#: that stock's ``ssh`` child does in C.
+CPU_PER_CALL_US = 60
+
+
 def at_most(x: float) -> Target:
     return Target(f"<= {x:g}x", operator.le, x)
 
@@ -74,6 +79,9 @@ def rows(med: dict[str, Any], plan: Any) -> list[Row]:
         _row("first answer (construct + info)", "s", *med["first_answer"], at_most(0.9)),
         _row(f"small round trip ({plan.round_trip_calls} x contains)", "us/call",
              *(s * 1e6 for s in med["round_trip"]), at_most(1.0)),
+        _row("client CPU per small call (the client process, not its ssh child)", "us/call",
+             *(s * 1e6 for s in med["round_trip_cpu"]),
+             Target(f"<= {CPU_PER_CALL_US} us (ours)", operator.le, CPU_PER_CALL_US, "ours")),
     ]
     for op in ("save", "load"):
         for mib in plan.bulk_mib:

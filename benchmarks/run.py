@@ -151,8 +151,9 @@ def measure_round_trips_and_bulk(bench: Bench, plan: Plan, samples: dict) -> dic
                 caches[impl.name] = open_cache(impl, kwargs)
                 measure.round_trips(caches[impl.name], 20)
             for impl in (*alternating(rep), *alternating(rep + 1)):
-                samples["round_trip"][impl.name].append(
-                    measure.round_trips(caches[impl.name], plan.round_trip_calls))
+                wall, cpu = measure.round_trips_and_cpu(caches[impl.name], plan.round_trip_calls)
+                samples["round_trip"][impl.name].append(wall)
+                samples["round_trip_cpu"][impl.name].append(cpu)
             for mib in plan.scaling_mib:
                 for _ in range(min(8, max(1, plan.bulk_batch_mib // mib))):
                     turn += 1
@@ -428,6 +429,7 @@ def medians(samples: dict, plan: Plan) -> dict[str, Any]:
         "import": pair(samples["import"]),
         "first_answer": pair(samples["first_answer"]),
         "round_trip": pair(samples["round_trip"]),
+        "round_trip_cpu": pair(samples["round_trip_cpu"]),
         "memory": pair(samples["memory"]),
         "bulk": _bulk_medians(samples["bulk"]),
         "wan": {link: _bulk_medians(per) for link, per in samples["wan"].items()},
@@ -526,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                        memory_reps=args.reps, concurrency_reps=args.reps, wan_reps=args.reps,
                        wan_slow_reps=min(args.reps, plan.wan_slow_reps))
     samples: dict[str, Any] = {
-        **{metric: by_impl(list) for metric in ("import", "first_answer", "round_trip", "memory")},
+        **{metric: by_impl(list)
+           for metric in ("import", "first_answer", "round_trip", "round_trip_cpu", "memory")},
         "bulk": by_impl(lambda: {"save": {}, "load": {}, "sshd_cpu": {}}),
         "wan": {},
         "concurrency": {rtt: {} for rtt in plan.rtts_ms},

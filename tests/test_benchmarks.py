@@ -35,6 +35,7 @@ METRICS = {
     "client import (fresh interpreter)": False,
     "first answer (construct + info)": True,
     "small round trip (50 x contains)": True,
+    "client CPU per small call (the client process, not its ssh child)": True,
     "bulk save_value 2 MiB": True,
     "bulk load_value 2 MiB": True,
     "peak memory loading 2 MiB": True,
