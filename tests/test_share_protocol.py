@@ -86,29 +86,20 @@ def test_a_wrong_secret_is_refused_with_a_typed_error(make, pool):
     assert len(pool) == 0  # refused before any login
 
 
-def test_another_protocol_version_is_told_apart(make):
-    def old_holder(address: str, timeout: float) -> socket.socket:
+@pytest.mark.parametrize(("hello", "message"), [
+    ({"t": "hello", "version": 99, "nonce": "00"}, "protocol 99"),
+    ({**protocol.hello()[0], "fields": "0" * 16}, "other options"),
+], ids=["another protocol version", "other options"])
+def test_a_holder_of_another_version_is_told_apart(make, hello, message):
+    def other_holder(address: str, timeout: float) -> socket.socket:
         mine, theirs = socket.socketpair()
-        protocol.send(theirs, {"t": "hello", "version": 99, "nonce": "00"})
+        protocol.send(theirs, hello)
         return mine
 
     cache = make()
     target = cache.target()
-    with pytest.raises(VersionMismatch, match="protocol 99"):
-        open_shared("old", SECRET, target, "true", cache.login(target), old_holder)
-
-
-def test_a_holder_knowing_other_options_is_told_apart_too(make):
-    def other_options(address: str, timeout: float) -> socket.socket:
-        mine, theirs = socket.socketpair()
-        hello, _ = protocol.hello()
-        protocol.send(theirs, {**hello, "fields": "0" * 16})
-        return mine
-
-    cache = make()
-    target = cache.target()
-    with pytest.raises(VersionMismatch, match="other options"):
-        open_shared("other", SECRET, target, "true", cache.login(target), other_options)
+    with pytest.raises(VersionMismatch, match=message):
+        open_shared("other", SECRET, target, "true", cache.login(target), other_holder)
 
 
 def test_a_listener_closing_before_its_hello_counts_as_none_listening(make):
