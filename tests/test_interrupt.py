@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -82,9 +83,21 @@ def assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in) -> None:
     assert logins(sshd) == logged_in
 
 
-def test_ctrl_c_during_a_load(make, slow, pool, sshd, remote_dir):
-    key = store(make, b"\x01" * SIZE)
-    cache = make(host=slow)
+@pytest.fixture(params=["relayed", "loopback"])
+def link(request, slow) -> tuple[str, int]:
+    """(host, bytes to move): through the relay, or straight to the test sshd.
+
+    On loopback the stream is read and written in the caller's own thread as
+    fast as the socket goes, so SIGINT lands inside a socket call or between
+    a packet's bytes and its bookkeeping; more bytes keep the transfer running.
+    """
+    return (slow, SIZE) if request.param == "relayed" else ("testhost", 4 * SIZE)
+
+
+def test_ctrl_c_during_a_load(make, link, pool, sshd, remote_dir):
+    host, size = link
+    key = store(make, b"\x01" * size)
+    cache = make(host=host)
     assert cache.contains("0" * 64) is False  # logged in, server started
     sessions = pool.sessions()
     logged_in = logins(sshd)
@@ -93,17 +106,61 @@ def test_ctrl_c_during_a_load(make, slow, pool, sshd, remote_dir):
     assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in)
 
 
-def test_ctrl_c_during_a_save(make, slow, pool, sshd, remote_dir):
-    cache = make(host=slow)
+def test_ctrl_c_during_a_save(make, link, pool, sshd, remote_dir):
+    host, size = link
+    cache = make(host=host)
     assert cache.contains("0" * 64) is False
     sessions = pool.sessions()
     logged_in = logins(sshd)
     before = files(remote_dir)
-    call = Call(name="big", arguments={}, result=b"\x02" * SIZE)
+    call = Call(name="big", arguments={}, result=b"\x02" * size)
     took = interrupted(lambda: cache.save(call))
     assert took < BOUND
     assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in)
     assert files(remote_dir) == before
+
+
+#: Where SIGINT is made to arrive in the caller's thread: just as the transport's
+#: socket returns received bytes, and just before a sealed packet is written.
+MOMENTS = {"a-recv-returns": ("c_return", "recv"), "a-packet-is-written": ("call", "write_all")}
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_ctrl_c_at_the_worst_moment_keeps_the_login(make, pool, sshd, remote_dir, moment):
+    """SIGINT raised at an exact point of the stream's reading or writing: the login survives.
+
+    A profile hook on the main thread raises the signal at that point, so the
+    handler runs at the very next bytecode, as a real Ctrl-C arriving then
+    would.  Were the bytes of that ``recv`` dropped, or the packet's IV spent
+    without the packet sent, the stream could no longer be decrypted.
+    """
+    cache = make()
+    assert cache.contains("0" * 64) is False
+    sessions = pool.sessions()
+    logged_in = logins(sshd)
+    sock = sessions[0].transport.sock
+    event, name = MOMENTS[moment]
+    fired: list[str] = []
+
+    def hook(frame, what, arg) -> None:
+        if fired or what != event:
+            return
+        if what == "c_return":
+            here = getattr(arg, "__self__", None) is sock and arg.__name__ == name
+        else:
+            here = frame.f_code.co_name == name
+        if here:
+            fired.append(name)
+            signal.raise_signal(signal.SIGINT)
+
+    sys.setprofile(hook)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cache.contains("1" * 64)
+    finally:
+        sys.setprofile(None)
+    assert fired == [name]
+    assert_kept(cache, pool, sshd, remote_dir, sessions, logged_in)
 
 
 CHECK = 'print(cache.contains("0" * 64), [id(s) for s in POOL.sessions()])\n'

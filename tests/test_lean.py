@@ -28,9 +28,9 @@ CIPHERS = [("aes128-gcm@openssh.com", True), ("aes256-gcm@openssh.com", True),
 
 
 @pytest.fixture(params=[False, True], ids=["paramiko-reads", "caller-reads"])
-def caller_reads(request, monkeypatch) -> bool:
-    """Both ways of reading: Paramiko's thread (the default), or the waiting caller."""
-    monkeypatch.setattr(lean_reader, "CALLER_READS", request.param)
+def caller_reads(request, pool, monkeypatch) -> bool:
+    """Both ways of reading: Paramiko's thread, or the waiting caller (the default)."""
+    monkeypatch.setattr(pool, "caller_reads", request.param)
     return request.param
 
 
@@ -41,7 +41,8 @@ def pooled_transport(pool, cache):
 
 def counters(packetizer) -> tuple[int, int, int]:
     """(data packets sent lean, received lean, of those read in a caller's thread)."""
-    return packetizer.lean_sent, packetizer.lean_received, packetizer.caller_read
+    # Only a SharedPacketizer lets callers read (a plain LeanPacketizer has no such count).
+    return packetizer.lean_sent, packetizer.lean_received, getattr(packetizer, "caller_read", 0)
 
 
 def since(packetizer, before: tuple[int, int, int]) -> tuple[int, ...]:
@@ -54,7 +55,8 @@ def test_values_both_ways_take_the_path_of_the_cipher(make, pool, cipher, is_lea
     assert cache.contains("f" * 64) is False
     transport = pooled_transport(pool, cache)
     assert transport.remote_cipher == transport.local_cipher == cipher
-    assert isinstance(transport.packetizer, lean_reader.SharedPacketizer)
+    assert isinstance(transport.packetizer, LeanPacketizer)
+    assert isinstance(transport.packetizer, lean_reader.SharedPacketizer) is caller_reads
     before = counters(transport.packetizer)
     for size in (1, 5 * MIB):
         value = np.arange(size, dtype=np.uint8)
@@ -98,9 +100,8 @@ def test_key_exchanges_in_the_middle_of_transfers(make, pool, caplog, cipher, is
     assert pooled_transport(pool, cache) is transport
 
 
-def test_threads_on_several_channels_share_the_reader(make, pool, monkeypatch):
+def test_threads_on_several_channels_share_the_reader(make, pool):
     """Callers on two channels of one transport read each other's answers for them."""
-    monkeypatch.setattr(lean_reader, "CALLER_READS", True)
     cache = make(channels=2)
     cache.info()
     values = {n: np.full(MIB + n, n, dtype=np.uint8) for n in range(4)}

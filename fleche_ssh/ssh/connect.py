@@ -194,7 +194,8 @@ def _offer(chosen: Algorithms | None, keyword: str) -> tuple[str, ...]:
     return chosen.names if chosen is not None else SUPPORTED[keyword]
 
 
-def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transport:
+def start_transport(target: Target, sock: Any, key_types: list[str], *,
+                    caller_reads: bool = True) -> Transport:
     """Run the SSH handshake on *sock*: key exchange only, no host key check yet.
 
     The algorithms are the target's lists (fleche-ssh's defaults where unset).
@@ -206,7 +207,7 @@ def start_transport(target: Target, sock: Any, key_types: list[str]) -> Transpor
     accepted = _offer(target.pubkey_accepted_algorithms, "PubkeyAcceptedAlgorithms")
     signing = {name.removesuffix(CERTIFICATE) for name in accepted}
     # Which signature an RSA key makes: only one the user accepts.
-    transport = Transport(sock, disabled_algorithms={
+    transport = Transport(sock, caller_reads=caller_reads, disabled_algorithms={
         "pubkeys": [name for name in SIGNATURES if name not in signing]})
     transport.banner_timeout = timeout
     transport.handshake_timeout = timeout
@@ -259,17 +260,19 @@ def _lists_set(target: Target) -> str:
 
 
 def connect(target: Target, login: Login, keys: KeyCache, via: Session | None = None,
-            ) -> Session:
+            *, caller_reads: bool = True) -> Session:
     """Connect, verify the host key, then authenticate; nothing is sent before the check.
 
     *keys* holds the identity files already decrypted in this process; *via*
-    is the live session of the jump host to go through, if any.
+    is the live session of the jump host to go through, if any; *caller_reads*
+    is the transport's (:class:`~.transport.Transport`).
     """
     started = time.monotonic()
     known = hostkeys.known_entries(target)
     sock, proxy = _open_route(target, via)
     try:
-        transport = start_transport(target, sock, hostkeys.known_key_types(target, known))
+        transport = start_transport(target, sock, hostkeys.known_key_types(target, known),
+                                    caller_reads=caller_reads)
     except RemoteConnectionError as e:
         if proxy is None:
             raise

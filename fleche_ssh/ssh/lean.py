@@ -44,6 +44,8 @@ from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_EXTENDED_DATA
 from paramiko.packet import NeedRekeyException, Packetizer
 from paramiko.ssh_exception import SSHException
 
+from .interrupts import HeldInterrupts
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -138,9 +140,15 @@ class LeanPacketizer(Packetizer):
     # -- sending ---------------------------------------------------------------
 
     def send_message(self, data: Any) -> None:
-        if not self._Packetizer__aead_out or self._slow(out=True):
-            super().send_message(data)
-            return
+        # Sent from a caller's thread, a packet is sealed and written whole:
+        # Ctrl-C half-way would leave the server's decryption out of step.
+        with HeldInterrupts():
+            if not self._Packetizer__aead_out or self._slow(out=True):
+                super().send_message(data)
+            else:
+                self._send_lean(data)
+
+    def _send_lean(self, data: Any) -> None:
         payload = data.asbytes()
         with self._Packetizer__write_lock:
             bsize = self._Packetizer__block_size_out
@@ -226,10 +234,6 @@ class LeanPacketizer(Packetizer):
             plain = self._Packetizer__block_engine_in.decrypt(iv, view[4:total], view[:4])
         next_iv = _next_iv(iv)
         seqno = self._Packetizer__sequence_number_in
-        # The three statements taking the packet make no call: CPython raises a
-        # pending KeyboardInterrupt (Ctrl-C in a caller's thread) only at a call
-        # or a loop, so before them (the packet stays buffered, to be read again)
-        # or after them, never with the IV and the sequence number out of step.
         del rx[:total]
         self._Packetizer__iv_in = next_iv
         self._Packetizer__sequence_number_in = (seqno + 1) & _MASK32

@@ -5,7 +5,7 @@ data to the caller through a ``BufferedPipe``: each small answer costs a
 thread switch and a GIL hand-off (a ``Condition`` hand-off between two
 threads, there and back, measured 39 µs wall and 14 µs CPU on a 2-core
 machine).  Here reading the socket is a *role* that one thread holds at a
-time (when :data:`CALLER_READS` is on):
+time:
 
 * A caller waiting for its channel's data (:meth:`SharedPacketizer.serve`)
   takes the role when it is free and reads packets itself, until its own
@@ -29,7 +29,11 @@ time (when :data:`CALLER_READS` is on):
 
 The role is taken only under the lean path (AEAD cipher, a real socket),
 outside a key exchange; otherwise callers wait in Paramiko's buffer as
-before.
+before.  A caller holds Ctrl-C back while it waits and reads
+(:class:`~.interrupts.HeldInterrupts`): an interrupt between a ``recv``
+and its bytes being buffered would lose them from the stream, and the
+login with them.  It comes within :data:`PARK` and a packet, once the
+caller has put everything back as it found it.
 """
 
 from __future__ import annotations
@@ -45,14 +49,9 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_DATA, MSG_CHANNEL_WINDOW_ADJUST
 from paramiko.packet import NeedRekeyException
 
+from .interrupts import HeldInterrupts
 from .lean import LeanPacketizer, lean_internals
 
-#: Whether callers read for themselves (off: Paramiko's thread reads every packet,
-#: through the lean path).  Off by default: on the 2-core machine it was measured
-#: on, under load, it saved client CPU (3-5 µs per small call, a quarter of a
-#: 64 MiB load's) but did not shorten the wall time of a call, and sometimes
-#: lengthened it; the tests switch it on to keep it correct.
-CALLER_READS = False
 #: How long Paramiko's parked thread sleeps between its idle-time duties; also
 #: how long a caller waits for the role before looking again (Ctrl-C stays prompt).
 PARK = 0.1
@@ -71,7 +70,7 @@ class SharedPacketizer(LeanPacketizer):
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
         #: Callers share the socket only when it can be polled without reading.
-        self.shared = CALLER_READS and isinstance(sock, socket.socket)
+        self.shared = isinstance(sock, socket.socket)
         lock = threading.Lock()
         #: Callers waiting for the role (or for their data from whoever holds it).
         self._cond = threading.Condition(lock)
@@ -158,35 +157,37 @@ class SharedPacketizer(LeanPacketizer):
         Returns early, with *ready()* still false, when the next packets must
         be Paramiko's (a key exchange, a message its handlers have not
         finished, a transport that ended): the caller then waits in
-        Paramiko's buffer as before.
+        Paramiko's buffer as before.  Ctrl-C meanwhile also ends it, at a
+        point where the stream is whole, and is raised as it returns.
         """
         if ready():
             return
         cond = self._cond
-        with cond:
-            self._callers += 1
-        try:
-            while not ready():
-                with cond:
-                    while (not ready() and (self._reader is not None or self._busy)
-                           and self._alive()):
-                        cond.wait(PARK)
-                    if ready() or not self._may_read():
-                        return
-                    self._reader = me = threading.current_thread()
-                try:
-                    self._read_as_caller()
-                finally:
-                    with cond:
-                        if self._reader is me:
-                            self._reader = None
-                        cond.notify_all()
-        finally:
+        with HeldInterrupts() as held:
             with cond:
-                self._callers -= 1
-                cond.notify_all()
-                if not ready():  # left to Paramiko's thread: it must read now
-                    self._park.notify()
+                self._callers += 1
+            try:
+                while not ready() and not held.caught:
+                    with cond:
+                        while (not ready() and not held.caught
+                               and (self._reader is not None or self._busy) and self._alive()):
+                            cond.wait(PARK)
+                        if ready() or held.caught or not self._may_read():
+                            return
+                        self._reader = me = threading.current_thread()
+                    try:
+                        self._read_as_caller()
+                    finally:
+                        with cond:
+                            if self._reader is me:
+                                self._reader = None
+                            cond.notify_all()
+            finally:
+                with cond:
+                    self._callers -= 1
+                    cond.notify_all()
+                    if not ready():  # left to Paramiko's thread: it must read now
+                        self._park.notify()
 
     def _after_send(self, kind: int) -> None:
         # Channel data and window adjustments want no answer; anything else (a
@@ -249,9 +250,15 @@ def _readable(sock: socket.socket, timeout: float) -> bool:
     return bool(select.select([sock], [], [], timeout)[0])
 
 
-def packetizer_class() -> type[SharedPacketizer] | None:
-    """The packetizer a transport should use: ours when Paramiko has what it relies on."""
-    return SharedPacketizer if lean_internals() else None
+def packetizer_class(caller_reads: bool = True) -> type[LeanPacketizer] | None:
+    """The packetizer a transport should use: ours when Paramiko has what it relies on.
+
+    *caller_reads* false keeps every read in Paramiko's thread, on the lean
+    path still (the tests and the benchmark run both).
+    """
+    if not lean_internals():
+        return None
+    return SharedPacketizer if caller_reads else LeanPacketizer
 
 
-__all__ = ["CALLER_READS", "PARK", "SharedPacketizer", "packetizer_class"]
+__all__ = ["PARK", "SharedPacketizer", "packetizer_class"]

@@ -69,7 +69,11 @@ class PooledLogin:
 class ConnectionPool:
     """Sessions per destination, the key cache, and the reset after a fork."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, caller_reads: bool = True) -> None:
+        #: Whether a caller waiting for its answer reads the packets itself
+        #: (:mod:`.lean_reader`); false: Paramiko's thread reads them all.  Read
+        #: at each new connection (the tests and the benchmark run both).
+        self.caller_reads = caller_reads
         self._sessions: dict[Target, Session] = {}
         self._locks: dict[Target, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -98,7 +102,8 @@ class ConnectionPool:
                 logger.info("connection to %s was lost; connecting again", target.label)
                 session.close()
             via = self.session(target.jump, login) if target.jump is not None else None
-            session = connect(target, login, self._keys, via=via)
+            session = connect(target, login, self._keys, via=via,
+                              caller_reads=self.caller_reads)
             with self._lock:
                 self._sessions[target] = session
             return session

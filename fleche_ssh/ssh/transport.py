@@ -46,9 +46,10 @@ it has been idle without counting anything on the path data takes.
 
 Packets
 -------
-Each packet under AES-GCM takes the short path of :mod:`.lean` (read in the
-waiting caller's thread when :data:`.lean_reader.CALLER_READS` is on) when
-this Paramiko has the internals they use; otherwise Paramiko's own packetizer.
+Each packet under AES-GCM takes the short path of :mod:`.lean`, read in the
+waiting caller's thread (:mod:`.lean_reader`) unless *caller_reads* is false,
+when this Paramiko has the internals they use; otherwise Paramiko's own
+packetizer.
 """
 
 from __future__ import annotations
@@ -81,11 +82,11 @@ class Transport(paramiko.Transport):
     """A ``paramiko.Transport`` that holds back replies during a key exchange, keeps
     exit signals and notes when a channel last closed."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, caller_reads: bool = True, **kwargs: Any) -> None:
         self._held: list[Any] = []
         #: ``time.monotonic()`` when a channel of this transport last closed (0: none yet).
         self.channel_closed_at = 0.0
-        kwargs.setdefault("packetizer_class", packetizer_class())
+        kwargs.setdefault("packetizer_class", packetizer_class(caller_reads))
         super().__init__(*args, **kwargs)
         if isinstance(self.packetizer, LeanPacketizer):
             self.packetizer.attach(self)
