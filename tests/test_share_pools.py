@@ -160,10 +160,10 @@ def test_the_secret_is_in_no_repr_config_or_log(totp_cache, client_home, caplog)
 OWNER = """
 import base64, pickle, sys
 from fleche_ssh import ParamikoCache
-from fleche_ssh.share import owner
+from fleche_ssh.ssh.pool import POOL
 cache = ParamikoCache(host="totphost", python=sys.argv[1], workdir=sys.argv[2], prompt="none")
 data = pickle.dumps(cache)
-print(owner._serving.listener.address)
+print(POOL.offers().listener.address)
 print(base64.b64encode(data).decode())
 """
 
@@ -186,13 +186,13 @@ def test_an_owner_that_exited_leaves_nothing_and_its_workers_a_typed_error(
 SINGLE = """
 import pickle, threading
 from fleche_ssh import ParamikoCache
-from fleche_ssh.share import owner
+from fleche_ssh.ssh.pool import POOL
 cache = ParamikoCache(host="testhost")
 cache.target()
-assert owner._serving is None
+assert POOL.offers() is None
 assert not [t for t in threading.enumerate() if t.name.startswith("fleche-ssh-share")]
 pickle.dumps(cache)
-assert owner._serving is not None
+assert POOL.offers() is not None
 print("ok")
 """
 
@@ -208,7 +208,7 @@ def test_workers_ride_the_login_over_the_loopback_backend(totp_cache, client_hom
     from fleche_ssh.share import local
 
     monkeypatch.setenv(local.BACKEND, "loopback")
-    monkeypatch.setattr(owner, "_serving", None)  # a holder of this backend, not the last one
+    owner.stop()  # a holder of this backend, not one an earlier test started
     cache = totp_cache()
     key = cache.save(Call(name="loopback", arguments={}, result="over TCP"))
     with _pool("spawn", client_home.home, workers=1) as workers:

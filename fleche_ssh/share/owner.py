@@ -29,11 +29,11 @@ import functools
 import logging
 import os
 import secrets
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from ..ssh.pool import POOL, ConnectionPool
 from ..ssh.session import Login
 from . import protocol
 from .client import Offer
@@ -62,10 +62,6 @@ class _Serving:
         return None
 
 
-_LOCK = threading.Lock()
-_serving: _Serving | None = None
-
-
 def offer(cache: ParamikoCache) -> Offer | None:
     """The offer a pickled *cache* carries: this process's login, or the one it was offered.
 
@@ -86,28 +82,22 @@ def offer(cache: ParamikoCache) -> Offer | None:
         return None
     grant = Grant(login=functools.partial(Login.of, cache.prompt, cache.auth_timeout))
     secret = secrets.token_bytes(32)
-    with _LOCK:
-        serving = _start()
-        serving.grants[secret] = grant
+    serving: _Serving = POOL.offers(_start)
+    serving.grants[secret] = grant
     made = Offer(name=serving.name, owner_pid=serving.pid, secret=secret)
     object.__setattr__(cache, "_share", made)
     return made
 
 
-def _start() -> _Serving:
-    """The running holder of this process, started on first use (called under the lock)."""
-    global _serving
-    if _serving is not None and _serving.pid == os.getpid():
-        return _serving
-    from ..ssh.pool import POOL
+def _start(pool: ConnectionPool) -> _Serving:
+    """A holder serving *pool*, on a listener of a random name (under the pool's lock)."""
     from . import local
 
     name = f"pool-{secrets.token_hex(8)}"
     listener = local.listen(name)
     serving = _Serving(listener=listener, name=name, pid=os.getpid())
-    serving.holder = Holder(POOL, serving.authorise)
+    serving.holder = Holder(pool, serving.authorise)
     serving.holder.serve(listener)
-    _serving = serving
     logger.debug("sharing this process's logins with the processes it hands caches to, at %s",
                  listener.address)
     return serving
@@ -115,26 +105,11 @@ def _start() -> _Serving:
 
 def stop() -> None:
     """Stop serving offers and remove the socket; offers made so far stop working."""
-    global _serving
-    with _LOCK:
-        serving, _serving = _serving, None
+    serving: _Serving | None = POOL.stop_offers()
     if serving is not None and serving.pid == os.getpid():
         if serving.holder is not None:
             serving.holder.close()
         serving.listener.close()
 
 
-def _forget_after_fork() -> None:
-    """In a forked child: the holder and its socket are the parent's; leave them be.
-
-    The child uses the parent's login through them like any worker would,
-    and starts a holder of its own if it pickles a cache itself.
-    """
-    global _LOCK, _serving
-    _LOCK = threading.Lock()
-    _serving = None
-
-
 atexit.register(stop)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_after_fork)

@@ -28,8 +28,9 @@ import logging
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config.target import Target
 from .auth import KeyCache
@@ -79,6 +80,9 @@ class ConnectionPool:
         self._lock = threading.Lock()
         self._keys = KeyCache()
         self._tracked: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+        #: What serves these logins to the processes this one hands caches to
+        #: (:mod:`fleche_ssh.share.owner`): None until a cache is first pickled.
+        self._offers: Any = None
         if hasattr(os, "register_at_fork"):
             # Weakly: a pool made for a test must not live as long as the process.
             this = weakref.ref(self)
@@ -140,6 +144,23 @@ class ConnectionPool:
             ))
         return tuple(out)
 
+    def offers(self, start: Callable[[ConnectionPool], Any] | None = None) -> Any:
+        """The server of this pool's offers; *start* makes it if there is none yet.
+
+        Held here, not beside its module, so that one object owns everything
+        a fork must forget (the child's offers would be its parent's).
+        """
+        with self._lock:
+            if self._offers is None and start is not None:
+                self._offers = start(self)
+            return self._offers
+
+    def stop_offers(self) -> Any:
+        """Forget the server of this pool's offers; it is returned, for the caller to stop."""
+        with self._lock:
+            offers, self._offers = self._offers, None
+            return offers
+
     def track(self, holder: ForkAware) -> None:
         """Tell *holder* to forget its channels in a forked child (held weakly)."""
         with self._lock:
@@ -170,6 +191,7 @@ class ConnectionPool:
         self._sessions = {}
         self._locks = {}
         self._lock = threading.Lock()
+        self._offers = None  # the parent's holder and socket: left to the parent
         self._keys.after_fork()
         for holder in list(self._tracked):
             holder.forget_after_fork()
