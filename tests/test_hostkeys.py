@@ -377,6 +377,15 @@ def test_known_key_types_in_file_order(tmp_path, keys):
     assert hostkeys.known_key_types(make_target(tmp_path / "empty")) == []
 
 
+def test_a_revoked_key_does_not_make_its_type_asked_for(tmp_path, keys):
+    # Asking first for the type of the revoked key would have the server show that key, and
+    # the connection refused, though the host's rsa key is known and good.
+    target = make_target(tmp_path, port=2222)
+    write_known(target, f"@revoked [{HOST}]:2222 {keys['ed25519-new'].line}",
+                f"[{HOST}]:2222 {keys['rsa'].line}")
+    assert hostkeys.known_key_types(target) == ["ssh-rsa"]
+
+
 # --- CheckHostIP's address -----------------------------------------------------------
 
 ADDRESS = "[192.0.2.7]:2222"
