@@ -178,6 +178,16 @@ def test_principals_are_checked_against_the_host_key_alias(tmp_path, ca, host_ke
     assert hostkeys.verify(aliased, key, ask=None).startswith("host certificate")
 
 
+def test_a_certificate_whose_ca_revoked_host_keys_lists_is_refused(tmp_path, ca, host_key):
+    # As ssh, which looks for a certificate's CA in RevokedHostKeys as well as for the key.
+    key = certified_key(sign(ca, host_key, "-h"))
+    revoked = tmp_path / "revoked"
+    revoked.write_text(f"# retired CA\n{ca.with_name(ca.name + '.pub').read_text()}")
+    assert hostkeys.verify(target(tmp_path, ca), key, ask=None).startswith("host certificate")
+    with pytest.raises(HostKeyError, match=f"is revoked by {revoked}:2"):
+        hostkeys.verify(target(tmp_path, ca, revoked_host_keys=str(revoked)), key, ask=None)
+
+
 def test_a_certificate_signed_by_another_ca_is_its_plain_key(tmp_path, ca, host_key):
     other = tmp_path / "other_ca"
     sshd_helpers.make_client_key(other)

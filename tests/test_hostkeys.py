@@ -377,6 +377,15 @@ def test_known_key_types_in_file_order(tmp_path, keys):
     assert hostkeys.known_key_types(make_target(tmp_path / "empty")) == []
 
 
+def test_a_revoked_key_does_not_make_its_type_asked_for(tmp_path, keys):
+    # Asking first for the type of the revoked key would have the server show that key, and
+    # the connection refused, though the host's rsa key is known and good.
+    target = make_target(tmp_path, port=2222)
+    write_known(target, f"@revoked [{HOST}]:2222 {keys['ed25519-new'].line}",
+                f"[{HOST}]:2222 {keys['rsa'].line}")
+    assert hostkeys.known_key_types(target) == ["ssh-rsa"]
+
+
 # --- CheckHostIP's address -----------------------------------------------------------
 
 ADDRESS = "[192.0.2.7]:2222"
@@ -419,3 +428,39 @@ def test_an_address_with_another_key_is_a_question_under_ask(tmp_path, keys, ans
     assert f"differs from the key for the IP address '{ADDRESS}'" in question
     with pytest.raises(ChangedHostKey):  # nobody to ask: refused, as ssh in batch mode
         hostkeys.verify(target, keys["ed25519"].pkey, ask=None, address=ADDRESS)
+
+
+def test_a_known_host_at_a_new_address_has_the_address_recorded(tmp_path, keys, caplog):
+    # As ssh: the name's key is checked by the policy, and a new address is added whatever
+    # the policy ("Permanently added the ... host key for IP address").
+    target = make_target(tmp_path, "yes", port=2222)
+    path = write_known(target, f"[{HOST}]:2222 {keys['ed25519'].line}")
+
+    with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+        verdict = hostkeys.verify(target, keys["ed25519"].pkey, ask=None, address=ADDRESS)
+
+    assert verdict == f"known_hosts {path}:1, recorded in {path}"
+    assert f"Permanently added '{ADDRESS}' (ssh-ed25519) to {path}" in caplog.text
+    assert path.read_text().splitlines() == [
+        f"[{HOST}]:2222 {keys['ed25519'].line}", f"{ADDRESS} {keys['ed25519'].line}"]
+    assert len(found_by_ssh_keygen(path, ADDRESS)) == 1
+
+
+def test_an_address_with_another_key_is_a_warning_under_no(tmp_path, keys, caplog):
+    # The address is stale in both files: the warning names each line, as the user has to
+    # look at both.
+    target = make_target(tmp_path, "no", port=2222,
+                         global_lines=(f"{ADDRESS} {keys['ed25519-new'].line}",))
+    path = write_known(target, f"[{HOST}]:2222 {keys['ed25519'].line}",
+                       f"{ADDRESS} {keys['ed25519-new'].line}")
+    global_file = target.global_known_hosts_files[0]
+
+    with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+        verdict = hostkeys.verify(target, keys["ed25519"].pkey, ask=None, address=ADDRESS)
+
+    message = (f"the ssh-ed25519 host key for '[{HOST}]:2222' differs from the key for the IP "
+               f"address '{ADDRESS}' ({path}:2, {global_file}:1)")
+    assert verdict == f"known_hosts {path}:1; {message}"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [f"Warning: {message}"]
+    assert len(path.read_text().splitlines()) == 2  # nothing recorded over the stale line

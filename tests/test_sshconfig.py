@@ -660,6 +660,11 @@ def test_invalid_lines_are_refused_with_file_and_line(home, line, expected):
      "User: expected one value"),
     ("Host other\n    IdentitiesOnly\n", "no argument after keyword",
      "IdentitiesOnly needs a value"),
+    # A keyword fleche-ssh has no row for still needs a value where it applies.
+    ("Host *\n    ForwardX11\n", "no argument after keyword", "ForwardX11 needs a value"),
+    # A keyword's old name is checked as its new one is.
+    ("Host other\n    ChallengeResponseAuthentication perhaps\n", 'unsupported option "perhaps"',
+     "KbdInteractiveAuthentication: expected yes or no"),
 ])
 def test_values_are_checked_in_every_block_as_ssh_checks_them(passwd_home, tmp_path, lines,
                                                              ssh_says, we_say):

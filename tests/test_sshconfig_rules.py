@@ -16,6 +16,7 @@ import sys
 
 import pytest
 import test_target
+from test_canonical import resolver
 from test_sshconfig import write
 
 from fleche_ssh.config import sshconfig
@@ -224,6 +225,15 @@ def test_canonicalize_hostname_asks_for_the_second_pass(home, value, canonical):
     write(home / ".ssh" / "config",
           f"Host *\n    CanonicalizeHostname {value}\nMatch canonical\n    Port 2201\n")
     assert (resolve("h").port == 2201) is canonical
+
+
+def test_a_canonical_name_is_said_to_come_from_the_canonicalize_hostname_line(home):
+    """The target's origins name the line that made the name, as for any HostName."""
+    config = write(home / ".ssh" / "config",
+                   "Host *\n    CanonicalizeHostname yes\n    CanonicalDomains a.example\n")
+    found = resolve("n1", getaddrinfo=resolver({"n1.a.example": "n1.a.example"}))
+    assert found.hostname == "n1.a.example"
+    assert dict(found.origins)["hostname"] == f"{config}:2"
 
 
 def test_host_lines_see_the_hostname_on_the_final_pass(home):
