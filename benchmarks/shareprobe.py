@@ -5,7 +5,8 @@ base64-encoded, on stdin (run by ``measure.through_holder``).
 
 The pickle carries the parent's offer of its login, so every channel of
 this process goes through the parent's holder: the relay a pool worker
-uses.  Connecting, the ``info`` handshake and a warm-up happen before
+uses.  Connecting, the ``info`` handshake and a warm-up (round trips, and
+a value of the timed size saved and loaded: :func:`measure.warm`) happen before
 anything is timed.  Prints one JSON line.
 """
 
@@ -16,7 +17,7 @@ import json
 import pickle
 import sys
 
-from measure import bulk, make_value, round_trips
+from measure import bulk, make_value, round_trips, warm
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +26,7 @@ def main(argv: list[str]) -> int:
     try:
         cache.info()
         round_trips(cache, 20)
+        warm(cache, size, tag + (1 << 40))
         trip = round_trips(cache, calls)
         moved = bulk(cache, make_value(size, tag))
     finally:

@@ -295,7 +295,7 @@ class Holder:
             sock.shutdown(socket.SHUT_WR)
 
         splice(End(process.recv, process.send, process.shutdown_write),
-               End(sock.recv, sock.send, shut), name="fleche-ssh-share-data",
+               End(sock.recv, sock.send, shut, sock.recv_into), name="fleche-ssh-share-data",
                chunk=_SPLICE_CHUNK, done=sock.close)
         pending.attached.set()
         return True

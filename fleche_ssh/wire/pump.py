@@ -9,6 +9,12 @@ so a socket, a pipe and a Paramiko channel all fit without adapters.
 ``write`` is called with memoryview slices of what was read, never with a
 re-sliced ``bytes``: Paramiko's own ``Channel.sendall`` copies the unsent rest
 on every packet, which makes a large transfer quadratic.
+
+An end that can read into a buffer (a socket's ``recv_into``) is read into
+one buffer reused for the whole copy: ``socket.recv(n)`` allocates *n*
+bytes per call, and above the allocator's mmap threshold (128 KiB) that is
+an ``mmap`` and ``munmap`` each time, 17 µs against 2 µs for a small
+message on a 2-core machine: a relay's whole cost per small call.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ CHUNK = 1 << 20
 
 Read = Callable[[int], bytes]
 Write = Callable[[memoryview], int]
+ReadInto = Callable[[memoryview], int]
 
 
 def send_all(write: Write, data: bytes | bytearray | memoryview, chunk: int = CHUNK) -> bool:
@@ -37,11 +44,23 @@ def send_all(write: Write, data: bytes | bytearray | memoryview, chunk: int = CH
     return True
 
 
-def copy(read: Read, write: Write, chunk: int = CHUNK) -> None:
-    """Copy from *read* to *write* until *read* gives EOF, *write* stops, or either fails."""
+def copy(read: Read, write: Write, chunk: int = CHUNK,
+         read_into: ReadInto | None = None) -> None:
+    """Copy from *read* to *write* until *read* gives EOF, *write* stops, or either fails.
+
+    With *read_into* (filling a buffer, 0 at EOF), reads go into one
+    *chunk*-byte buffer instead: *write* must be done with a slice of it
+    when it returns (a socket's ``send`` and a Paramiko channel's copy it).
+    """
     with contextlib.suppress(OSError, EOFError):
-        while data := read(chunk):
-            if not send_all(write, data, chunk):
+        if read_into is None:
+            while data := read(chunk):
+                if not send_all(write, data, chunk):
+                    return
+            return
+        buffer = memoryview(bytearray(chunk))
+        while (n := read_into(buffer)) > 0:
+            if not send_all(write, buffer[:n], chunk):
                 return
 
 
@@ -52,6 +71,8 @@ class End:
     read: Read
     write: Write
     shutdown_write: Callable[[], object]
+    #: Reads into a buffer instead, when the end can (see :func:`copy`).
+    read_into: ReadInto | None = None
 
 
 def splice(a: End, b: End, *, name: str, chunk: int = CHUNK,
@@ -65,7 +86,7 @@ def splice(a: End, b: End, *, name: str, chunk: int = CHUNK,
 
     def one_way(source: End, sink: End) -> None:
         try:
-            copy(source.read, sink.write, chunk)
+            copy(source.read, sink.write, chunk, source.read_into)
         finally:
             with contextlib.suppress(OSError, EOFError):
                 sink.shutdown_write()
