@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -437,7 +438,7 @@ def oversized(monkeypatch):
                         types.SimpleNamespace(dumps=oversizing(cloudpickle.dumps),
                                               loads=cloudpickle.loads))
     # A request of plain values (HUGE itself, in save_value) takes the C pickler.
-    monkeypatch.setattr(frames, "_plain_dumps", oversizing(frames._plain_dumps))
+    monkeypatch.setattr(frames, "pickle", types.SimpleNamespace(dumps=oversizing(pickle.dumps)))
 
 
 def test_a_value_over_4_gib_is_refused_before_anything_is_sent(make, oversized):

@@ -30,7 +30,8 @@ class _Sized:
 def _pickling_to(monkeypatch: pytest.MonkeyPatch, size: int) -> None:
     monkeypatch.setattr(frames, "cloudpickle", types.SimpleNamespace(
         dumps=lambda obj: _Sized(size), loads=cloudpickle.loads))
-    monkeypatch.setattr(frames, "_plain_dumps", lambda obj, protocol: _Sized(size))
+    monkeypatch.setattr(frames, "pickle", types.SimpleNamespace(
+        dumps=lambda obj, protocol: _Sized(size)))
 
 
 def test_a_request_of_exactly_4_gib_minus_one_is_sent_with_the_largest_header(monkeypatch):

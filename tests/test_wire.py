@@ -148,7 +148,7 @@ def test_a_request_over_4_gib_is_refused_by_the_codec(monkeypatch):
 
     monkeypatch.setattr(frames, "cloudpickle",
                         types.SimpleNamespace(dumps=lambda obj: Huge(), loads=cloudpickle.loads))
-    monkeypatch.setattr(frames, "_plain_dumps", lambda obj, protocol: Huge())
+    monkeypatch.setattr(frames, "pickle", types.SimpleNamespace(dumps=lambda obj, protocol: Huge()))
     with pytest.raises(ValueTooLarge, match="nothing was sent") as refused:
         frames.encode_frame(("save", (), {}))
     assert f"{frames.MAX_FRAME + 1:,} bytes" in str(refused.value)

@@ -47,7 +47,6 @@ Frame = tuple[bytes, bytes]
 #: bytes from :func:`pickle.dumps` as from ``cloudpickle.dumps``, at a seventh of the
 #: cost: cloudpickle builds a Python ``Pickler`` and a ``BytesIO`` for every call.
 _PLAIN = frozenset({str, bytes, int, float, bool, type(None)})
-_plain_dumps = pickle.dumps
 _PROTOCOL = cloudpickle.DEFAULT_PROTOCOL
 
 
@@ -60,7 +59,7 @@ def encode_frame(request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> Frame:
     """
     _, args, kwargs = request
     if not kwargs and all(type(arg) in _PLAIN for arg in args):
-        body = _plain_dumps(request, protocol=_PROTOCOL)
+        body = pickle.dumps(request, protocol=_PROTOCOL)
     else:
         body = cloudpickle.dumps(request)
     if len(body) > MAX_FRAME:
