@@ -126,19 +126,45 @@ def test_threads_on_several_channels_share_the_reader(make, pool):
     assert pooled_transport(pool, cache).packetizer.caller_read > 0
 
 
-def test_paramiko_lacking_an_internal_keeps_its_own_packetizer(make, pool, monkeypatch, caplog):
+@pytest.fixture
+def internals_checked_again():
     lean_internals.cache_clear()
-    monkeypatch.setattr(lean, "_PACKETIZER_INTERNALS", (*lean._PACKETIZER_INTERNALS, "gone"))
-    try:
-        with caplog.at_level(logging.DEBUG, logger="fleche_ssh.lean"):
-            assert lean_reader.packetizer_class() is None
-        assert any("lacks gone" in r.getMessage() for r in caplog.records)
+    yield
+    lean_internals.cache_clear()
+
+
+def test_a_paramiko_whose_packetizer_lacks_an_attribute_is_found_out(
+        internals_checked_again, monkeypatch, caplog):
+    """A Paramiko release that renamed one private attribute of ``Packetizer``."""
+    original = paramiko.Packetizer.__init__
+
+    def renamed(self, socket):
+        original(self, socket)
+        self._Packetizer__dump = self.__dict__.pop("_Packetizer__dump_packets")
+
+    monkeypatch.setattr(paramiko.Packetizer, "__init__", renamed)
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.lean"):
+        assert lean_reader.packetizer_class() is None
+    assert f"paramiko {paramiko.__version__} lacks dump_packets: packets take Paramiko's " \
+        "own path" in caplog.text
+
+
+def test_a_paramiko_without_packetizer_class_logs_in_with_its_own_packetizer(
+        internals_checked_again, make, pool, monkeypatch, caplog):
+    """A Paramiko whose ``Transport`` takes no ``packetizer_class`` keyword, as before 3.4."""
+    original = paramiko.Transport.__init__
+
+    def older(self, sock, *args, **kwargs):
+        if "packetizer_class" in kwargs:
+            raise TypeError("__init__() got an unexpected keyword argument 'packetizer_class'")
+        original(self, sock, *args, **kwargs)
+
+    monkeypatch.setattr(paramiko.Transport, "__init__", older)
+    with caplog.at_level(logging.DEBUG, logger="fleche_ssh.lean"):
         cache = make()
         assert cache.contains("f" * 64) is False
-        packetizer = pooled_transport(pool, cache).packetizer
-        assert type(packetizer) is paramiko.Packetizer
-    finally:
-        lean_internals.cache_clear()
+    assert "lacks Transport(packetizer_class=)" in caplog.text
+    assert type(pooled_transport(pool, cache).packetizer) is paramiko.Packetizer
 
 
 def test_this_paramiko_has_the_internals():
@@ -149,6 +175,6 @@ def test_this_paramiko_has_the_internals():
 
 def test_iv_counter_follows_rfc_5647():
     """The fixed 4 bytes stay, the 64-bit counter goes up by one and wraps."""
-    assert lean._next_iv(b"\x01\x02\x03\x04" + (5).to_bytes(8, "big")) == \
+    assert lean.next_iv(b"\x01\x02\x03\x04" + (5).to_bytes(8, "big")) == \
         b"\x01\x02\x03\x04" + (6).to_bytes(8, "big")
-    assert lean._next_iv(b"abcd" + b"\xff" * 8) == b"abcd" + bytes(8)
+    assert lean.next_iv(b"abcd" + b"\xff" * 8) == b"abcd" + bytes(8)

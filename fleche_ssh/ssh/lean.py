@@ -109,7 +109,7 @@ def lean_internals() -> bool:
     return not missing
 
 
-def _next_iv(iv: bytes) -> bytes:
+def next_iv(iv: bytes) -> bytes:
     """The IV of the next packet: its fixed 4 bytes, and the 8-byte counter plus one."""
     counter = (int.from_bytes(iv[4:], "big") + 1) & _MASK64
     return iv[:4] + counter.to_bytes(8, "big")
@@ -158,7 +158,7 @@ class LeanPacketizer(Packetizer):
             iv = self._Packetizer__iv_out
             sealed = self._Packetizer__block_engine_out.encrypt(
                 iv, header[4:] + payload + _ZEROS[:padding], length)
-            self._Packetizer__iv_out = _next_iv(iv)
+            self._Packetizer__iv_out = next_iv(iv)
             self._Packetizer__sequence_number_out = (
                 self._Packetizer__sequence_number_out + 1) & _MASK32
             self.write_all(length + sealed)
@@ -232,10 +232,10 @@ class LeanPacketizer(Packetizer):
         iv = self._Packetizer__iv_in
         with memoryview(rx) as view:
             plain = self._Packetizer__block_engine_in.decrypt(iv, view[4:total], view[:4])
-        next_iv = _next_iv(iv)
+        following = next_iv(iv)
         seqno = self._Packetizer__sequence_number_in
         del rx[:total]
-        self._Packetizer__iv_in = next_iv
+        self._Packetizer__iv_in = following
         self._Packetizer__sequence_number_in = (seqno + 1) & _MASK32
         self._received(total)
         payload = plain[1:size - plain[0]]
@@ -336,4 +336,4 @@ class LeanPacketizer(Packetizer):
         return True
 
 
-__all__ = ["LeanPacketizer", "lean_internals"]
+__all__ = ["LeanPacketizer", "lean_internals", "next_iv"]

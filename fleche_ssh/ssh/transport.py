@@ -86,7 +86,9 @@ class Transport(paramiko.Transport):
         self._held: list[Any] = []
         #: ``time.monotonic()`` when a channel of this transport last closed (0: none yet).
         self.channel_closed_at = 0.0
-        kwargs.setdefault("packetizer_class", packetizer_class(caller_reads))
+        lean = packetizer_class(caller_reads)
+        if lean is not None:  # else the keyword may not exist (lean_internals)
+            kwargs.setdefault("packetizer_class", lean)
         super().__init__(*args, **kwargs)
         if isinstance(self.packetizer, LeanPacketizer):
             self.packetizer.attach(self)
