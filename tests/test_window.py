@@ -14,11 +14,12 @@ import collections
 import logging
 import os
 
+import paramiko
 import pytest
+from paramiko.buffered_pipe import BufferedPipe
 from support.keys import hash_known_host, known_hosts_entry
 from support.relay import DelayRelay
 
-from fleche_ssh.wire import paramiko_process
 from fleche_ssh.wire.paramiko_process import WINDOW_SIZE, ParamikoProcess, window_control
 from fleche_ssh.wire.window import CAP, FLOOR, ReceiveWindow
 
@@ -105,11 +106,29 @@ def test_default_bounds():
     assert window_control(), "this Paramiko lacks what the growing window relies on"
 
 
+class _OtherPipe:
+    """A channel buffer of another type than ``BufferedPipe``, doing the same work."""
+
+    def __init__(self) -> None:
+        self._pipe = BufferedPipe()
+
+    def __getattr__(self, name):
+        return getattr(self._pipe, name)
+
+    def __len__(self) -> int:
+        return len(self._pipe)
+
+
 @pytest.fixture
 def internals_missing(monkeypatch):
-    """A Paramiko without one of the Channel attributes the window control uses."""
-    monkeypatch.setattr(paramiko_process, "_CHANNEL_INTERNALS",
-                        (*paramiko_process._CHANNEL_INTERNALS, "in_window_gone"))
+    """A Paramiko whose channels buffer what arrives in another type than ``BufferedPipe``."""
+    original = paramiko.Channel.__init__
+
+    def other_buffer(self, chanid):
+        original(self, chanid)
+        self.in_buffer = _OtherPipe()
+
+    monkeypatch.setattr(paramiko.Channel, "__init__", other_buffer)
     window_control.cache_clear()
     yield
     window_control.cache_clear()
@@ -118,8 +137,8 @@ def internals_missing(monkeypatch):
 def test_without_the_internals_it_says_so_in_the_debug_log(internals_missing, caplog):
     with caplog.at_level(logging.DEBUG, "fleche_ssh.window"):
         assert window_control() is False
-    assert "lacks in_window_gone: channels keep Paramiko's fixed 4194304-byte window" \
-        in caplog.text
+    assert f"paramiko {paramiko.__version__} lacks in_buffer: BufferedPipe: channels keep " \
+        "Paramiko's fixed 4194304-byte window" in caplog.text
 
 
 # -- against the real sshd ----------------------------------------------------------------
