@@ -32,7 +32,7 @@ def _wrap(loader):
 
     def exec_and_install(module):
         exec_module(module)
-        _remove_watcher()
+        remove_watcher()
         try:
             from fleche_ssh.plugin import install
 
@@ -45,11 +45,11 @@ def _wrap(loader):
     loader.exec_module = exec_and_install
 
 
-def _remove_watcher():
+def remove_watcher():
     sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, ConfigWatcher)]
 
 
-def _activate():
+def activate():
     module = sys.modules.get("fleche.config")
     if module is not None:
         from fleche_ssh.plugin import install
@@ -59,4 +59,4 @@ def _activate():
         sys.meta_path.insert(0, ConfigWatcher())
 
 
-_activate()
+activate()

@@ -41,7 +41,7 @@ Prompts = Sequence[tuple[str, bool]]
 Handler = Callable[[str, str, Prompts], list[str]]
 T = TypeVar("T")
 
-_HOW_TO = (
+HOW_TO = (
     'Set prompt = "module:function" in fleche.toml (or pass prompt=callable in Python) to '
     "answer it, or connect from a terminal or a Jupyter notebook."
 )
@@ -95,7 +95,7 @@ def is_terminal(stream: Any) -> bool:
         return False
 
 
-def _has_terminal() -> bool:
+def has_terminal() -> bool:
     return is_terminal(sys.stdin)
 
 
@@ -108,7 +108,7 @@ def _ask_each(title: str, instructions: str, prompts: Prompts) -> list[str]:
 
 def auto(title: str, instructions: str, prompts: Prompts) -> list[str]:
     """Ask in the terminal or the notebook; fail at once where there is neither."""
-    if _has_terminal() or in_kernel():
+    if has_terminal() or in_kernel():
         return _ask_each(title, instructions, prompts)
     return none(title, instructions, prompts)
 
@@ -116,7 +116,7 @@ def auto(title: str, instructions: str, prompts: Prompts) -> list[str]:
 def none(title: str, instructions: str, prompts: Prompts) -> list[str]:
     """Never ask: fail with the server's question in the message."""
     asked = "; ".join(repr(text.strip()) for text, _ in prompts) or repr(title)
-    raise PromptUnavailable(f"The connection asked {asked}, but nobody can answer here. {_HOW_TO}")
+    raise PromptUnavailable(f"The connection asked {asked}, but nobody can answer here. {HOW_TO}")
 
 
 BUILTIN: dict[str, Handler] = {"auto": auto, "none": none}

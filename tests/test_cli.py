@@ -64,7 +64,7 @@ import functools, sys
 from fleche_ssh import cli
 from fleche_ssh.demo import run
 
-real, ran = run._slow_square, []
+real, ran = run.slow_square, []
 
 
 @functools.wraps(real)
@@ -73,7 +73,7 @@ def counted(x):
     return real(x)
 
 
-run._slow_square = counted
+run.slow_square = counted
 status = cli.main(["demo"])
 print(f"slow_square ran {len(ran)} time(s)")
 sys.exit(status)

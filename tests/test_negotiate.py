@@ -190,7 +190,7 @@ def test_bind_interface_connects_from_the_address_ssh_connects_from(make, sshd, 
     ("127.0.0.1", True), ("127.0.0.2", False), ("192.0.2.2", False),
     ("::1", True), ("fe80::1%eth0", True), ("fd00::2", False)])
 def test_bind_interface_skips_the_addresses_ssh_skips_while_it_has_others(address, skipped):
-    assert interfaces._local(address) is skipped
+    assert interfaces.skipped_as_local(address) is skipped
 
 
 def test_bind_address_wins_over_bind_interface(make, sshd, pool):

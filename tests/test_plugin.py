@@ -194,10 +194,10 @@ def test_fleche_imported_before_the_start_up_hook_is_bridged_at_once():
     """As when an embedding application imports fleche before site's .pth files run."""
     done = run_python("-c", textwrap.dedent("""\
         import fleche_ssh._startup as startup
-        startup._remove_watcher()
+        startup.remove_watcher()
         import fleche.config
         before = fleche.config.cache_from_config
-        startup._activate()
+        startup.activate()
         print(before is fleche.config.cache_from_config.__wrapped__)
     """))
     assert done.returncode == 0, done.stderr

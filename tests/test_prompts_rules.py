@@ -65,7 +65,7 @@ def kernel(monkeypatch, *, ipykernel=True, shell=None, get_ipython=True):
 ])
 def test_a_terminal_is_a_stdin_that_is_a_tty(monkeypatch, stdin, terminal):
     monkeypatch.setattr(sys, "stdin", stdin)
-    assert prompts._has_terminal() is terminal
+    assert prompts.has_terminal() is terminal
 
 
 def test_the_kernel_is_ipython_with_a_kernel(monkeypatch):
@@ -179,7 +179,7 @@ def test_none_quotes_every_question():
         prompts.none("t", "", [(" Password: ", False), ("Code: ", True)])
     assert str(failure.value) == (
         "The connection asked 'Password:'; 'Code:', but nobody can answer here. "
-        + prompts._HOW_TO)
+        + prompts.HOW_TO)
 
 
 def test_none_without_questions_quotes_the_title():
@@ -189,7 +189,7 @@ def test_none_without_questions_quotes_the_title():
 
 
 def test_the_how_to_names_both_ways():
-    assert prompts._HOW_TO == (
+    assert prompts.HOW_TO == (
         'Set prompt = "module:function" in fleche.toml (or pass prompt=callable in Python) '
         "to answer it, or connect from a terminal or a Jupyter notebook.")
 

@@ -19,7 +19,7 @@ from .world import DemoState, set_up
 DEMO_WORK_SECONDS = 1.0
 
 
-def _slow_square(x: int) -> int:
+def slow_square(x: int) -> int:
     """Stands in for an expensive computation."""
     time.sleep(DEMO_WORK_SECONDS)
     return x * x
@@ -39,7 +39,7 @@ def _timed_call(state: DemoState, where: str) -> Rows:
 def _first_call(state: DemoState) -> Rows:
     import fleche
 
-    state.function = fleche.fleche(_slow_square)
+    state.function = fleche.fleche(slow_square)
     return _timed_call(state, "computed here, result saved to the remote cache")
 
 

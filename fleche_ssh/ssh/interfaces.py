@@ -64,7 +64,7 @@ def address_of(name: str, family: int) -> str:
         raise OSError(f"BindInterface {name}: this machine has no network interface of that "
                       f"name (`ip address` lists them)") from None
     candidates = (_ipv4(name) if family == socket.AF_INET else _ipv6(name)) if _is_up(name) else []
-    usable = [a for a in candidates if not _local(a)] or candidates
+    usable = [a for a in candidates if not skipped_as_local(a)] or candidates
     if not usable:
         raise OSError(f"BindInterface {name}: the interface has no {_FAMILY_NAMES[family]} "
                       f"address, or is down")
@@ -106,7 +106,7 @@ def _ipv6(name: str) -> list[str]:
     return found
 
 
-def _local(address: str) -> bool:
+def skipped_as_local(address: str) -> bool:
     """Loopback or link-local as ssh skips them: only ``127.0.0.1`` of IPv4's loopback block."""
     ip = ipaddress.ip_address(address.split("%")[0])
     if ip.version == 4:
