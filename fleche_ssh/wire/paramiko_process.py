@@ -128,6 +128,9 @@ class ParamikoProcess(RemoteProcess):
         self._serve = packetizer.serve if shared else None
         #: Has Paramiko's thread read when no caller will (None: it always does).
         self._wake = packetizer.wake if shared else None
+        lean_send = getattr(packetizer, "send_data", None)
+        #: ``channel.send``, or the lean packetizer's shorter path to the same packet.
+        self._send = channel.send if lean_send is None else functools.partial(lean_send, channel)
 
     @classmethod
     def open(cls, session: Session, command: str, *, window_size: int = WINDOW_SIZE,
@@ -156,7 +159,7 @@ class ParamikoProcess(RemoteProcess):
             self.window.sent(time.monotonic())
         if self._wake is not None and self._channel.out_window_size < len(data):
             self._wake()  # the send waits for the server's window adjustment
-        return self._channel.send(data)
+        return self._send(data)
 
     def recv(self, size: int) -> bytes:
         if self._serve is not None:
