@@ -56,7 +56,8 @@ def keys(tmp_path_factory, client_key) -> dict[str, Key]:
 
 
 def make_target(tmp_path: Path, policy: str = "yes", *, port: int = 22, hashed: bool = False,
-                global_lines: tuple[str, ...] = ()) -> Target:
+                global_lines: tuple[str, ...] = (),
+                known_hosts_command: str | None = None) -> Target:
     known = tmp_path / "ssh" / "known_hosts"
     global_file = tmp_path / "global_known_hosts"
     if global_lines:
@@ -67,6 +68,7 @@ def make_target(tmp_path: Path, policy: str = "yes", *, port: int = 22, hashed: 
         "global_known_hosts_file": (str(global_file),),
         "strict_host_key_checking": policy,
         "hash_known_hosts": hashed,
+        "known_hosts_command": known_hosts_command,
     })
 
 

@@ -16,8 +16,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_hostkeys import HOST, found_by_ssh_keygen, keys, make_target, write_known
+from test_hostkeys import HOST, found_by_ssh_keygen, keygen, keys, make_target, write_known
 
+from fleche_ssh.config.target import Target
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey
 from fleche_ssh.ssh import hostkeys
 
@@ -397,3 +398,47 @@ def test_a_line_that_is_not_utf8_does_not_spoil_the_file(tmp_path, keys):
     path.write_bytes("# Gerät im Labor\n".encode("latin-1")
                      + f"{HOST} {keys['ed25519'].line}\n".encode())
     assert hostkeys.verify(target, keys["ed25519"].pkey, ask=None) == f"known_hosts {path}:2"
+
+
+# --- a KnownHostsCommand's lines count as known_hosts lines --------------------------
+
+
+def command_target(tmp_path: Path, *lines: str) -> tuple[Target, Path]:
+    """A target whose KnownHostsCommand logs its arguments and prints *lines*."""
+    log, printed = tmp_path / "invocations", tmp_path / "printed"
+    printed.write_text("".join(f"{line}\n" for line in lines))
+    script = tmp_path / "known-hosts-command"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\ncat {printed}\n')
+    script.chmod(0o755)
+    return make_target(tmp_path, known_hosts_command=f"{script} %I %H %t %f %K"), log
+
+
+def key_words(key) -> str:
+    """``%t %f %K`` for *key*: its type, its fingerprint as ssh-keygen prints it, its base64."""
+    fingerprint = keygen("-l", "-f", str(key.pub)).stdout.split()[1]
+    return f"{key.pkey.get_name()} {fingerprint} {key.pkey.get_base64()}"
+
+
+def test_a_known_hosts_command_s_key_is_known_by_its_line_number(tmp_path, keys):
+    key = keys["ed25519"]
+    target, log = command_target(tmp_path, "# printed by the command",
+                                 f"other.example.org {keys['ecdsa'].line}", f"{HOST} {key.line}")
+    assert hostkeys.verify(target, key.pkey, ask=None) == "known_hosts KnownHostsCommand:3"
+    assert log.read_text().splitlines() == [f"HOSTNAME {HOST} {key_words(key)}"]
+    assert not Path(target.known_hosts_files[0]).exists()  # known, so nothing recorded
+
+
+def test_a_known_hosts_command_s_line_for_another_host_is_not_this_host_s(tmp_path, keys):
+    target, _ = command_target(tmp_path, f"other.example.org {keys['ed25519-new'].line}")
+    with pytest.raises(UnknownHostKey):  # unknown, not changed: the line is not for HOST
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
+
+
+def test_a_known_hosts_command_is_asked_for_the_address_too(tmp_path, keys):
+    key = keys["ed25519"]
+    target, log = command_target(tmp_path, f"{HOST},192.0.2.7 {key.line}")
+    verdict = hostkeys.verify(target, key.pkey, ask=None, address="192.0.2.7")
+    assert verdict == "known_hosts KnownHostsCommand:1"
+    assert log.read_text().splitlines() == [f"HOSTNAME {HOST} {key_words(key)}",
+                                            f"ADDRESS 192.0.2.7 {key_words(key)}"]
+    assert not Path(target.known_hosts_files[0]).exists()  # the address is known as well
