@@ -409,6 +409,19 @@ def test_a_new_host_is_recorded_with_its_address_as_ssh_records_it(tmp_path, key
         assert len(found_by_ssh_keygen(path, name)) == 1, name
 
 
+def test_a_new_host_at_a_new_address_is_one_question_under_ask(tmp_path, keys):
+    # As ssh: one question for the name, and the answer records the name and the address.
+    target = make_target(tmp_path, "ask", port=2222)
+    questions: list[str] = []
+    verdict = hostkeys.verify(target, keys["ed25519"].pkey,
+                              ask=lambda q: questions.append(q) or True, address=ADDRESS)
+    (question,) = questions
+    assert question.startswith(f"The authenticity of host '[{HOST}]:2222' can't be established.")
+    path = Path(target.known_hosts_files[0])
+    assert verdict == f"accepted by the user, recorded in {path}"
+    assert path.read_text().splitlines() == [f"[{HOST}]:2222,{ADDRESS} {keys['ed25519'].line}"]
+
+
 @pytest.mark.parametrize("answer", [True, False])
 def test_an_address_with_another_key_is_a_question_under_ask(tmp_path, keys, answer):
     target = make_target(tmp_path, "ask", port=2222)
