@@ -225,6 +225,20 @@ def test_unknown_host_message_suggests_ssh_and_keyscan(tmp_path, keys):
         f"\"accept-new\" to record new hosts automatically.")
 
 
+def test_unknown_host_under_an_alias_says_to_record_it_under_the_alias(tmp_path, keys):
+    target = dataclasses.replace(make_target(tmp_path, port=2222), host_key_alias="cluster")
+    with pytest.raises(UnknownHostKey) as raised:
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
+    known = target.known_hosts_files[0]
+    assert str(raised.value) == (
+        f"Host cluster is not in known_hosts ({known}); it offered a ssh-ed25519 key "
+        f"{hostkeys.fingerprint(keys['ed25519'].pkey)}. Check the fingerprint with the host's "
+        f"administrators, then either run `ssh -p 2222 -o HostKeyAlias=cluster "
+        f"{target.user}@{HOST}` once and answer yes, or `ssh-keyscan -p 2222 {HOST}` with the "
+        f"name in front changed to cluster, added to {known}, or set strict_host_key_checking = "
+        f"\"accept-new\" to record new hosts automatically.")
+
+
 def test_with_no_user_file_keyscan_is_pointed_at_the_default(tmp_path, keys):
     target = dataclasses.replace(make_target(tmp_path), known_hosts_files=())
     with pytest.raises(UnknownHostKey) as raised:
@@ -442,3 +456,10 @@ def test_a_known_hosts_command_is_asked_for_the_address_too(tmp_path, keys):
     assert log.read_text().splitlines() == [f"HOSTNAME {HOST} {key_words(key)}",
                                             f"ADDRESS 192.0.2.7 {key_words(key)}"]
     assert not Path(target.known_hosts_files[0]).exists()  # the address is known as well
+
+
+def test_a_known_hosts_command_is_asked_for_the_key_order(tmp_path, keys):
+    # As ssh: before the handshake there is no key, so %t, %f and %K are NONE.
+    target, log = command_target(tmp_path, f"{HOST} {keys['ecdsa'].line}")
+    assert hostkeys.known_key_types(target) == ["ecdsa-sha2-nistp256"]
+    assert log.read_text().splitlines() == [f"ORDER {HOST} NONE NONE NONE"]
