@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,39 @@ def test_a_file_of_exactly_16_mib_is_read_whole_without_a_warning(tmp_path, keys
     with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
         hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
     assert caplog.records == []
+
+
+def test_a_huge_file_without_line_breaks_is_read_a_line_s_worth_at_a_time(tmp_path, keys, caplog):
+    # A known_hosts path that names something else (an image, a log of zeros): the read
+    # stops at 16 MiB, never holding more than a line's worth, and what follows is not read.
+    path = tmp_path / "known_hosts"
+    with path.open("wb") as f:
+        f.truncate(2 * hostkeys.MAX_KNOWN_HOSTS_BYTES)  # zeros: one line of 32 MiB
+        f.seek(0, os.SEEK_END)
+        f.write(f"\n{HOST} {keys['ed25519'].line}\n".encode())
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+            entries = hostkeys.read_known_hosts([str(path)], HOST)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert entries == []
+    assert peak < 1 << 20
+    assert warnings(caplog) == [f"known_hosts file {path} is larger than 16 MiB; entries "
+                                "past that point are ignored"]
+
+
+def test_a_file_one_byte_over_16_mib_is_warned_about_inside_a_long_line(tmp_path, caplog):
+    path = tmp_path / "known_hosts"
+    with path.open("wb") as f:
+        f.truncate(hostkeys.MAX_KNOWN_HOSTS_BYTES)  # one line too long to read
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n")
+    with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+        assert hostkeys.read_known_hosts([str(path)], HOST) == []
+    assert warnings(caplog) == [f"known_hosts file {path} is larger than 16 MiB; entries "
+                                "past that point are ignored"]
 
 
 # --- a changed key: the message names every line and the command that works ----------
