@@ -56,7 +56,8 @@ def keys(tmp_path_factory, client_key) -> dict[str, Key]:
 
 
 def make_target(tmp_path: Path, policy: str = "yes", *, port: int = 22, hashed: bool = False,
-                global_lines: tuple[str, ...] = ()) -> Target:
+                global_lines: tuple[str, ...] = (),
+                known_hosts_command: str | None = None) -> Target:
     known = tmp_path / "ssh" / "known_hosts"
     global_file = tmp_path / "global_known_hosts"
     if global_lines:
@@ -67,6 +68,7 @@ def make_target(tmp_path: Path, policy: str = "yes", *, port: int = 22, hashed: 
         "global_known_hosts_file": (str(global_file),),
         "strict_host_key_checking": policy,
         "hash_known_hosts": hashed,
+        "known_hosts_command": known_hosts_command,
     })
 
 
@@ -405,6 +407,19 @@ def test_a_new_host_is_recorded_with_its_address_as_ssh_records_it(tmp_path, key
         assert lines[0] == f"[{HOST}]:2222,{ADDRESS} {keys['ed25519'].line}"
     for name in (f"[{HOST}]:2222", ADDRESS):
         assert len(found_by_ssh_keygen(path, name)) == 1, name
+
+
+def test_a_new_host_at_a_new_address_is_one_question_under_ask(tmp_path, keys):
+    # As ssh: one question for the name, and the answer records the name and the address.
+    target = make_target(tmp_path, "ask", port=2222)
+    questions: list[str] = []
+    verdict = hostkeys.verify(target, keys["ed25519"].pkey,
+                              ask=lambda q: questions.append(q) or True, address=ADDRESS)
+    (question,) = questions
+    assert question.startswith(f"The authenticity of host '[{HOST}]:2222' can't be established.")
+    path = Path(target.known_hosts_files[0])
+    assert verdict == f"accepted by the user, recorded in {path}"
+    assert path.read_text().splitlines() == [f"[{HOST}]:2222,{ADDRESS} {keys['ed25519'].line}"]
 
 
 @pytest.mark.parametrize("answer", [True, False])

@@ -13,11 +13,13 @@ import errno
 import logging
 import os
 import stat
+import tracemalloc
 from pathlib import Path
 
 import pytest
-from test_hostkeys import HOST, found_by_ssh_keygen, keys, make_target, write_known
+from test_hostkeys import HOST, found_by_ssh_keygen, keygen, keys, make_target, write_known
 
+from fleche_ssh.config.target import Target
 from fleche_ssh.errors import ChangedHostKey, HostKeyError, UnknownHostKey
 from fleche_ssh.ssh import hostkeys
 
@@ -186,6 +188,39 @@ def test_a_file_of_exactly_16_mib_is_read_whole_without_a_warning(tmp_path, keys
     assert caplog.records == []
 
 
+def test_a_huge_file_without_line_breaks_is_read_a_line_s_worth_at_a_time(tmp_path, keys, caplog):
+    # A known_hosts path that names something else (an image, a log of zeros): the read
+    # stops at 16 MiB, never holding more than a line's worth, and what follows is not read.
+    path = tmp_path / "known_hosts"
+    with path.open("wb") as f:
+        f.truncate(2 * hostkeys.MAX_KNOWN_HOSTS_BYTES)  # zeros: one line of 32 MiB
+        f.seek(0, os.SEEK_END)
+        f.write(f"\n{HOST} {keys['ed25519'].line}\n".encode())
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+            entries = hostkeys.read_known_hosts([str(path)], HOST)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert entries == []
+    assert peak < 1 << 20
+    assert warnings(caplog) == [f"known_hosts file {path} is larger than 16 MiB; entries "
+                                "past that point are ignored"]
+
+
+def test_a_file_one_byte_over_16_mib_is_warned_about_inside_a_long_line(tmp_path, caplog):
+    path = tmp_path / "known_hosts"
+    with path.open("wb") as f:
+        f.truncate(hostkeys.MAX_KNOWN_HOSTS_BYTES)  # one line too long to read
+        f.seek(0, os.SEEK_END)
+        f.write(b"\n")
+    with caplog.at_level(logging.WARNING, logger="fleche_ssh.hostkeys"):
+        assert hostkeys.read_known_hosts([str(path)], HOST) == []
+    assert warnings(caplog) == [f"known_hosts file {path} is larger than 16 MiB; entries "
+                                "past that point are ignored"]
+
+
 # --- a changed key: the message names every line and the command that works ----------
 
 
@@ -221,6 +256,20 @@ def test_unknown_host_message_suggests_ssh_and_keyscan(tmp_path, keys):
         f"{hostkeys.fingerprint(keys['ed25519'].pkey)}. Check the fingerprint with the host's "
         f"administrators, then either run `ssh -p 2222 {target.user}@{HOST}` once and answer "
         f"yes, or `ssh-keyscan -p 2222 {HOST} >> {known}`, or set strict_host_key_checking = "
+        f"\"accept-new\" to record new hosts automatically.")
+
+
+def test_unknown_host_under_an_alias_says_to_record_it_under_the_alias(tmp_path, keys):
+    target = dataclasses.replace(make_target(tmp_path, port=2222), host_key_alias="cluster")
+    with pytest.raises(UnknownHostKey) as raised:
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
+    known = target.known_hosts_files[0]
+    assert str(raised.value) == (
+        f"Host cluster is not in known_hosts ({known}); it offered a ssh-ed25519 key "
+        f"{hostkeys.fingerprint(keys['ed25519'].pkey)}. Check the fingerprint with the host's "
+        f"administrators, then either run `ssh -p 2222 -o HostKeyAlias=cluster "
+        f"{target.user}@{HOST}` once and answer yes, or `ssh-keyscan -p 2222 {HOST}` with the "
+        f"name in front changed to cluster, added to {known}, or set strict_host_key_checking = "
         f"\"accept-new\" to record new hosts automatically.")
 
 
@@ -397,3 +446,54 @@ def test_a_line_that_is_not_utf8_does_not_spoil_the_file(tmp_path, keys):
     path.write_bytes("# Gerät im Labor\n".encode("latin-1")
                      + f"{HOST} {keys['ed25519'].line}\n".encode())
     assert hostkeys.verify(target, keys["ed25519"].pkey, ask=None) == f"known_hosts {path}:2"
+
+
+# --- a KnownHostsCommand's lines count as known_hosts lines --------------------------
+
+
+def command_target(tmp_path: Path, *lines: str) -> tuple[Target, Path]:
+    """A target whose KnownHostsCommand logs its arguments and prints *lines*."""
+    log, printed = tmp_path / "invocations", tmp_path / "printed"
+    printed.write_text("".join(f"{line}\n" for line in lines))
+    script = tmp_path / "known-hosts-command"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\ncat {printed}\n')
+    script.chmod(0o755)
+    return make_target(tmp_path, known_hosts_command=f"{script} %I %H %t %f %K"), log
+
+
+def key_words(key) -> str:
+    """``%t %f %K`` for *key*: its type, its fingerprint as ssh-keygen prints it, its base64."""
+    fingerprint = keygen("-l", "-f", str(key.pub)).stdout.split()[1]
+    return f"{key.pkey.get_name()} {fingerprint} {key.pkey.get_base64()}"
+
+
+def test_a_known_hosts_command_s_key_is_known_by_its_line_number(tmp_path, keys):
+    key = keys["ed25519"]
+    target, log = command_target(tmp_path, "# printed by the command",
+                                 f"other.example.org {keys['ecdsa'].line}", f"{HOST} {key.line}")
+    assert hostkeys.verify(target, key.pkey, ask=None) == "known_hosts KnownHostsCommand:3"
+    assert log.read_text().splitlines() == [f"HOSTNAME {HOST} {key_words(key)}"]
+    assert not Path(target.known_hosts_files[0]).exists()  # known, so nothing recorded
+
+
+def test_a_known_hosts_command_s_line_for_another_host_is_not_this_host_s(tmp_path, keys):
+    target, _ = command_target(tmp_path, f"other.example.org {keys['ed25519-new'].line}")
+    with pytest.raises(UnknownHostKey):  # unknown, not changed: the line is not for HOST
+        hostkeys.verify(target, keys["ed25519"].pkey, ask=None)
+
+
+def test_a_known_hosts_command_is_asked_for_the_address_too(tmp_path, keys):
+    key = keys["ed25519"]
+    target, log = command_target(tmp_path, f"{HOST},192.0.2.7 {key.line}")
+    verdict = hostkeys.verify(target, key.pkey, ask=None, address="192.0.2.7")
+    assert verdict == "known_hosts KnownHostsCommand:1"
+    assert log.read_text().splitlines() == [f"HOSTNAME {HOST} {key_words(key)}",
+                                            f"ADDRESS 192.0.2.7 {key_words(key)}"]
+    assert not Path(target.known_hosts_files[0]).exists()  # the address is known as well
+
+
+def test_a_known_hosts_command_is_asked_for_the_key_order(tmp_path, keys):
+    # As ssh: before the handshake there is no key, so %t, %f and %K are NONE.
+    target, log = command_target(tmp_path, f"{HOST} {keys['ecdsa'].line}")
+    assert hostkeys.known_key_types(target) == ["ecdsa-sha2-nistp256"]
+    assert log.read_text().splitlines() == [f"ORDER {HOST} NONE NONE NONE"]
