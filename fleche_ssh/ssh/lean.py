@@ -176,6 +176,7 @@ class LeanPacketizer(Packetizer):
         if not self._Packetizer__aead_out or self._slow(out=True):
             return channel.send(data)
         transport = channel.transport
+        ready = False
         with HeldInterrupts():
             with channel.lock:
                 size = min(len(data), channel.out_max_packet_size - 64)
@@ -183,13 +184,14 @@ class LeanPacketizer(Packetizer):
                     and 0 < size <= channel.out_window_size
                 if lean:
                     channel.out_window_size -= size
-            if not lean:
-                return channel.send(data)
-            payload = _DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, size) + data[:size]
-            with transport.clear_to_send_lock:
-                ready = transport.active and transport.clear_to_send.is_set()
-                if ready:
-                    self._seal_and_write(payload)
+            if lean:
+                payload = _DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, size) + data[:size]
+                with transport.clear_to_send_lock:
+                    ready = transport.active and transport.clear_to_send.is_set()
+                    if ready:
+                        self._seal_and_write(payload)
+        if not lean:  # outside the held section: it may wait for the window to open
+            return channel.send(data)
         if ready:
             self._after_send(MSG_CHANNEL_DATA)
         else:
