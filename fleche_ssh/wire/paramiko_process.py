@@ -83,18 +83,44 @@ class _CountingPipe(BufferedPipe):
         super().feed(data)
 
 
-def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow,
-                      opening: float) -> None:
+def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow) -> None:
     """Count arrivals on *channel*, and stop Paramiko handing consumed bytes back itself.
 
     Runs between opening the channel and starting the command: no data
-    has arrived yet.  Opening it, since *opening*, took one round trip,
-    the window's first sample.
+    has arrived yet.
     """
-    window.round_trip_took(time.monotonic() - opening)
     channel.in_buffer = _CountingPipe(window, answer=True)
     channel.in_stderr_buffer = _CountingPipe(window, answer=False)
     channel.in_window_threshold = _NEVER
+
+
+class _StartTimer:
+    """Times the two round trips of starting a command: the window's first samples.
+
+    The server confirms a new channel at once, and answers the ``exec``
+    request as soon as it has forked the command, before any data is
+    queued on the way.  Both are needed: the first channel after a login
+    waits for the server to set up the session (about 40 ms on OpenSSH
+    with PAM, on loopback too), which only the second leaves out.
+    """
+
+    def __init__(self, window: ReceiveWindow) -> None:
+        self._window = window
+        self._mark = time.monotonic()
+
+    def _lap(self) -> None:
+        now = time.monotonic()
+        self._window.round_trip_took(now - self._mark)
+        self._mark = now
+
+    def opened(self, channel: paramiko.Channel) -> None:
+        """The channel is open (``Session.open_exec``'s *prepare*): take its window over."""
+        self._lap()
+        _take_over_window(channel, self._window)
+
+    def started(self) -> None:
+        """The server answered the ``exec`` request."""
+        self._lap()
 
 
 def _starting_window(session: Session, window_size: int, cap: int) -> int:
@@ -144,14 +170,16 @@ class ParamikoProcess(RemoteProcess):
         windows cost and gain.  Paramiko's own fixed window (no
         :func:`window_control`) stays at *window_size*.
         """
-        window = None
-        if window_control():
-            window_size = _starting_window(session, window_size, window_cap)
-            window = ReceiveWindow(window_size, window_cap)
-        channel = session.open_exec(
-            command, window_size=window_size, max_packet_size=MAX_PACKET_SIZE,
-            prepare=None if window is None else functools.partial(
-                _take_over_window, window=window, opening=time.monotonic()))
+        if not window_control():
+            channel = session.open_exec(command, window_size=window_size,
+                                        max_packet_size=MAX_PACKET_SIZE)
+            return cls(channel, command=command, session=session)
+        window_size = _starting_window(session, window_size, window_cap)
+        window = ReceiveWindow(window_size, window_cap)
+        timer = _StartTimer(window)
+        channel = session.open_exec(command, window_size=window_size,
+                                    max_packet_size=MAX_PACKET_SIZE, prepare=timer.opened)
+        timer.started()
         return cls(channel, command=command, session=session, window=window)
 
     def send(self, data: memoryview) -> int:

@@ -14,8 +14,9 @@ data packet) and bytes *consumed* (the reader took them, which is when the
 window reopens).
 
 * **Round trip.**  Three kinds of sample, each at least one round trip:
-  opening the channel (the server confirms at once, before any data is
-  queued on the way); the time from a request going out to the first byte
+  starting the command (opening the channel and the ``exec`` request,
+  which the server answers at once, before any data is queued on the
+  way); the time from a request going out to the first byte
   of its answer (the remote server answers requests, it never speaks
   first), close to the round trip for a small call; and the time from
   sending a window adjustment to the arrival of the first byte beyond what
@@ -100,7 +101,7 @@ class ReceiveWindow:
         self._granted = self.floor = self.size
 
     def round_trip_took(self, seconds: float) -> None:
-        """A round trip measured elsewhere (opening the channel) took *seconds*."""
+        """A round trip measured elsewhere (starting the command) took *seconds*."""
         with self._lock:
             self._sample(seconds)
 
