@@ -100,8 +100,8 @@ class _StartTimer:
     The server confirms a new channel at once, and answers the ``exec``
     request as soon as it has forked the command, before any data is
     queued on the way.  Both are needed: the first channel after a login
-    waits for the server to set up the session (about 40 ms on OpenSSH
-    with PAM, on loopback too), which only the second leaves out.
+    waits for the server to set up the session (tens of milliseconds for
+    OpenSSH's sshd, on loopback too), which only the second leaves out.
     """
 
     def __init__(self, window: ReceiveWindow) -> None:
