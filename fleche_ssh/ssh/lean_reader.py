@@ -159,35 +159,40 @@ class SharedPacketizer(LeanPacketizer):
         finished, a transport that ended): the caller then waits in
         Paramiko's buffer as before.  Ctrl-C meanwhile also ends it, at a
         point where the stream is whole, and is raised as it returns.
+
+        The lock is taken twice for a packet read: once to join the
+        callers and take the role, once to give both back.  Other callers
+        are notified only when there are some.
         """
         if ready():
             return
         cond = self._cond
-        with HeldInterrupts() as held:
-            with cond:
-                self._callers += 1
+        with HeldInterrupts() as held, cond:
+            self._callers += 1
+            done = False
             try:
-                while not ready() and not held.caught:
-                    with cond:
-                        while (not ready() and not held.caught
-                               and (self._reader is not None or self._busy) and self._alive()):
-                            cond.wait(PARK)
-                        if ready() or held.caught or not self._may_read():
-                            return
-                        self._reader = me = threading.current_thread()
+                while not (done := ready()) and not held.caught:
+                    if (self._reader is not None or self._busy) and self._alive():
+                        cond.wait(PARK)
+                        continue
+                    if not self._may_read():
+                        return
+                    self._reader = me = threading.current_thread()
+                    cond.release()
                     try:
                         self._read_as_caller()
                     finally:
-                        with cond:
-                            if self._reader is me:
-                                self._reader = None
+                        cond.acquire()
+                        if self._reader is me:
+                            self._reader = None
+                        if self._callers > 1:
                             cond.notify_all()
             finally:
-                with cond:
-                    self._callers -= 1
+                self._callers -= 1
+                if self._callers:
                     cond.notify_all()
-                    if not ready():  # left to Paramiko's thread: it must read now
-                        self._park.notify()
+                if not done:  # left to Paramiko's thread: it must read now
+                    self._park.notify()
 
     def _after_send(self, kind: int) -> None:
         # Channel data and window adjustments want no answer; anything else (a
