@@ -97,8 +97,7 @@ def parse(blob: bytes) -> HostCertificate:
                            valid_before, critical, ca_type, ca_blob, signed, signature)
 
 
-def verify_certificate(target: Target, key: paramiko.PKey, cert: HostCertificate,
-                       entries: list) -> str | None:
+def verify_certificate(target: Target, cert: HostCertificate, entries: list) -> str | None:
     """Check *cert* against the ``@cert-authority`` lines among *entries*.
 
     Returns how it was verified, or ``None`` when no line trusts its CA (the

@@ -233,7 +233,7 @@ def verify(target: Target, key: paramiko.PKey, ask: Ask | None,
     entries = known_entries(target) if entries is None else entries
     entries = entries + command_entries(target, "HOSTNAME", name, key)
     if cert is not None:
-        by_ca = verify_certificate(target, key, cert, entries)
+        by_ca = verify_certificate(target, cert, entries)
         if by_ca is not None:
             return by_ca
     found, changed = _look_up(target, key, entries)
