@@ -121,8 +121,8 @@ def test_ctrl_c_during_a_save(make, link, pool, sshd, remote_dir):
 
 
 #: Where SIGINT is made to arrive in the caller's thread: just as the transport's
-#: socket returns received bytes, and just before a sealed packet is written.
-MOMENTS = {"a-recv-returns": ("c_return", "recv"), "a-packet-is-written": ("call", "write_all")}
+#: socket returns received bytes, and just before it is given a sealed packet.
+MOMENTS = {"a-recv-returns": ("c_return", "recv"), "a-packet-is-written": ("c_call", "send")}
 
 
 @pytest.mark.parametrize("moment", MOMENTS)
@@ -145,7 +145,7 @@ def test_ctrl_c_at_the_worst_moment_keeps_the_login(make, pool, sshd, remote_dir
     def hook(frame, what, arg) -> None:
         if fired or what != event:
             return
-        if what == "c_return":
+        if what in ("c_call", "c_return"):
             here = getattr(arg, "__self__", None) is sock and arg.__name__ == name
         else:
             here = frame.f_code.co_name == name

@@ -36,6 +36,7 @@ import inspect
 import logging
 import socket
 import struct
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +63,8 @@ _LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct(">IB")
 _DATA = struct.Struct(">BII")
 _EXTENDED = struct.Struct(">BIII")
+#: An AES-GCM IV as RFC 5647 splits it: 4 fixed bytes and a 64-bit invocation counter.
+_IV = struct.Struct(">4sQ")
 _STDERR = 1
 _MASK32 = 0xFFFFFFFF
 _MASK64 = (1 << 64) - 1
@@ -77,7 +80,7 @@ _PACKETIZER_INTERNALS = (
     "received_packets_overflow", "block_size_out", "block_engine_out", "block_engine_in",
     "compress_engine_out", "compress_engine_in", "sequence_number_out",
     "sequence_number_in", "aead_out", "aead_in", "iv_out", "iv_in", "write_lock",
-    "dump_packets",
+    "dump_packets", "keepalive_last",
 )
 #: Public or protected methods of ``Packetizer`` called here.
 _PACKETIZER_METHODS = ("write_all", "_check_keepalive", "_trigger_rekey", "_log")
@@ -85,7 +88,7 @@ _PACKETIZER_METHODS = ("write_all", "_check_keepalive", "_trigger_rekey", "_log"
 _TRANSPORT_INTERNALS = ("_channels", "_expected_packet", "active", "clear_to_send",
                         "clear_to_send_lock", "_send_user_message")
 #: Attributes of a ``Channel`` the same two use.
-_CHANNEL_INTERNALS = ("_feed", "in_stderr_buffer", "combine_stderr", "lock", "closed",
+_CHANNEL_INTERNALS = ("in_buffer", "in_stderr_buffer", "combine_stderr", "lock", "closed",
                       "eof_sent", "out_window_size", "out_max_packet_size", "remote_chanid")
 
 
@@ -119,8 +122,8 @@ def lean_internals() -> bool:
 
 def next_iv(iv: bytes) -> bytes:
     """The IV of the next packet: its fixed 4 bytes, and the 8-byte counter plus one."""
-    counter = (int.from_bytes(iv[4:], "big") + 1) & _MASK64
-    return iv[:4] + counter.to_bytes(8, "big")
+    fixed, counter = _IV.unpack(iv)
+    return _IV.pack(fixed, (counter + 1) & _MASK64)
 
 
 class LeanPacketizer(Packetizer):
@@ -137,6 +140,8 @@ class LeanPacketizer(Packetizer):
         super().__init__(sock)
         self._rx = bytearray()
         self._transport: Callable[[], Any] = lambda: None
+        #: The channel the last data packet went to, and its id.
+        self._last_channel: tuple[int, weakref.ref[paramiko.Channel]] | None = None
         #: Packets of channel data that took the lean path, each way (tests read them).
         self.lean_sent = 0
         self.lean_received = 0
@@ -151,7 +156,7 @@ class LeanPacketizer(Packetizer):
         # Sent from a caller's thread, a packet is sealed and written whole:
         # Ctrl-C half-way would leave the server's decryption out of step.
         with HeldInterrupts():
-            if not self._Packetizer__aead_out or self._slow(out=True):
+            if not self._lean_out():
                 super().send_message(data)
             else:
                 self._send_lean(data)
@@ -173,34 +178,50 @@ class LeanPacketizer(Packetizer):
         that began meanwhile is waited out by Paramiko's own path, outside
         the held section, so that Ctrl-C still answers while it lasts.
         """
-        if not self._Packetizer__aead_out or self._slow(out=True):
+        if not self._lean_out():
             return channel.send(data)
         transport = channel.transport
         ready = False
+        # The locks are taken with acquire() and release(), here and in
+        # _seal_and_write: a with statement costs CPython 3.11 twice as much, and a
+        # small call takes four locks on the way out.
         with HeldInterrupts():
-            with channel.lock:
-                size = min(len(data), channel.out_max_packet_size - 64)
+            lock = channel.lock
+            lock.acquire()
+            try:
+                # Conditionals, not min() and max(): the builtins parse their arguments
+                # as a general call, which costs more than a packet's arithmetic.
+                size = len(data)
+                if size > channel.out_max_packet_size - 64:
+                    size = channel.out_max_packet_size - 64
                 lean = not (channel.closed or channel.eof_sent) \
                     and 0 < size <= channel.out_window_size
                 if lean:
                     channel.out_window_size -= size
+            finally:
+                lock.release()
             if lean:
-                payload = _DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, size) + data[:size]
-                with transport.clear_to_send_lock:
+                payload = _DATA.pack(MSG_CHANNEL_DATA, channel.remote_chanid, size) + (
+                    data if size == len(data) else data[:size])
+                lock = transport.clear_to_send_lock
+                lock.acquire()
+                try:
                     ready = transport.active and transport.clear_to_send.is_set()
                     if ready:
                         self._seal_and_write(payload)
+                finally:
+                    lock.release()
         if not lean:  # outside the held section: it may wait for the window to open
             return channel.send(data)
-        if ready:
-            self._after_send(MSG_CHANNEL_DATA)
-        else:
+        if not ready:
             transport._send_user_message(paramiko.Message(payload))
         return size
 
     def _seal_and_write(self, payload: bytes) -> None:
         """Seal one packet of *payload* with the AEAD cipher and write it whole."""
-        with self._Packetizer__write_lock:
+        lock = self._Packetizer__write_lock
+        lock.acquire()
+        try:
             bsize = self._Packetizer__block_size_out
             padding = 3 + bsize - ((len(payload) + 4) % bsize)
             header = _HEADER.pack(len(payload) + padding + 1, padding)
@@ -211,13 +232,26 @@ class LeanPacketizer(Packetizer):
             self._Packetizer__iv_out = next_iv(iv)
             self._Packetizer__sequence_number_out = (
                 self._Packetizer__sequence_number_out + 1) & _MASK32
-            self.write_all(length + sealed)
+            packet = length + sealed
+            # write_all's work, for a packet one send nearly always takes whole; what it
+            # leaves (a full socket buffer, a timeout, an error) goes to write_all, which
+            # waits, retries or fails as Paramiko does.
+            self._Packetizer__keepalive_last = time.time()
+            try:
+                n = self._Packetizer__socket.send(packet)
+            except OSError:
+                n = 0
+            if n < len(packet):
+                self.write_all(packet[n:])
             if payload[0] == MSG_CHANNEL_DATA:
                 self.lean_sent += 1
-            self._sent(4 + len(sealed))
+            self._sent(len(packet))
+        finally:
+            lock.release()
 
     def _after_send(self, kind: int) -> None:
-        """A message of type *kind* went out (for subclasses: it may want an answer)."""
+        """A message of type *kind*, other than channel data, went out (for subclasses:
+        it may want an answer)."""
 
     def _sent(self, size: int) -> None:
         """Count a packet towards the next rekey, as ``send_message`` does."""
@@ -232,11 +266,11 @@ class LeanPacketizer(Packetizer):
             self._Packetizer__received_packets_overflow = 0
             self._trigger_rekey()
 
-    def _slow(self, *, out: bool) -> bool:
-        """Whether a packet must take Paramiko's path although the cipher is AEAD."""
-        compress = self._Packetizer__compress_engine_out if out else \
-            self._Packetizer__compress_engine_in
-        return compress is not None or self._Packetizer__dump_packets
+    def _lean_out(self) -> bool:
+        """Whether the next packet sent takes the lean path: an AEAD cipher, no
+        compression, no packet dumps."""
+        return (self._Packetizer__aead_out and self._Packetizer__compress_engine_out is None
+                and not self._Packetizer__dump_packets)
 
     # -- receiving -------------------------------------------------------------
 
@@ -255,7 +289,8 @@ class LeanPacketizer(Packetizer):
 
     def lean_in(self) -> bool:
         """Whether the next packet received takes the lean path."""
-        if not self._Packetizer__aead_in or self._slow(out=False):
+        if (not self._Packetizer__aead_in or self._Packetizer__compress_engine_in is not None
+                or self._Packetizer__dump_packets):
             return False
         if self._Packetizer__remainder:
             self._rx[:0], self._Packetizer__remainder = self._Packetizer__remainder, b""
@@ -270,17 +305,20 @@ class LeanPacketizer(Packetizer):
         read so far stay buffered for whoever reads next.
         """
         rx = self._rx
-        if not self._fill(4, first=True, patient=patient):
+        if len(rx) < 4 and not self._fill(4, first=True, patient=patient):
             return False
         size = _LENGTH.unpack_from(rx)[0]
         if size > PACKET_MAX or size < 16:
             raise SSHException(f"Invalid packet length {size} from the server")
         total = 4 + size + TAG
-        if not self._fill(total, first=False, patient=patient):
+        if len(rx) < total and not self._fill(total, first=False, patient=patient):
             return False
         iv = self._Packetizer__iv_in
-        with memoryview(rx) as view:
+        view = memoryview(rx)  # released before rx is cut: an exported buffer cannot resize
+        try:
             plain = self._Packetizer__block_engine_in.decrypt(iv, view[4:total], view[:4])
+        finally:
+            view.release()
         following = next_iv(iv)
         seqno = self._Packetizer__sequence_number_in
         del rx[:total]
@@ -311,7 +349,8 @@ class LeanPacketizer(Packetizer):
         sock = self._Packetizer__socket
         while len(rx) < need:
             try:
-                chunk = sock.recv(max(RECV_SIZE, need - len(rx)))
+                missing = need - len(rx)
+                chunk = sock.recv(missing if missing > RECV_SIZE else RECV_SIZE)
             except TimeoutError:
                 chunk = None
             except OSError as e:
@@ -372,12 +411,21 @@ class LeanPacketizer(Packetizer):
         else:
             _, chanid, code, size = _EXTENDED.unpack_from(payload)
             start = _EXTENDED.size
-        channel = transport._channels.get(chanid)
+        channel = None
+        last = self._last_channel
+        if last is not None and last[0] == chanid:
+            channel = last[1]()
+        if channel is None or channel.closed:
+            # Paramiko's lookup is three Python calls under a lock, and the packets of a
+            # call's answer all go to one channel: the last one found is kept (weakly).
+            channel = transport._channels.get(chanid)
+            if channel is not None:
+                self._last_channel = (chanid, weakref.ref(channel))
         if channel is None or len(payload) < start + size:
             return False
         data = payload[start:start + size]
         if kind == MSG_CHANNEL_DATA:
-            channel._feed(data)
+            channel.in_buffer.feed(data)  # what Channel._feed does with bytes
         elif code == _STDERR and not channel.combine_stderr:
             channel.in_stderr_buffer.feed(data)
         else:
