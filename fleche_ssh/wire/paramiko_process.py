@@ -39,6 +39,8 @@ from .process import RemoteProcess
 from .window import CAP, FLOOR, ReceiveWindow
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..ssh.session import Session
 
 logger = logging.getLogger("fleche_ssh.window")
@@ -72,15 +74,72 @@ def window_control() -> bool:
 
 
 class _CountingPipe(BufferedPipe):
-    """Paramiko's channel buffer, telling the window of every packet as it arrives."""
+    """Paramiko's channel buffer, telling the window of every packet as it arrives.
+
+    The bytes wait in a ``bytearray`` rather than Paramiko's ``array``, and
+    :meth:`ready` and :meth:`take` are a reader's short path to them: a
+    small answer is one packet, and Paramiko's ``Channel.recv`` spends five
+    Python calls and three lock round trips on it (``read_ready``, ``read``,
+    its own window bookkeeping, which this module has taken over).
+    """
 
     def __init__(self, window: ReceiveWindow, *, answer: bool) -> None:
         super().__init__()
-        self._arrived = functools.partial(window.arrived, answer=answer)
+        self._buffer: bytearray = bytearray()
+        #: Threads in :meth:`read`, which may be waiting for a feed.
+        self._readers = 0
+        self._arrived = window.arrived if answer else functools.partial(window.arrived,
+                                                                        answer=False)
+        #: Whether bytes are buffered: ``read_ready`` without its lock (the length of
+        #: a ``bytearray`` is read whole), and a C call rather than a Python one.
+        self.ready: Callable[[], int] = self._buffer.__len__
+
+    def _buffer_frombytes(self, data: bytes) -> None:
+        self._buffer += data
+
+    def _buffer_tobytes(self, limit: int | None = None) -> bytes:
+        return bytes(self._buffer[:limit])
 
     def feed(self, data: bytes) -> None:
         self._arrived(len(data), time.monotonic())
-        super().feed(data)
+        lock = self._lock
+        lock.acquire()  # not a with statement, which costs twice as much
+        try:
+            if self._event is not None:
+                self._event.set()
+            self._buffer += data
+            if self._readers:  # the caller reading its own answer waits elsewhere
+                self._cv.notify_all()
+        finally:
+            lock.release()
+
+    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
+        # Counted before the wait begins, so that a feed from then on wakes it.
+        with self._lock:
+            self._readers += 1
+        try:
+            return super().read(nbytes, timeout)
+        finally:
+            with self._lock:
+                self._readers -= 1
+
+    def take(self, size: int) -> bytes:
+        """Up to *size* buffered bytes, at once; ``b""`` if none are."""
+        lock = self._lock
+        lock.acquire()
+        try:
+            buffer = self._buffer
+            if len(buffer) > size:
+                data = bytes(buffer[:size])
+                del buffer[:size]
+                return data
+            data = bytes(buffer)
+            buffer.clear()
+            if self._event is not None and not self._closed:
+                self._event.clear()
+            return data
+        finally:
+            lock.release()
 
 
 def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow) -> None:
@@ -154,6 +213,8 @@ class ParamikoProcess(RemoteProcess):
         self._serve = packetizer.serve if shared else None
         #: Has Paramiko's thread read when no caller will (None: it always does).
         self._wake = packetizer.wake if shared else None
+        #: The stdout buffer this module counts arrivals in (None: Paramiko's own window).
+        self._pipe = channel.in_buffer if isinstance(channel.in_buffer, _CountingPipe) else None
         lean_send = getattr(packetizer, "send_data", None)
         #: ``channel.send``, or the lean packetizer's shorter path to the same packet.
         self._send = channel.send if lean_send is None else functools.partial(lean_send, channel)
@@ -190,10 +251,17 @@ class ParamikoProcess(RemoteProcess):
         return self._send(data)
 
     def recv(self, size: int) -> bytes:
-        if self._serve is not None:
-            self._serve(self._channel.in_buffer.read_ready)
-        data = self._channel.recv(size)
-        if data and self.window is not None:
+        pipe = self._pipe
+        if pipe is None:
+            if self._serve is not None:
+                self._serve(self._channel.in_buffer.read_ready)
+            return self._channel.recv(size)
+        if not pipe._buffer and self._serve is not None:
+            self._serve(pipe.ready)
+        data = pipe.take(size)
+        if not data:  # nothing buffered: wait in Paramiko's buffer, or learn of the EOF
+            data = self._channel.recv(size)
+        if data:
             self._consumed(len(data))
         return data
 
@@ -261,7 +329,9 @@ class ParamikoProcess(RemoteProcess):
         return transport is not None and transport.is_active()
 
     def known_lost(self) -> bool:
-        return not self.connection_alive()  # a flag of Paramiko's: no I/O
+        # Paramiko's flag, read directly: no I/O, and asked before every call.
+        transport = self._channel.transport
+        return transport is None or not transport.active
 
     def lost_reason(self) -> str | None:
         return self._session.lost_reason()
