@@ -58,10 +58,12 @@ def encode_frame(request: tuple[str, tuple[Any, ...], dict[str, Any]]) -> Frame:
     functions and classes by value.
     """
     _, args, kwargs = request
-    if not kwargs and all(type(arg) in _PLAIN for arg in args):
-        body = pickle.dumps(request, protocol=_PROTOCOL)
-    else:
-        body = cloudpickle.dumps(request)
+    plain = not kwargs
+    for arg in args:  # a loop, not all() over a generator: two Python frames fewer
+        if type(arg) not in _PLAIN:
+            plain = False
+            break
+    body = pickle.dumps(request, protocol=_PROTOCOL) if plain else cloudpickle.dumps(request)
     if len(body) > MAX_FRAME:
         raise ValueTooLarge(
             f"{request[0]}: the value pickles to {len(body):,} bytes, and fleche's wire format "
