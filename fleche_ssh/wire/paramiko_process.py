@@ -12,8 +12,9 @@ among the channels open at once), and grows to what the link needs
 (:mod:`.window` decides; the figures are in ``docs/performance.rst``).
 Paramiko has no public way to grow a window, so this module takes over its
 window adjustments on the channels it opens: it notes the requests leaving
-and the bytes arriving (a ``BufferedPipe`` that counts each packet), hands
-consumed bytes back itself, and keeps Paramiko from doing so.  The
+and the bytes arriving (a :class:`~.packet_buffer.PacketBuffer` in place of
+Paramiko's, which tells the window of each packet), hands consumed bytes
+back itself, and keeps Paramiko from doing so.  The
 Paramiko internals that takes are checked once (:func:`window_control`);
 without them a channel keeps Paramiko's own flow control at the fixed
 starting window.
@@ -35,12 +36,11 @@ from paramiko.buffered_pipe import BufferedPipe
 from paramiko.common import cMSG_CHANNEL_WINDOW_ADJUST
 
 from ..ssh.transport import EXIT_SIGNAL
+from .packet_buffer import PacketBuffer
 from .process import RemoteProcess
 from .window import CAP, FLOOR, ReceiveWindow
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from ..ssh.session import Session
 
 logger = logging.getLogger("fleche_ssh.window")
@@ -73,83 +73,14 @@ def window_control() -> bool:
     return not missing
 
 
-class _CountingPipe(BufferedPipe):
-    """Paramiko's channel buffer, telling the window of every packet as it arrives.
-
-    The bytes wait in a ``bytearray`` rather than Paramiko's ``array``, and
-    :meth:`ready` and :meth:`take` are a reader's short path to them: a
-    small answer is one packet, and Paramiko's ``Channel.recv`` spends five
-    Python calls and three lock round trips on it (``read_ready``, ``read``,
-    its own window bookkeeping, which this module has taken over).
-    """
-
-    def __init__(self, window: ReceiveWindow, *, answer: bool) -> None:
-        super().__init__()
-        self._buffer: bytearray = bytearray()
-        #: Threads in :meth:`read`, which may be waiting for a feed.
-        self._readers = 0
-        self._arrived = window.arrived if answer else functools.partial(window.arrived,
-                                                                        answer=False)
-        #: Whether bytes are buffered: ``read_ready`` without its lock (the length of
-        #: a ``bytearray`` is read whole), and a C call rather than a Python one.
-        self.ready: Callable[[], int] = self._buffer.__len__
-
-    def _buffer_frombytes(self, data: bytes) -> None:
-        self._buffer += data
-
-    def _buffer_tobytes(self, limit: int | None = None) -> bytes:
-        return bytes(self._buffer[:limit])
-
-    def feed(self, data: bytes) -> None:
-        self._arrived(len(data), time.monotonic())
-        lock = self._lock
-        lock.acquire()  # not a with statement, which costs twice as much
-        try:
-            if self._event is not None:
-                self._event.set()
-            self._buffer += data
-            if self._readers:  # the caller reading its own answer waits elsewhere
-                self._cv.notify_all()
-        finally:
-            lock.release()
-
-    def read(self, nbytes: int, timeout: float | None = None) -> bytes:
-        # Counted before the wait begins, so that a feed from then on wakes it.
-        with self._lock:
-            self._readers += 1
-        try:
-            return super().read(nbytes, timeout)
-        finally:
-            with self._lock:
-                self._readers -= 1
-
-    def take(self, size: int) -> bytes:
-        """Up to *size* buffered bytes, at once; ``b""`` if none are."""
-        lock = self._lock
-        lock.acquire()
-        try:
-            buffer = self._buffer
-            if len(buffer) > size:
-                data = bytes(buffer[:size])
-                del buffer[:size]
-                return data
-            data = bytes(buffer)
-            buffer.clear()
-            if self._event is not None and not self._closed:
-                self._event.clear()
-            return data
-        finally:
-            lock.release()
-
-
 def _take_over_window(channel: paramiko.Channel, window: ReceiveWindow) -> None:
     """Count arrivals on *channel*, and stop Paramiko handing consumed bytes back itself.
 
     Runs between opening the channel and starting the command: no data
     has arrived yet.
     """
-    channel.in_buffer = _CountingPipe(window, answer=True)
-    channel.in_stderr_buffer = _CountingPipe(window, answer=False)
+    channel.in_buffer = PacketBuffer(window.arrived)
+    channel.in_stderr_buffer = PacketBuffer(functools.partial(window.arrived, answer=False))
     channel.in_window_threshold = _NEVER
 
 
@@ -214,7 +145,7 @@ class ParamikoProcess(RemoteProcess):
         #: Has Paramiko's thread read when no caller will (None: it always does).
         self._wake = packetizer.wake if shared else None
         #: The stdout buffer this module counts arrivals in (None: Paramiko's own window).
-        self._pipe = channel.in_buffer if isinstance(channel.in_buffer, _CountingPipe) else None
+        self._pipe = channel.in_buffer if isinstance(channel.in_buffer, PacketBuffer) else None
         lean_send = getattr(packetizer, "send_data", None)
         #: ``channel.send``, or the lean packetizer's shorter path to the same packet.
         self._send = channel.send if lean_send is None else functools.partial(lean_send, channel)
@@ -256,7 +187,7 @@ class ParamikoProcess(RemoteProcess):
             if self._serve is not None:
                 self._serve(self._channel.in_buffer.read_ready)
             return self._channel.recv(size)
-        if not pipe._buffer and self._serve is not None:
+        if not pipe.ready() and self._serve is not None:
             self._serve(pipe.ready)
         data = pipe.take(size)
         if not data:  # nothing buffered: wait in Paramiko's buffer, or learn of the EOF
@@ -264,6 +195,19 @@ class ParamikoProcess(RemoteProcess):
         if data:
             self._consumed(len(data))
         return data
+
+    def recv_into(self, view: memoryview) -> int:
+        """Straight from the packets into *view*: one copy, where :meth:`recv` makes two."""
+        pipe = self._pipe
+        if pipe is None:
+            return super().recv_into(view)
+        if not pipe.ready() and self._serve is not None:
+            self._serve(pipe.ready)
+        n = pipe.take_into(view)
+        if not n:  # nothing buffered: wait in Paramiko's buffer, or learn of the EOF
+            return super().recv_into(view)
+        self._consumed(n)
+        return n
 
     def recv_stderr(self, size: int) -> bytes:
         # No serve(): stderr is drained by a thread that waits all the time; as a
