@@ -121,8 +121,10 @@ def test_ctrl_c_during_a_save(make, link, pool, sshd, remote_dir):
 
 
 #: Where SIGINT is made to arrive in the caller's thread: just as the transport's
-#: socket returns received bytes, and just before it is given a sealed packet.
-MOMENTS = {"a-recv-returns": ("c_return", "recv"), "a-packet-is-written": ("c_call", "send")}
+#: socket has put received bytes in the packetizer's buffer (not yet counted as
+#: there), and just before it is given a sealed packet.
+MOMENTS = {"a-recv-returns": ("c_return", "recv_into"),
+           "a-packet-is-written": ("c_call", "send")}
 
 
 @pytest.mark.parametrize("moment", MOMENTS)

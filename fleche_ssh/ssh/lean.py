@@ -59,6 +59,10 @@ RECV_SIZE = 1 << 18
 PACKET_MAX = 1 << 18
 #: Bytes of the AES-GCM tag after each packet.
 TAG = 16
+#: Channel data of at least this many bytes is handed on as a view of its packet.
+_VIEW_FROM = 4096
+#: The receive buffer: room for a whole packet of the largest size after a full read.
+RX_BUFFER = PACKET_MAX + 4 + TAG + RECV_SIZE
 _LENGTH = struct.Struct(">I")
 _HEADER = struct.Struct(">IB")
 _DATA = struct.Struct(">BII")
@@ -138,7 +142,14 @@ class LeanPacketizer(Packetizer):
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
-        self._rx = bytearray()
+        #: Received bytes not yet handled are ``_rx[_head:_tail]``.  The buffer is
+        #: allocated once and read into (``recv_into``): no bytes object per read, no
+        #: copy into the buffer, no shifting its contents along as packets are taken.
+        self._rx = bytearray(RX_BUFFER)
+        self._rxv = memoryview(self._rx)
+        self._head = self._tail = 0
+        #: The transport's socket can read into a buffer (a jump host's channel cannot).
+        self.direct = isinstance(sock, socket.socket)
         self._transport: Callable[[], Any] = lambda: None
         #: The channel the last data packet went to, and its id.
         self._last_channel: tuple[int, weakref.ref[paramiko.Channel]] | None = None
@@ -276,9 +287,9 @@ class LeanPacketizer(Packetizer):
 
     def read_message(self) -> tuple[int, paramiko.Message]:
         if not self.lean_in():
-            if self._rx:  # bytes read ahead go back to where Paramiko reads first
-                self._Packetizer__remainder += bytes(self._rx)
-                self._rx.clear()
+            if self._tail > self._head:  # bytes read ahead go back to where Paramiko reads first
+                self._Packetizer__remainder += bytes(self._rxv[self._head:self._tail])
+                self._head = self._tail = 0
             return super().read_message()
         while True:
             got = self._read_one(patient=True)
@@ -292,8 +303,10 @@ class LeanPacketizer(Packetizer):
         if (not self._Packetizer__aead_in or self._Packetizer__compress_engine_in is not None
                 or self._Packetizer__dump_packets):
             return False
-        if self._Packetizer__remainder:
-            self._rx[:0], self._Packetizer__remainder = self._Packetizer__remainder, b""
+        if self._Packetizer__remainder:  # read ahead by Paramiko: they come first
+            unread = self._Packetizer__remainder + bytes(self._rxv[self._head:self._tail])
+            self._rxv[:len(unread)] = unread
+            self._head, self._tail, self._Packetizer__remainder = 0, len(unread), b""
         return True
 
     def _read_one(self, *, patient: bool) -> tuple[int, paramiko.Message] | bool:
@@ -304,39 +317,40 @@ class LeanPacketizer(Packetizer):
         socket timeout before the packet is complete gives False: the bytes
         read so far stay buffered for whoever reads next.
         """
-        rx = self._rx
-        if len(rx) < 4 and not self._fill(4, first=True, patient=patient):
+        if self._tail - self._head < 4 and not self._fill(4, first=True, patient=patient):
             return False
-        size = _LENGTH.unpack_from(rx)[0]
+        size = _LENGTH.unpack_from(self._rx, self._head)[0]
         if size > PACKET_MAX or size < 16:
             raise SSHException(f"Invalid packet length {size} from the server")
         total = 4 + size + TAG
-        if len(rx) < total and not self._fill(total, first=False, patient=patient):
+        if self._tail - self._head < total and not self._fill(total, first=False,
+                                                              patient=patient):
             return False
+        head, rxv = self._head, self._rxv
         iv = self._Packetizer__iv_in
-        view = memoryview(rx)  # released before rx is cut: an exported buffer cannot resize
-        try:
-            plain = self._Packetizer__block_engine_in.decrypt(iv, view[4:total], view[:4])
-        finally:
-            view.release()
+        plain = self._Packetizer__block_engine_in.decrypt(
+            iv, rxv[head + 4:head + total], rxv[head:head + 4])
         following = next_iv(iv)
         seqno = self._Packetizer__sequence_number_in
-        del rx[:total]
+        self._head = head + total
+        if self._head == self._tail:
+            self._head = self._tail = 0
         self._Packetizer__iv_in = following
         self._Packetizer__sequence_number_in = (seqno + 1) & _MASK32
         self._received(total)
-        payload = plain[1:size - plain[0]]
-        if self._dispatched(payload):
+        end = size - plain[0]  # the payload is plain[1:end], the padding after it
+        if self._dispatched(plain, end):
             self.lean_received += 1
             return True
-        message = paramiko.Message(payload[1:])
+        message = paramiko.Message(plain[2:end])
         message.seqno = seqno
-        return payload[0], message
+        return plain[1], message
 
     def _buffered(self) -> bool:
         """Whether a whole packet is already buffered (no socket read needed)."""
-        rx = self._rx
-        return len(rx) >= 4 and len(rx) >= 4 + _LENGTH.unpack_from(rx)[0] + TAG
+        buffered = self._tail - self._head
+        return (buffered >= 4
+                and buffered >= 4 + _LENGTH.unpack_from(self._rx, self._head)[0] + TAG)
 
     def _fill(self, need: int, *, first: bool, patient: bool) -> bool:
         """Read until *need* bytes are buffered; False: an impatient read timed out.
@@ -345,33 +359,51 @@ class LeanPacketizer(Packetizer):
         and a closed transport is noticed, as in ``read_all``.  *first*: no
         byte of the packet has arrived yet, so a rekey asked for may start.
         """
-        rx = self._rx
-        sock = self._Packetizer__socket
-        while len(rx) < need:
+        while self._tail - self._head < need:
+            if len(self._rx) - self._tail < RECV_SIZE:
+                self._compact()
             try:
-                missing = need - len(rx)
-                chunk = sock.recv(missing if missing > RECV_SIZE else RECV_SIZE)
+                got: int | None = self._recv_into(self._tail)
             except TimeoutError:
-                chunk = None
+                got = None
             except OSError as e:
                 if e.errno != errno.EAGAIN and not self._Packetizer__closed:
                     raise
                 if self._Packetizer__closed:
                     raise EOFError() from e
-                chunk = None
-            if chunk is None:
+                got = None
+            if got is None:
                 if self._Packetizer__closed:
                     raise EOFError()
                 if not patient:
                     return False
-                if first and not rx and self._Packetizer__need_rekey:
+                if first and self._tail == self._head and self._Packetizer__need_rekey:
                     raise NeedRekeyException()
                 self._check_keepalive()
                 continue
-            if not chunk:
+            if not got:
                 raise EOFError()
-            rx += chunk
+            self._tail += got
         return True
+
+    def _compact(self) -> None:
+        """Move the unread bytes (less than a packet) to the buffer's start: room for a read."""
+        unread = self._tail - self._head
+        self._rxv[:unread] = self._rxv[self._head:self._tail]  # a memoryview copy: memmove
+        self._head, self._tail = 0, unread
+
+    def _recv_into(self, at: int) -> int:
+        """Receive up to :data:`RECV_SIZE` bytes into the buffer at *at*; 0 at EOF.
+
+        A socket reads straight into it; anything else that carries the
+        transport (a jump host's channel, a ProxyCommand) has only ``recv``.
+        """
+        sock = self._Packetizer__socket
+        if self.direct:
+            return sock.recv_into(self._rxv[at:at + RECV_SIZE])
+        chunk = sock.recv(RECV_SIZE)
+        self._rxv[at:at + len(chunk)] = chunk
+        return len(chunk)
 
     def _received(self, size: int) -> None:
         """Count a packet towards the next rekey, as ``read_message`` does."""
@@ -393,24 +425,27 @@ class LeanPacketizer(Packetizer):
             self._Packetizer__received_packets_overflow = 0
             self._trigger_rekey()
 
-    def _dispatched(self, payload: bytes) -> bool:
-        """Feed channel data to its channel; False: ``Transport.run`` must handle *payload*.
+    def _dispatched(self, plain: bytes, end: int) -> bool:
+        """Feed channel data to its channel; False: ``Transport.run`` must handle the
+        payload, ``plain[1:end]``.
 
         Only data for an open channel outside a key exchange is handled
-        here, which is all ``Transport.run`` would have done with it.
+        here, which is all ``Transport.run`` would have done with it.  The
+        data is cut from the decrypted packet in one slice: for a 32 KiB
+        packet each copy costs about what its decryption does.
         """
-        kind = payload[0]
+        kind = plain[1]
         if kind != MSG_CHANNEL_DATA and kind != MSG_CHANNEL_EXTENDED_DATA:
             return False
         transport = self._transport()
         if transport is None or transport._expected_packet or not transport.active:
             return False
         if kind == MSG_CHANNEL_DATA:
-            _, chanid, size = _DATA.unpack_from(payload)
-            start = _DATA.size
+            _, chanid, size = _DATA.unpack_from(plain, 1)
+            start = 1 + _DATA.size
         else:
-            _, chanid, code, size = _EXTENDED.unpack_from(payload)
-            start = _EXTENDED.size
+            _, chanid, code, size = _EXTENDED.unpack_from(plain, 1)
+            start = 1 + _EXTENDED.size
         channel = None
         last = self._last_channel
         if last is not None and last[0] == chanid:
@@ -421,15 +456,21 @@ class LeanPacketizer(Packetizer):
             channel = transport._channels.get(chanid)
             if channel is not None:
                 self._last_channel = (chanid, weakref.ref(channel))
-        if channel is None or len(payload) < start + size:
+        if channel is None or end < start + size:
             return False
-        data = payload[start:start + size]
         if kind == MSG_CHANNEL_DATA:
-            channel.in_buffer.feed(data)  # what Channel._feed does with bytes
+            buffer = channel.in_buffer  # fed as Channel._feed feeds it
         elif code == _STDERR and not channel.combine_stderr:
-            channel.in_stderr_buffer.feed(data)
+            buffer = channel.in_stderr_buffer
         else:
             return False
+        # A large packet's data stays in the decrypted packet (a view, no copy) for a
+        # buffer that keeps views, which copies it once, into the reader's; anything
+        # else is sliced (for a small packet that costs less than making a view).
+        if size >= _VIEW_FROM and getattr(buffer, "keeps_views", False):
+            buffer.feed(memoryview(plain)[start:start + size])
+        else:
+            buffer.feed(plain[start:start + size])
         return True
 
 

@@ -69,8 +69,9 @@ class SharedPacketizer(LeanPacketizer):
 
     def __init__(self, sock: Any) -> None:
         super().__init__(sock)
-        #: Callers share the socket only when it can be polled without reading.
-        self.shared = isinstance(sock, socket.socket)
+        #: Callers share the socket only when it can be polled without reading: a real
+        #: socket, as for reading into the buffer.
+        self.shared = self.direct
         #: Guards the role and the queue; taken directly where no wait follows (a
         #: plain lock is a C call, a ``Condition``'s own enter and exit are Python).
         self._role_lock = lock = threading.Lock()
