@@ -431,8 +431,9 @@ class LeanPacketizer(Packetizer):
 
         Only data for an open channel outside a key exchange is handled
         here, which is all ``Transport.run`` would have done with it.  The
-        data is cut from the decrypted packet in one slice: for a 32 KiB
-        packet each copy costs about what its decryption does.
+        data goes from the decrypted packet to the channel's buffer with at
+        most one copy: for a 32 KiB packet a copy costs about what its
+        decryption does.
         """
         kind = plain[1]
         if kind != MSG_CHANNEL_DATA and kind != MSG_CHANNEL_EXTENDED_DATA:

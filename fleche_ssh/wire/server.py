@@ -248,21 +248,18 @@ class RemoteServer:
         flag.  Returns the idle dead lanes, for the caller to close once it
         has let go of the lock.
         """
+        kept: list[Lane] = []
         dead: list[Lane] = []
-        kept: list[Lane] | None = None  # built only once a lane is dropped: rarely
-        for i, lane in enumerate(pool.lanes):
+        for lane in pool.lanes:
             pipeline = lane.pipeline
-            lost = (not pipeline.broken and lane.users == 0
-                    and pipeline.channel.process.known_lost())
-            if lost:
+            if pipeline.broken:
+                continue
+            if lane.users == 0 and pipeline.channel.process.known_lost():
                 self._lost = _reason(pipeline.channel)
                 dead.append(lane)
-            if lost or pipeline.broken:
-                if kept is None:
-                    kept = pool.lanes[:i]
-            elif kept is not None:
-                kept.append(lane)
-        if kept is not None:
+                continue
+            kept.append(lane)
+        if len(kept) < len(pool.lanes):
             pool.lanes[:] = kept
         return dead
 
