@@ -226,9 +226,8 @@ class SharedPacketizer(LeanPacketizer):
     def _may_read(self) -> bool:
         """Under the lock: whether a caller may read the next packet now."""
         transport = self._transport()
-        return (self.shared and transport is not None and transport.active
-                and not self._queue and not self._Packetizer__closed
-                and not transport.in_kex and not transport._expected_packet and self.lean_in())
+        return (self.shared and self._alive() and not transport.in_kex
+                and not transport._expected_packet and self.lean_in())
 
     def _read_as_caller(self) -> None:
         """Read a packet holding the role, and those behind it already buffered.
