@@ -215,8 +215,12 @@ class Holder:
                                  "logins": [dataclasses.asdict(login)
                                             for login in self._pool.snapshot()]})
         elif kind == "logout" and self._background:
-            self.close()
-            protocol.send(sock, {"t": "logout", "pid": os.getpid()})
+            # The answer goes first: once closed, the main thread may exit the
+            # process before this thread is scheduled again.
+            try:
+                protocol.send(sock, {"t": "logout", "pid": os.getpid()})
+            finally:
+                self.close()
         elif kind in ("open", "login"):
             with self._lock:
                 self._busy += 1
