@@ -34,6 +34,7 @@ import errno
 import functools
 import inspect
 import logging
+import os
 import socket
 import struct
 import time
@@ -150,6 +151,13 @@ class LeanPacketizer(Packetizer):
         self._head = self._tail = 0
         #: The transport's socket can read into a buffer (a jump host's channel cannot).
         self.direct = isinstance(sock, socket.socket)
+        #: Whether a sealed packet is written with ``os.write`` on the socket's
+        #: descriptor.  CPython polls before every ``send`` on a socket with a timeout
+        #: (Paramiko's 0.1 s), a system call that a packet the socket buffer takes at
+        #: once does not need; such a socket's descriptor is non-blocking, so
+        #: ``os.write`` takes what fits and returns.  Not on Windows, whose sockets
+        #: are not file descriptors.
+        self._write_fd = self.direct and os.name == "posix" and sock.gettimeout() is not None
         self._transport: Callable[[], Any] = lambda: None
         #: The channel the last data packet went to, and its id.
         self._last_channel: tuple[int, weakref.ref[paramiko.Channel]] | None = None
@@ -248,8 +256,9 @@ class LeanPacketizer(Packetizer):
             # leaves (a full socket buffer, a timeout, an error) goes to write_all, which
             # waits, retries or fails as Paramiko does.
             self._Packetizer__keepalive_last = time.time()
+            sock = self._Packetizer__socket
             try:
-                n = self._Packetizer__socket.send(packet)
+                n = os.write(sock.fileno(), packet) if self._write_fd else sock.send(packet)
             except OSError:
                 n = 0
             if n < len(packet):
