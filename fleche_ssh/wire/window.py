@@ -97,10 +97,16 @@ class ReceiveWindow:
     _last_consumed: float = field(init=False, default=0.0)
     #: After a doubling: the rate before it, to judge what the doubling brought.
     _rate_before: float | None = field(init=False, default=None)
+    #: A pause in consumption longer than this starts the epoch over (from the round trip).
+    _idle: float = field(init=False, default=0.2)
+    #: How long an epoch lasts (from the round trip; none ends before the first sample).
+    _epoch: float = field(init=False, default=float("inf"))
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self._granted = self.floor = self.size
+        if self.round_trip is not None:
+            self._timed(self.round_trip)
 
     def round_trip_took(self, seconds: float) -> None:
         """A round trip measured elsewhere (starting the command) took *seconds*."""
@@ -110,6 +116,13 @@ class ReceiveWindow:
     def _sample(self, seconds: float) -> None:
         if self.round_trip is None or seconds < self.round_trip:
             self.round_trip = seconds
+            self._timed(seconds)
+
+    def _timed(self, rtt: float) -> None:
+        """The idle bound and the epoch's length for round trip *rtt*, worked out once
+        here rather than at every read."""
+        self._idle = max(IDLE_ROUND_TRIPS * rtt, 0.2)
+        self._epoch = max(2 * rtt, MIN_EPOCH)
 
     def sent(self, now: float) -> None:
         """We wrote to the server at *now*: the next answer byte is at least a round trip away."""
@@ -151,7 +164,15 @@ class ReceiveWindow:
             self._consumed += n
             if self._arrived - self._consumed < CAUGHT_UP:
                 self._caught_up = True
-            grant = self._measure(n, now)
+            # The epoch's bookkeeping, inline: this runs for every read of every channel.
+            start = self._epoch_start
+            self._last_consumed, last = now, self._last_consumed
+            if start is None or now - last > self._idle:
+                self._epoch_start, self._epoch_bytes, self._caught_up = now, 0, False
+                grant = 0
+            else:
+                self._epoch_bytes += n
+                grant = self._epoch_ended(now, start) if now - start >= self._epoch else 0
             if self._unacked > self.size // 10:
                 grant, self._unacked = grant + self._unacked, 0
             if grant:
@@ -161,22 +182,12 @@ class ReceiveWindow:
         finally:
             self._lock.release()
 
-    def _measure(self, n: int, now: float) -> int:
-        """Count *n* toward the epoch; at its end, the bytes the window grows by."""
-        rtt = self.round_trip
-        # Conditionals rather than max(): this runs for every read of every channel.
-        idle = IDLE_ROUND_TRIPS * rtt if rtt is not None and IDLE_ROUND_TRIPS * rtt > 0.2 else 0.2
-        start = self._epoch_start
-        self._last_consumed, last = now, self._last_consumed
-        if start is None or now - last > idle:
-            self._epoch_start, self._epoch_bytes, self._caught_up = now, 0, False
-            return 0
-        self._epoch_bytes += n
-        if rtt is None or now - start < (2 * rtt if 2 * rtt > MIN_EPOCH else MIN_EPOCH):
-            return 0
+    def _epoch_ended(self, now: float, start: float) -> int:
+        """The epoch that began at *start* is over: the bytes the window grows by."""
         rate, caught_up = self._epoch_bytes / (now - start), self._caught_up
         self._epoch_start, self._epoch_bytes, self._caught_up = now, 0, False
-        return self._decide(rate, rtt) if caught_up else 0
+        assert self.round_trip is not None  # an epoch ends only once one is known
+        return self._decide(rate, self.round_trip) if caught_up else 0
 
     def _decide(self, rate: float, rtt: float) -> int:
         if not self.growing or self.size >= self.cap:
