@@ -101,6 +101,19 @@ def test_consumed_bytes_go_back_once_a_tenth_of_the_window_is_read():
     assert window.consumed(1, 0.001) == FLOOR // 10 + 1
 
 
+def test_a_request_sent_after_its_answer_began_arriving_is_no_round_trip():
+    # Pipelined calls: a request goes out (at 1.0) while bytes of an earlier
+    # answer, read at 0.9, are still being counted.  Matched with them, the
+    # "round trip" would be negative, and a window that judges the link by a
+    # negative round trip never finds it is what bounds a transfer.
+    window = ReceiveWindow()
+    window.sent(0.0)
+    window.arrived(100, 0.05)
+    window.sent(1.0)
+    window.arrived(100, 0.9)
+    assert window.round_trip == pytest.approx(0.05)
+
+
 def test_default_bounds():
     assert WINDOW_SIZE == FLOOR == 4 * MIB and CAP == 64 * MIB
     assert window_control(), "this Paramiko lacks what the growing window relies on"

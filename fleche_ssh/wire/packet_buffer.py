@@ -110,7 +110,8 @@ class PacketBuffer(BufferedPipe):
             else:
                 data = bytes(first)  # the same object when it is bytes
         self._size -= len(data)
-        self._settle()
+        if self._event is not None:
+            self._settle()
         return data
 
     def _settle(self) -> None:

@@ -39,7 +39,7 @@ window reopens).
 
 It holds no Paramiko object, so any receive path (Paramiko's, or a leaner
 one) can drive it.  Its methods are called from the transport's reader
-thread and the channel's readers at once, hence the lock; the three each
+thread and the channel's readers at once, hence the lock; the two each
 read calls take it with acquire() and release(), which cost CPython 3.11
 half what a with statement does.
 """
@@ -114,7 +114,9 @@ class ReceiveWindow:
             self._sample(seconds)
 
     def _sample(self, seconds: float) -> None:
-        if self.round_trip is None or seconds < self.round_trip:
+        # With pipelined calls, bytes of an earlier answer that were already read
+        # when a request went out can be matched with it: no time is no round trip.
+        if seconds > 0 and (self.round_trip is None or seconds < self.round_trip):
             self.round_trip = seconds
             self._timed(seconds)
 
@@ -125,13 +127,14 @@ class ReceiveWindow:
         self._epoch = max(2 * rtt, MIN_EPOCH)
 
     def sent(self, now: float) -> None:
-        """We wrote to the server at *now*: the next answer byte is at least a round trip away."""
-        self._lock.acquire()
-        try:
-            if self._asked is None:
-                self._asked = now
-        finally:
-            self._lock.release()
+        """We wrote to the server at *now*: the next answer byte is at least a round trip away.
+
+        Without the lock: :meth:`arrived` clearing the mark at the same moment
+        can only lose this mark, and a lost sample costs nothing where the
+        least of many is kept.
+        """
+        if self._asked is None:
+            self._asked = now
 
     def arrived(self, n: int, now: float, *, answer: bool = True) -> None:
         """The transport received *n* bytes of channel data at *now*.
