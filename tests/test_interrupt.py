@@ -124,7 +124,10 @@ def test_ctrl_c_during_a_save(make, link, pool, sshd, remote_dir):
 #: socket has put received bytes in the packetizer's buffer (not yet counted as
 #: there), and just before a sealed packet is written to the socket's descriptor.
 #: Each is the profile event and whether a C function *called* on the transport's
-#: socket *sock* is the one.
+#: socket *sock* is the one.  A ``c_call`` event sees the function, not its
+#: arguments, so the ``os.write`` matcher cannot check the descriptor; it need
+#: not, as during ``contains`` only the lean packetizer calls ``os.write`` in
+#: the caller's thread.
 MOMENTS = {
     "a-recv-returns": ("c_return", lambda called, sock: getattr(
         called, "__self__", None) is sock and called.__name__ == "recv_into"),

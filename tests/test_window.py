@@ -101,7 +101,7 @@ def test_consumed_bytes_go_back_once_a_tenth_of_the_window_is_read():
     assert window.consumed(1, 0.001) == FLOOR // 10 + 1
 
 
-def test_a_request_sent_after_its_answer_began_arriving_is_no_round_trip():
+def test_a_request_sent_after_an_earlier_answer_began_arriving_is_no_round_trip():
     # Pipelined calls: a request goes out (at 1.0) while bytes of an earlier
     # answer, read at 0.9, are still being counted.  Matched with them, the
     # "round trip" would be negative, and a window that judges the link by a

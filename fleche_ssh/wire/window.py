@@ -64,9 +64,12 @@ MIN_EPOCH = 0.05
 GAIN = 1.2
 #: Fewer bytes than this waiting to be read (two packets) is a reader that caught up.
 CAUGHT_UP = 1 << 16
-#: A pause in consumption longer than this many round trips (or 0.2 s) is
-#: the caller doing something else, not the link: the epoch starts over.
+#: A pause in consumption longer than this many round trips, and at least
+#: :data:`MIN_IDLE` s, is the caller doing something else, not the link: the
+#: epoch starts over.
 IDLE_ROUND_TRIPS = 4
+#: The shortest pause that counts as idle, whatever the round trip.
+MIN_IDLE = 0.2
 
 
 @dataclass
@@ -98,7 +101,7 @@ class ReceiveWindow:
     #: After a doubling: the rate before it, to judge what the doubling brought.
     _rate_before: float | None = field(init=False, default=None)
     #: A pause in consumption longer than this starts the epoch over (from the round trip).
-    _idle: float = field(init=False, default=0.2)
+    _idle: float = field(init=False, default=MIN_IDLE)
     #: How long an epoch lasts (from the round trip; none ends before the first sample).
     _epoch: float = field(init=False, default=float("inf"))
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
@@ -123,7 +126,7 @@ class ReceiveWindow:
     def _timed(self, rtt: float) -> None:
         """The idle bound and the epoch's length for round trip *rtt*, worked out once
         here rather than at every read."""
-        self._idle = max(IDLE_ROUND_TRIPS * rtt, 0.2)
+        self._idle = max(IDLE_ROUND_TRIPS * rtt, MIN_IDLE)
         self._epoch = max(2 * rtt, MIN_EPOCH)
 
     def sent(self, now: float) -> None:
