@@ -6,7 +6,6 @@ server command runs without a shell, anything else through ``/bin/sh -c``.
 
 from __future__ import annotations
 
-import glob
 import os
 import shlex
 import socket
@@ -73,10 +72,25 @@ def _run(t: paramiko.Transport, command: str, stdin: bytes = b"") -> tuple[bytes
 
 
 def _children() -> set[int]:
+    """This process's children, read from each process's parent in /proc.
+
+    A process vanishes between listing /proc and reading its stat; it is
+    then no child of ours, so it is skipped.  (The per-thread ``children``
+    files race the same way with threads that end, and a child of a thread
+    that ended moves to another thread, so they can miss one.)
+    """
+    me = os.getpid()
     pids: set[int] = set()
-    for path in glob.glob(f"/proc/{os.getpid()}/task/*/children"):
-        with open(path) as f:
-            pids.update(int(p) for p in f.read().split())
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+            pids.add(int(entry))
     return pids
 
 
