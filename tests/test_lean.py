@@ -10,6 +10,9 @@ Paramiko without the internals the lean path uses keeps its own packetizer.
 from __future__ import annotations
 
 import logging
+import os
+import select
+import socket
 import threading
 
 import numpy as np
@@ -128,6 +131,53 @@ def test_threads_on_several_channels_share_the_reader(make, pool):
     assert not any(t.is_alive() for t in threads), "a caller hung"
     assert not failures, failures
     assert pooled_transport(pool, cache).packetizer.caller_read > 0
+
+
+@pytest.mark.parametrize("closer", ["transport-thread", "pool"])
+def test_a_packet_written_as_the_socket_closes_never_goes_down_the_next_socket(
+        make, pool, monkeypatch, closer):
+    """The writing thread is switched out between taking the descriptor and writing to it.
+
+    Meanwhile another thread closes the connection, as ``Transport.run`` does
+    as it ends or as the pool does with a lost login, and opens a socket, which
+    the system gives the closed number: a login reconnecting after the network
+    came back.  The stale packet must not go down that socket, where the new
+    server would read it before the banner and refuse the handshake.
+    """
+    cache = make()
+    assert cache.contains("f" * 64) is False
+    transport = pooled_transport(pool, cache)
+    number = transport.sock.fileno()
+    writer, real_write = threading.current_thread(), os.write
+    opened: list[socket.socket] = []
+    closing: list[threading.Thread] = []
+
+    def close_and_open() -> None:
+        if closer == "pool":
+            transport.close()
+        else:
+            transport.sock.close()
+        opened.extend(socket.socketpair())
+
+    def switched_out(fd: int, data: bytes) -> int:
+        if threading.current_thread() is writer:
+            monkeypatch.setattr(lean.os, "write", real_write)
+            closing.append(threading.Thread(target=close_and_open, daemon=True))
+            closing[0].start()
+            closing[0].join(0.5)  # all the other thread needs, unless it waits for this write
+        return real_write(fd, data)
+
+    monkeypatch.setattr(lean.os, "write", switched_out)
+    transport.send_ignore()
+    assert closing, "the packet was not written with os.write"
+    closing[0].join(10)
+    assert not closing[0].is_alive(), "closing the connection hung"
+    try:
+        assert number in [end.fileno() for end in opened], "the closed number was not reused"
+        assert select.select(opened, [], [], 0.2)[0] == [], "the packet went down the new socket"
+    finally:
+        for end in opened:
+            end.close()
 
 
 @pytest.fixture

@@ -151,13 +151,17 @@ class LeanPacketizer(Packetizer):
         self._head = self._tail = 0
         #: The transport's socket can read into a buffer (a jump host's channel cannot).
         self.direct = isinstance(sock, socket.socket)
-        #: Whether a sealed packet is written with ``os.write`` on the socket's
-        #: descriptor.  CPython polls before every ``send`` on a socket with a timeout
-        #: (Paramiko's 0.1 s), a system call that a packet the socket buffer takes at
-        #: once does not need; such a socket's descriptor is non-blocking, so
-        #: ``os.write`` takes what fits and returns.  Not on Windows, whose sockets
-        #: are not file descriptors.
+        #: Whether a sealed packet is written with ``os.write`` on a descriptor.
+        #: CPython polls before every ``send`` on a socket with a timeout (Paramiko's
+        #: 0.1 s), a system call that a packet the socket buffer takes at once does not
+        #: need; such a socket's descriptor is non-blocking, so ``os.write`` takes what
+        #: fits and returns.  Not on Windows, whose sockets are not file descriptors.
         self._write_fd = self.direct and os.name == "posix" and sock.gettimeout() is not None
+        #: The descriptor written to: the packetizer's own copy of the socket's, closed
+        #: only by :meth:`close` (see there), and -1 once it is.
+        self._fd = os.dup(sock.fileno()) if self._write_fd else -1
+        self._release_fd = (weakref.finalize(self, os.close, self._fd) if self._write_fd
+                            else None)
         self._transport: Callable[[], Any] = lambda: None
         #: The channel the last data packet went to, and its id.
         self._last_channel: tuple[int, weakref.ref[paramiko.Channel]] | None = None
@@ -258,7 +262,7 @@ class LeanPacketizer(Packetizer):
             self._Packetizer__keepalive_last = time.time()
             sock = self._Packetizer__socket
             try:
-                n = os.write(sock.fileno(), packet) if self._write_fd else sock.send(packet)
+                n = os.write(self._fd, packet) if self._write_fd else sock.send(packet)
             except OSError:
                 n = 0
             if n < len(packet):
@@ -268,6 +272,28 @@ class LeanPacketizer(Packetizer):
             self._sent(len(packet))
         finally:
             lock.release()
+
+    def close(self) -> None:
+        """Close the socket, and the descriptor packets are written to, between two writes.
+
+        A descriptor number is read before the write that uses it, and the
+        thread can be switched out in between.  Once a number is closed, the
+        system hands it to the next file any thread opens: a new login's
+        socket, reconnecting after this connection was lost, would receive the
+        stale packet before its own banner, and its server would refuse the
+        handshake.  So packets go to a descriptor of the packetizer's own,
+        read and closed only under the write lock: Paramiko closes the
+        socket's number whenever it likes (``Transport.run`` closes it as it
+        ends), which no longer matters.  The packetizer is marked closed
+        first, so that a write waiting for room in the socket buffer
+        (``write_all``) gives up at its next timeout instead of holding the lock.
+        """
+        self._Packetizer__closed = True
+        with self._Packetizer__write_lock:
+            super().close()
+            self._fd = -1
+            if self._release_fd is not None:
+                self._release_fd()
 
     def _after_send(self, kind: int) -> None:
         """A message of type *kind*, other than channel data, went out (for subclasses:
