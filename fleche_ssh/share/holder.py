@@ -298,7 +298,7 @@ class Holder:
         def shut() -> None:
             sock.shutdown(socket.SHUT_WR)
 
-        splice(End(process.recv, process.send, process.shutdown_write),
+        splice(End(process.recv, process.send, process.shutdown_write, process.recv_into),
                End(sock.recv, sock.send, shut, sock.recv_into), name="fleche-ssh-share-data",
                chunk=_SPLICE_CHUNK, done=sock.close)
         pending.attached.set()
