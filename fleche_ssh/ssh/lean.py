@@ -151,17 +151,17 @@ class LeanPacketizer(Packetizer):
         self._head = self._tail = 0
         #: The transport's socket can read into a buffer (a jump host's channel cannot).
         self.direct = isinstance(sock, socket.socket)
-        #: Whether a sealed packet is written with ``os.write`` on a descriptor.
-        #: CPython polls before every ``send`` on a socket with a timeout (Paramiko's
-        #: 0.1 s), a system call that a packet the socket buffer takes at once does not
-        #: need; such a socket's descriptor is non-blocking, so ``os.write`` takes what
-        #: fits and returns.  Not on Windows, whose sockets are not file descriptors.
-        self._write_fd = self.direct and os.name == "posix" and sock.gettimeout() is not None
-        #: The descriptor written to: the packetizer's own copy of the socket's, closed
-        #: only by :meth:`close` (see there), and -1 once it is.
-        self._fd = os.dup(sock.fileno()) if self._write_fd else -1
-        self._release_fd = (weakref.finalize(self, os.close, self._fd) if self._write_fd
-                            else None)
+        #: The descriptor sealed packets are written to with ``os.write``: the
+        #: packetizer's own copy of the socket's, closed only by :meth:`close` (see
+        #: there); -1 where packets go through ``send``.  CPython polls before every
+        #: ``send`` on a socket with a timeout (Paramiko's 0.1 s), a system call that a
+        #: packet the socket buffer takes at once does not need; such a socket's
+        #: descriptor is non-blocking, so ``os.write`` takes what fits and returns.
+        #: Not on Windows, whose sockets are not file descriptors.
+        self._fd = (os.dup(sock.fileno())
+                    if self.direct and os.name == "posix" and sock.gettimeout() is not None
+                    else -1)
+        self._release_fd = weakref.finalize(self, os.close, self._fd) if self._fd >= 0 else None
         self._transport: Callable[[], Any] = lambda: None
         #: The channel the last data packet went to, and its id.
         self._last_channel: tuple[int, weakref.ref[paramiko.Channel]] | None = None
@@ -262,7 +262,7 @@ class LeanPacketizer(Packetizer):
             self._Packetizer__keepalive_last = time.time()
             sock = self._Packetizer__socket
             try:
-                n = os.write(self._fd, packet) if self._write_fd else sock.send(packet)
+                n = os.write(self._fd, packet) if self._fd >= 0 else sock.send(packet)
             except OSError:
                 n = 0
             if n < len(packet):
@@ -291,7 +291,7 @@ class LeanPacketizer(Packetizer):
         self._Packetizer__closed = True
         with self._Packetizer__write_lock:
             super().close()
-            self._fd = -1
+            self._fd = -1  # a later packet goes to the closed socket's send, which fails
             if self._release_fd is not None:
                 self._release_fd()
 
