@@ -20,7 +20,12 @@ from paramiko.buffered_pipe import BufferedPipe
 from support.keys import hash_known_host, known_hosts_entry
 from support.relay import DelayRelay
 
-from fleche_ssh.wire.paramiko_process import WINDOW_SIZE, ParamikoProcess, window_control
+from fleche_ssh.wire.paramiko_process import (
+    LEAST_SHARE,
+    WINDOW_SIZE,
+    ParamikoProcess,
+    window_control,
+)
 from fleche_ssh.wire.window import CAP, FLOOR, ReceiveWindow
 
 MIB = 1 << 20
@@ -204,6 +209,26 @@ def test_on_loopback_the_window_stays_at_its_starting_size(make):
     window = _process(cache).window
     assert window is not None and window.round_trip is not None
     assert window.size == FLOOR, f"the window grew on loopback: {window}"
+
+
+def test_channels_opened_beside_others_share_the_starting_window(make, pool):
+    # sshd queues what the windows of one connection allow together: four channels
+    # of 4 MiB each loading at once cost it as one 16 MiB window does.
+    caches = [make() for _ in range(6)]
+    windows = []
+    for cache in caches:
+        cache.info()
+        windows.append(_process(cache)._channel.in_window_size)
+    (transport,) = {_process(c)._channel.get_transport() for c in caches}
+    assert transport is pool.get(caches[0].target()).transport
+    assert windows == [max(WINDOW_SIZE // n, LEAST_SHARE) for n in range(1, 7)]
+    assert windows[0] == WINDOW_SIZE and windows[-1] == LEAST_SHARE
+    # Each still loads intact, and its window is where its flow control starts.
+    value = os.urandom(8 * MIB)
+    digest = caches[-1]._rpc("save_value", value)
+    assert caches[-1].load_value(digest) == value
+    window = _process(caches[-1]).window
+    assert window is not None and window.floor == LEAST_SHARE
 
 
 @pytest.mark.timeout(120)

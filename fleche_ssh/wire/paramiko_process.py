@@ -7,8 +7,8 @@ server's CPU, which only matters for a channel carrying large answers.
 
 The receive window starts at :data:`WINDOW_SIZE`, or at the window an
 earlier channel of the same session grew to (the same connection, so the
-same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`, shared
-among the channels open at once), and grows to what the link needs
+same link: :attr:`~fleche_ssh.ssh.session.Session.grown_window`), either
+shared among the channels open at once, and grows to what the link needs
 (:mod:`.window` decides; the figures are in ``docs/performance.rst``).
 Paramiko has no public way to grow a window, so this module takes over its
 window adjustments on the channels it opens: it notes the requests leaving
@@ -48,6 +48,8 @@ logger = logging.getLogger("fleche_ssh.window")
 #: Receive window a channel opens with: 4 MiB allows ~400 MB/s at 10 ms and
 #: ~80 MB/s at 50 ms before it needs to grow.
 WINDOW_SIZE = FLOOR
+#: The least window a channel opens with beside others on its connection (32 packets).
+LEAST_SHARE = 1 << 20
 MAX_PACKET_SIZE = 32768
 #: How often :meth:`ParamikoProcess.exit_status` looks for the status while it waits.
 _POLL = 0.01
@@ -114,16 +116,24 @@ class _StartTimer:
 
 
 def _starting_window(session: Session, window_size: int, cap: int) -> int:
-    """*window_size*, or the window a channel of *session* grew to, within *cap*.
+    """A share of *window_size*, or the window a channel of *session* grew to, within *cap*.
 
     What one channel grew to is what one transfer needs on the link.
     Channels open at the same time share the link, and each window is a
     promise to buffer that much: a new channel inherits at most *cap*
     divided among the channels then open (itself included), so that what
     a login's new channels promise together stays near one channel's bound.
+
+    The starting window is divided the same way, down to
+    :data:`LEAST_SHARE`: the server queues what the windows of one
+    connection allow together, and a queue of several windows costs it as
+    one large window does (four pool workers loading at once through one
+    login cost sshd twice the CPU per byte at 4 MiB each).  A window too
+    small for its link still grows.
     """
     open_now, _ = session.usage()
-    return min(cap, max(window_size, min(session.grown_window, cap // (open_now + 1))))
+    share = max(window_size // (open_now + 1), min(window_size, LEAST_SHARE))
+    return min(cap, max(share, min(session.grown_window, cap // (open_now + 1))))
 
 
 class ParamikoProcess(RemoteProcess):
