@@ -37,6 +37,7 @@ from fleche.call import Call
 from fleche.config import storage_from_config
 from fleche.digest import digest
 from fleche.remote import RemoteConnectionError
+from support import procfs
 from support import sshd as sshd_helpers
 from support.caches import wait_for
 
@@ -76,23 +77,13 @@ def check_lost(error: BaseException, during: str) -> None:
 
 def running(pid: int) -> bool:
     """True while *pid* exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def io_bytes(pid: int, counter: str) -> int | None:
-    """``rchar`` (bytes read, stdin included) or ``wchar`` of a process, from /proc."""
-    try:
-        lines = Path(f"/proc/{pid}/io").read_text().splitlines()
-    except OSError:
-        return None
-    return next(int(v) for k, v in (ln.split(": ") for ln in lines) if k == counter)
+    return procfs.state(pid) not in (None, "Z")
 
 
 def parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    ppid = procfs.parent(pid)
+    assert ppid is not None, f"process {pid} ended before its parent was read"
+    return ppid
 
 
 @dataclass
@@ -112,7 +103,7 @@ class KillMidTransfer:
     thread: threading.Thread = field(init=False)
 
     def __post_init__(self) -> None:
-        baseline = io_bytes(self.watched, "rchar")
+        baseline = procfs.io_counter(self.watched, "rchar")
         assert baseline is not None, f"no /proc/{self.watched}/io"
         self.thread = threading.Thread(target=self._run, args=(baseline,), daemon=True)
         self.thread.start()
@@ -120,7 +111,7 @@ class KillMidTransfer:
     def _run(self, baseline: int) -> None:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            now = io_bytes(self.watched, "rchar")
+            now = procfs.io_counter(self.watched, "rchar")
             if now is None:
                 return
             if now - baseline >= self.threshold:
@@ -324,11 +315,11 @@ def test_transport_closed_under_a_call_in_flight(make, pool, caplog):
             outcome["error"] = e
 
     sshd_side = parent(pid)  # reads the server's stdout as the download goes out
-    baseline = io_bytes(sshd_side, "rchar")
+    baseline = procfs.io_counter(sshd_side, "rchar")
     worker = threading.Thread(target=load, daemon=True)
     with caplog.at_level(logging.INFO, logger="fleche_ssh"):
         worker.start()
-        assert wait_for(lambda: io_bytes(sshd_side, "rchar") - baseline >= UNDER_WAY)
+        assert wait_for(lambda: procfs.io_counter(sshd_side, "rchar") - baseline >= UNDER_WAY)
         transport.close()
         worker.join(2 * PROMPT)
     assert not worker.is_alive(), "the call hung after its transport was closed"

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import cloudpickle
 import paramiko
 import pytest
+from support import procfs
 
 from fleche_ssh.demo import command
 from fleche_ssh.demo.server import LoopbackServer
@@ -74,24 +75,11 @@ def _run(t: paramiko.Transport, command: str, stdin: bytes = b"") -> tuple[bytes
 def _children() -> set[int]:
     """This process's children, read from each process's parent in /proc.
 
-    A process vanishes between listing /proc and reading its stat; it is
-    then no child of ours, so it is skipped.  (The per-thread ``children``
-    files race the same way with threads that end, and a child of a thread
-    that ended moves to another thread, so they can miss one.)
+    (Not the per-thread ``children`` files: they race with threads that
+    end, and a child of a thread that ended moves to another thread, so
+    they can miss one.)
     """
-    me = os.getpid()
-    pids: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == me:
-            pids.add(int(entry))
-    return pids
+    return set(procfs.children().get(os.getpid(), []))
 
 
 def test_known_hosts_line(server):

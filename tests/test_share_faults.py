@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 from fleche.digest import digest
+from support import procfs
 from support.caches import wait_for
 from support.sshd import Sshd, _wait_for_banner, start_sshd
 from support.tools import SSHD
@@ -93,38 +94,18 @@ def holder_pid(cache) -> int:
 
 def exited(pid: int) -> bool:
     """Whether *pid* has ended (a zombie waiting for its parent counts as ended)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return True
-    return state in ("Z", "X")
+    return procfs.state(pid) in (None, "Z", "X")
 
 
 def io_counter(pid: int, key: str) -> int:
-    lines = Path(f"/proc/{pid}/io").read_text().splitlines()
-    return next(int(v) for k, v in (ln.split(": ") for ln in lines) if k == key)
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    count = procfs.io_counter(pid, key)
+    assert count is not None, f"process {pid} ended while its I/O was watched"
+    return count
 
 
 def _kill_tree(pid: int) -> None:
     """SIGKILL *pid* and every process under it (sshd's sessions leave its process group)."""
-    for victim in [pid, *_descendants(pid)]:
+    for victim in [pid, *procfs.descendants(pid)]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
 
