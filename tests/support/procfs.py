@@ -18,7 +18,9 @@ def _stat(pid: int) -> list[str] | None:
     except OSError:
         return None
     # The command name is in parentheses and may itself hold spaces and parentheses.
-    fields = text.rsplit(")", 1)[1].split()
+    # A process ending as its file is read can leave it empty: gone, as above.
+    _, closed, after = text.rpartition(")")
+    fields = after.split() if closed else []
     return fields or None
 
 
